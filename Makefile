@@ -1,0 +1,37 @@
+# hyperd in Go. See README.md.
+SHELL := /bin/bash
+GO ?= go
+export CGO_ENABLED := 0
+LDFLAGS := -s -w -extldflags=-static
+BIN := bin
+# Guest kernel cache: outside the repo so a machine fetches it once.
+KERNEL_CACHE ?= /var/cache/hyperd-kernel
+
+.PHONY: all build test test-short bench demo kernel vet fmt clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# The whole test suite (what .ci/run calls). Needs root and /dev/kvm.
+test: fmt vet build
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 25m ./...
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./...
+
+kernel:
+	KERNEL_CACHE=$(KERNEL_CACHE) scripts/make-kernel.sh build
+
+demo: build
+	scripts/demo.sh
+
+clean:
+	rm -rf $(BIN) build
