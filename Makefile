@@ -21,7 +21,7 @@ fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # The whole test suite (what .ci/run calls). Needs root and /dev/kvm.
-test: fmt vet build
+test: fmt vet build kernel
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 25m ./...
 
 bench: build
