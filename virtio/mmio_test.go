@@ -1,0 +1,119 @@
+package virtio
+
+import (
+	"bytes"
+	"testing"
+)
+
+func TestMMIORegisters(t *testing.T) {
+	mem := newTestMemory()
+	irq := &countIRQ{}
+	tr, _ := NewRngMMIO(mem, irq)
+	d := newDriver(t, mem, tr, irq)
+	for _, c := range []struct {
+		off  uint64
+		want uint32
+	}{
+		{RegMagicValue, 0x74726976},
+		{RegVersion, 2},
+		{RegDeviceID, DeviceIDRng},
+		{RegVendorID, VendorID},
+		{RegSHMLenLow, 0xffffffff},
+		{RegConfigGeneration, 0},
+	} {
+		if got := d.rd(c.off); got != c.want {
+			t.Errorf("reg %#x = %#x, want %#x", c.off, got, c.want)
+		}
+	}
+	d.wr(RegDeviceFeaturesSel, 1)
+	if f := d.rd(RegDeviceFeatures); f&1 == 0 {
+		t.Errorf("VERSION_1 (bit 32) not offered: high word %#x", f)
+	}
+	d.wr(RegQueueSel, 0)
+	if n := d.rd(RegQueueNumMax); n != 256 {
+		t.Errorf("QueueNumMax %d", n)
+	}
+	d.wr(RegQueueSel, 5)
+	if n := d.rd(RegQueueNumMax); n != 0 {
+		t.Errorf("QueueNumMax of missing queue %d", n)
+	}
+	// Narrow or misaligned register accesses are ignored / read as 0.
+	b := []byte{0xff, 0xff}
+	tr.Read(RegMagicValue, b)
+	if !bytes.Equal(b, []byte{0, 0}) {
+		t.Errorf("16-bit register read = %x", b)
+	}
+	tr.Read(0x1000, b) // beyond the window
+	// Features without VERSION_1 are refused.
+	d.wr(RegStatus, StatusAcknowledge|StatusDriver)
+	d.wr(RegDriverFeaturesSel, 1)
+	d.wr(RegDriverFeatures, 0)
+	d.wr(RegStatus, StatusAcknowledge|StatusDriver|StatusFeaturesOK)
+	if d.rd(RegStatus)&StatusFeaturesOK != 0 {
+		t.Error("FEATURES_OK accepted without VERSION_1")
+	}
+	// Features not offered are refused.
+	d.wr(RegDriverFeatures, 1|1<<30)
+	d.wr(RegDriverFeaturesSel, 0)
+	d.wr(RegDriverFeatures, 1<<29) // EVENT_IDX
+	d.wr(RegStatus, StatusAcknowledge|StatusDriver|StatusFeaturesOK)
+	if d.rd(RegStatus)&StatusFeaturesOK != 0 {
+		t.Error("FEATURES_OK accepted with features not offered")
+	}
+	d.negotiate(^uint64(0), 8)
+	// Layout registers are frozen after DRIVER_OK.
+	d.wr(RegQueueSel, 0)
+	d.wr(RegQueueNum, 3)
+	d.wr(RegQueueReady, 0)
+	if d.rd(RegQueueReady) != 1 {
+		t.Error("QueueReady changed after DRIVER_OK")
+	}
+	// Reset clears everything.
+	d.wr(RegStatus, 0)
+	if s, r := d.rd(RegStatus), d.rd(RegQueueReady); s != 0 || r != 0 {
+		t.Errorf("after reset status %#x ready %d", s, r)
+	}
+	// Notifications after reset reach nothing (no panic, no used entry).
+	d.kick(0)
+	d.kick(7)
+	d.kick(-1 & 0xffff)
+}
+
+func TestMMIOBadQueueNeedsReset(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		setup func(d *testDriver)
+	}{
+		{"size not power of 2", func(d *testDriver) { d.wr(RegQueueNum, 3) }},
+		{"size above max", func(d *testDriver) { d.wr(RegQueueNum, 512) }},
+		{"size zero", func(d *testDriver) { d.wr(RegQueueNum, 0) }},
+		{"desc outside memory", func(d *testDriver) { d.wr(RegQueueNum, 8); d.wr(RegQueueDescHigh, 1) }},
+		{"used misaligned", func(d *testDriver) { d.wr(RegQueueNum, 8); d.wr(RegQueueDeviceLow, 0x3002) }},
+		{"avail at end of memory", func(d *testDriver) { d.wr(RegQueueNum, 8); d.wr(RegQueueDriverLow, testMemSize-4) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			mem := newTestMemory()
+			irq := &countIRQ{}
+			tr, _ := NewRngMMIO(mem, irq)
+			d := newDriver(t, mem, tr, irq)
+			d.wr(RegStatus, StatusAcknowledge|StatusDriver)
+			d.wr(RegDriverFeaturesSel, 1)
+			d.wr(RegDriverFeatures, 1)
+			d.wr(RegStatus, StatusAcknowledge|StatusDriver|StatusFeaturesOK)
+			d.wr(RegQueueSel, 0)
+			d.wr(RegQueueDescLow, 0x1000)
+			d.wr(RegQueueDriverLow, 0x2000)
+			d.wr(RegQueueDeviceLow, 0x3000)
+			c.setup(d)
+			d.wr(RegQueueReady, 1)
+			d.wr(RegStatus, StatusAcknowledge|StatusDriver|StatusFeaturesOK|StatusDriverOK)
+			if s := d.rd(RegStatus); s&StatusDeviceNeedsReset == 0 {
+				t.Errorf("status %#x, want DEVICE_NEEDS_RESET", s)
+			}
+			if d.ack()&InterruptConfigChange == 0 || irq.n.Load() == 0 {
+				t.Error("no config change interrupt")
+			}
+			d.kick(0) // ignored
+		})
+	}
+}
