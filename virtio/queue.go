@@ -446,3 +446,18 @@ func le32(b []byte) uint32 {
 	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
 }
 func le64(b []byte) uint64 { return uint64(le32(b)) | uint64(le32(b[4:]))<<32 }
+
+// Next pops the next well-formed chain, skipping (and returning as used
+// with length 0) malformed ones. It returns nil when the ring is empty or
+// the queue is broken.
+func (q *Queue) Next() *Chain {
+	for {
+		c, err := q.Pop()
+		if c != nil {
+			return c
+		}
+		if err == nil || q.broken != nil {
+			return nil
+		}
+	}
+}

@@ -46,12 +46,9 @@ func (d *Rng) Notify(qi int) {
 	}
 	defer q.Interrupt()
 	for {
-		c, err := q.Pop()
+		c := q.Next()
 		if c == nil {
-			if err == nil || q.Err() != nil {
-				return
-			}
-			continue // malformed chain, already returned
+			return
 		}
 		w := c.Writer()
 		for w.Written() < rngMaxPerRequest {

@@ -1,0 +1,113 @@
+package virtio
+
+import (
+	"encoding/binary"
+	"io"
+)
+
+// Console device constants, §5.3.
+const (
+	DeviceIDConsole = 3
+
+	ConsoleFSize       = 1 << 0 // VIRTIO_CONSOLE_F_SIZE (not offered)
+	ConsoleFMultiport  = 1 << 1 // VIRTIO_CONSOLE_F_MULTIPORT (not offered)
+	ConsoleFEmergWrite = 1 << 2 // VIRTIO_CONSOLE_F_EMERG_WRITE
+
+	consoleRxQ = 0 // receiveq(port0)
+	consoleTxQ = 1 // transmitq(port0)
+
+	// struct virtio_console_config: le16 cols; le16 rows;
+	// le32 max_nr_ports; le32 emerg_wr (§5.3.4).
+	consoleConfigSize  = 12
+	consoleEmergWrOffs = 8
+)
+
+// Console is a single-port virtio console (§5.3): what the guest transmits
+// goes to an io.Writer (the per-VM log file); Input feeds the receive queue.
+type Console struct {
+	base
+	out io.Writer
+}
+
+// NewConsole returns a console writing guest output to out.
+func NewConsole(out io.Writer) *Console { return &Console{out: out} }
+
+// NewConsoleMMIO returns a console behind an MMIO transport.
+func NewConsoleMMIO(mem *Memory, irq Interrupt, out io.Writer) (*MMIO, *Console) {
+	d := NewConsole(out)
+	return NewMMIO(d, mem, irq), d
+}
+
+func (d *Console) DeviceID() uint32        { return DeviceIDConsole }
+func (d *Console) Features() uint64        { return ConsoleFEmergWrite }
+func (d *Console) QueueMaxSizes() []uint16 { return []uint16{64, 64} }
+
+func (d *Console) ReadConfig(off uint64, data []byte) {
+	var cfg [consoleConfigSize]byte
+	binary.LittleEndian.PutUint32(cfg[4:], 1) // max_nr_ports
+	readConfigBytes(cfg[:], off, data)
+}
+
+// WriteConfig implements emerg_wr: a write there outputs one character,
+// even before the driver is ready (§5.3.4).
+func (d *Console) WriteConfig(off uint64, data []byte) {
+	if off != consoleEmergWrOffs || len(data) == 0 {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.out.Write(data[:1])
+}
+
+func (d *Console) Activate(qs []*Queue, f uint64) error { d.activate(qs, f); return nil }
+func (d *Console) Reset()                               { d.activate(nil, 0) }
+
+// Notify handles the transmit queue; receive buffers are consumed by Input.
+func (d *Console) Notify(qi int) {
+	if qi != consoleTxQ {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	q := d.queue(qi)
+	if q == nil {
+		return
+	}
+	defer q.Interrupt()
+	for c := q.Next(); c != nil; c = q.Next() {
+		for _, b := range c.Readable {
+			if len(b) > 0 {
+				d.out.Write(b)
+			}
+		}
+		if q.Push(c.Head, 0) != nil {
+			return
+		}
+	}
+}
+
+// Input copies p into the guest's receive buffers and returns how many
+// bytes were delivered; it is short when the guest has no buffers posted.
+func (d *Console) Input(p []byte) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	q := d.queue(consoleRxQ)
+	if q == nil {
+		return 0
+	}
+	defer q.Interrupt()
+	n := 0
+	for n < len(p) {
+		c := q.Next()
+		if c == nil {
+			break
+		}
+		w := c.Writer()
+		m, _ := w.Write(p[n:])
+		n += m
+		if q.PushChain(c, w.Written()) != nil {
+			break
+		}
+	}
+	return n
+}
