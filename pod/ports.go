@@ -1,0 +1,195 @@
+package pod
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hyperhq/hyperd-go/sandbox"
+)
+
+// forwarder owns the host listeners of one running pod. Every accepted TCP
+// connection and every UDP peer gets its own connection to the container
+// port through sandbox.Agent.Dial. UDP sessions assume the agent's "udp"
+// connection preserves datagram boundaries (one Write = one datagram).
+type forwarder struct {
+	ag  sandbox.Agent
+	log *slog.Logger
+
+	mu   sync.Mutex
+	lst  map[string]io.Closer // key "proto/hostport"
+	done bool
+}
+
+func newForwarder(ag sandbox.Agent, log *slog.Logger) *forwarder {
+	return &forwarder{ag: ag, log: log, lst: map[string]io.Closer{}}
+}
+
+func pairKey(p PortPair) string { return p.Proto + "/" + strconv.Itoa(p.Host) }
+
+// add listens on every pair; on any failure the pairs added by this call are
+// closed again and the error says which port.
+func (f *forwarder) add(pairs []PortPair) error {
+	var added []PortPair
+	for _, p := range pairs {
+		if err := f.addOne(p); err != nil {
+			f.remove(added)
+			return err
+		}
+		added = append(added, p)
+	}
+	return nil
+}
+
+func (f *forwarder) addOne(p PortPair) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.done {
+		return fmt.Errorf("pod is stopping")
+	}
+	k := pairKey(p)
+	if _, ok := f.lst[k]; ok {
+		return &ConflictError{Msg: fmt.Sprintf("conflict: host port %s is already mapped", k)}
+	}
+	addr := ":" + strconv.Itoa(p.Host)
+	switch p.Proto {
+	case "tcp":
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return &ConflictError{Msg: fmt.Sprintf("conflict: cannot listen on host port tcp/%d: %v", p.Host, err)}
+		}
+		f.lst[k] = l
+		go f.serveTCP(l, p)
+	case "udp":
+		c, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return &ConflictError{Msg: fmt.Sprintf("conflict: cannot listen on host port udp/%d: %v", p.Host, err)}
+		}
+		f.lst[k] = c
+		go f.serveUDP(c, p)
+	}
+	return nil
+}
+
+func (f *forwarder) remove(pairs []PortPair) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, p := range pairs {
+		k := pairKey(p)
+		if c, ok := f.lst[k]; ok {
+			c.Close()
+			delete(f.lst, k)
+		}
+	}
+}
+
+func (f *forwarder) closeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.done = true
+	for k, c := range f.lst {
+		c.Close()
+		delete(f.lst, k)
+	}
+}
+
+func (f *forwarder) serveTCP(l net.Listener, p PortPair) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			up, err := f.ag.Dial(ctx, "tcp", p.Container)
+			cancel()
+			if err != nil {
+				f.log.Warn("port mapping: dial container port", "host", p.Host, "container", p.Container, "err", err)
+				return
+			}
+			defer up.Close()
+			splice(c, up)
+		}()
+	}
+}
+
+type closeWriter interface{ CloseWrite() error }
+
+// splice copies both ways and propagates half-closes.
+func splice(a, b net.Conn) {
+	var wg sync.WaitGroup
+	cp := func(dst, src net.Conn) {
+		defer wg.Done()
+		io.Copy(dst, src)
+		if cw, ok := dst.(closeWriter); ok {
+			cw.CloseWrite()
+		} else {
+			dst.Close()
+		}
+	}
+	wg.Add(2)
+	go cp(a, b)
+	go cp(b, a)
+	wg.Wait()
+}
+
+func (f *forwarder) serveUDP(pc net.PacketConn, p PortPair) {
+	type session struct {
+		c    net.Conn
+		last time.Time
+	}
+	var mu sync.Mutex
+	sessions := map[string]*session{}
+	defer func() {
+		mu.Lock()
+		for _, s := range sessions {
+			s.c.Close()
+		}
+		mu.Unlock()
+	}()
+	buf := make([]byte, 65536)
+	for {
+		n, peer, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		s := sessions[peer.String()]
+		mu.Unlock()
+		if s == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			c, err := f.ag.Dial(ctx, "udp", p.Container)
+			cancel()
+			if err != nil {
+				f.log.Warn("port mapping: dial container udp port", "host", p.Host, "container", p.Container, "err", err)
+				continue
+			}
+			s = &session{c: c}
+			mu.Lock()
+			sessions[peer.String()] = s
+			mu.Unlock()
+			go func(peer net.Addr, s *session) {
+				b := make([]byte, 65536)
+				for {
+					s.c.SetReadDeadline(time.Now().Add(2 * time.Minute))
+					n, err := s.c.Read(b)
+					if err != nil {
+						break
+					}
+					pc.WriteTo(b[:n], peer)
+				}
+				s.c.Close()
+				mu.Lock()
+				delete(sessions, peer.String())
+				mu.Unlock()
+			}(peer, s)
+		}
+		s.c.Write(buf[:n])
+	}
+}
