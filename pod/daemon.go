@@ -851,7 +851,7 @@ func (d *Daemon) agentSpec(sb sandbox.Sandbox, c *ctrState, hostname string, roo
 		return sandbox.ContainerSpec{}, fmt.Errorf("rootfs of %s: %w", r.Name, err)
 	}
 	cs := sandbox.ContainerSpec{ID: r.ID, Hostname: hostname, Rootfs: src, RootfsType: rootfs[1], ReadOnlyFS: r.Spec.ReadOnly,
-		Sysctl: r.Spec.Sysctl,
+		Sysctl:  r.Spec.Sysctl,
 		Process: sandbox.Process{Args: r.Args, Env: r.Env, Cwd: r.Workdir, User: r.User, Tty: r.Spec.Tty, OpenStdin: true}}
 	for _, v := range r.Spec.Volumes {
 		vs, ok := vols[v.Volume]
