@@ -3,10 +3,12 @@ package vmm
 import (
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/hyperhq/hyperd-go/guest"
 	"github.com/hyperhq/hyperd-go/kvm"
+	"github.com/hyperhq/hyperd-go/virtio"
 )
 
 // Config describes a machine to boot.
@@ -18,17 +20,13 @@ type Config struct {
 	CPUs    int // vCPUs; default 1
 	// Console receives everything the guest writes to its serial port.
 	Console io.Writer
-	// Devices are virtio-mmio devices, placed at MMIOBase + i*MMIOStride
-	// with GSI FirstDeviceGSI + i.
-	Devices []Device
+	// Devices are virtio device models; each is put behind a virtio-mmio
+	// transport at MMIOBase + i*MMIOStride with GSI FirstDeviceGSI + i.
+	// The machine closes those that are io.Closers when it stops.
+	Devices []virtio.Device
 	// Emulated forces the CPUID profile for software-nested KVM; by default
 	// it is chosen from the host (no vmx/svm in /proc/cpuinfo).
 	Emulated *bool
-}
-
-// Device is a virtio-mmio device as the machine needs it.
-type Device interface {
-	MMIODevice
 }
 
 // Placement of virtio-mmio devices: in the MMIO hole below 4 GiB, one
@@ -44,10 +42,14 @@ const (
 // Machine is a booted virtual machine.
 type Machine struct {
 	*core
-	uart   *UART
-	loaded *guest.Loaded
-	cfg    Config
-	start  time.Time
+	uart        *UART
+	loaded      *guest.Loaded
+	vmem        *virtio.Memory
+	slots       []*virtioSlot
+	notifyWG    sync.WaitGroup
+	releaseOnce sync.Once
+	cfg         Config
+	start       time.Time
 }
 
 // New creates the VM, loads the guest and wires the devices; Start runs it.
@@ -76,7 +78,7 @@ func New(cfg Config) (*Machine, error) {
 	}
 	m := &Machine{core: c, cfg: cfg}
 	if err := m.setup(); err != nil {
-		c.close()
+		m.release()
 		return nil, err
 	}
 	return m, nil
@@ -100,11 +102,14 @@ func (m *Machine) setup() error {
 		return err
 	}
 	acpi := guest.ACPIConfig{CPUs: cfg.CPUs, Serial: true, SleepPort: SleepControlPort, ResetPort: i8042Base + i8042CmdOffset, ResetValue: i8042CmdReset}
+	m.vmem = virtio.NewMemory(m.mem)
 	for i, d := range cfg.Devices {
 		base := uint64(MMIOBase + i*MMIOStride)
-		if err := m.bus.addMMIO(base, MMIOSize, d); err != nil {
+		s, err := m.attachVirtio(i, d)
+		if err != nil {
 			return err
 		}
+		m.slots = append(m.slots, s)
 		acpi.Devices = append(acpi.Devices, guest.MMIODevice{Base: base, Size: MMIOSize, GSI: uint32(FirstDeviceGSI + i)})
 	}
 	l, err := guest.Load(m.mem, guest.Config{Kernel: cfg.Kernel, Initrd: cfg.Initrd, Cmdline: cfg.Cmdline, ACPI: acpi})
@@ -196,8 +201,23 @@ func (m *Machine) Start() {
 // resources are released.
 func (m *Machine) Wait() Result {
 	<-m.done
-	m.close()
+	m.release()
 	return m.result
+}
+
+// release frees devices, eventfds, vCPUs, the VM and guest memory.
+func (m *Machine) release() {
+	m.releaseOnce.Do(func() {
+		m.stopping.Store(true)
+		for _, s := range m.slots {
+			s.close(m.vm)
+		}
+		m.notifyWG.Wait()
+		for _, s := range m.slots {
+			s.closeFDs()
+		}
+		m.close()
+	})
 }
 
 // Done is closed when every vCPU has stopped.
