@@ -200,6 +200,9 @@ func (d *Daemon) Close() error {
 // DriverName is the sandbox driver in use.
 func (d *Daemon) DriverName() string { return d.drv.Name() }
 
+// Isolation is the driver's honest description of its isolation.
+func (d *Daemon) Isolation() string { return d.drv.Isolation() }
+
 func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
