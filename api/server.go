@@ -211,7 +211,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, code, err.Error())
 }
 
-func badParam(format string, a ...any) error { return &pod.SpecError{Msg: "bad parameter: " + fmt.Sprintf(format, a...)} }
+func badParam(format string, a ...any) error {
+	return &pod.SpecError{Msg: "bad parameter: " + fmt.Sprintf(format, a...)}
+}
 
 // q returns the first non-empty query value among names.
 func q(r *http.Request, names ...string) string {
@@ -1159,4 +1161,3 @@ func (s *Server) auth(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, 200, AuthResult{Status: st})
 }
-

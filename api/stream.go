@@ -126,4 +126,3 @@ func findHijacker(w http.ResponseWriter) (http.Hijacker, bool) {
 		w = u.Unwrap()
 	}
 }
-
