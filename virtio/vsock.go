@@ -1,0 +1,844 @@
+package virtio
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Socket device constants, virtio v1.2 §5.10.
+const (
+	DeviceIDVsock = 19
+	// VsockHostCID is the well-known CID of the host (VMADDR_CID_HOST).
+	VsockHostCID = 2
+
+	vsockRxQ = 0
+	vsockTxQ = 1
+	vsockEvQ = 2
+
+	// VsockHeaderSize is sizeof(struct virtio_vsock_hdr) (§5.10.6).
+	VsockHeaderSize = 44
+
+	VsockTypeStream = 1 // VIRTIO_VSOCK_TYPE_STREAM
+
+	// Operations, §5.10.6.
+	VsockOpInvalid       = 0
+	VsockOpRequest       = 1
+	VsockOpResponse      = 2
+	VsockOpRst           = 3
+	VsockOpShutdown      = 4
+	VsockOpRW            = 5
+	VsockOpCreditUpdate  = 6
+	VsockOpCreditRequest = 7
+
+	// SHUTDOWN flags, §5.10.6.5.
+	VsockShutdownRcv  = 1 // VIRTIO_VSOCK_SHUTDOWN_F_RECEIVE
+	VsockShutdownSend = 2 // VIRTIO_VSOCK_SHUTDOWN_F_SEND
+
+	// VsockEventTransportReset is VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (§5.10.6.8).
+	VsockEventTransportReset = 0
+
+	// VsockMaxPayload bounds one packet's payload (Linux's
+	// VIRTIO_VSOCK_MAX_PKT_BUF_SIZE); longer guest packets are dropped.
+	VsockMaxPayload = 64 << 10
+	// vsockBufAlloc is the receive buffer we advertise per connection for
+	// guest→host data (buf_alloc, §5.10.6.3).
+	vsockBufAlloc = 256 << 10
+	// vsockFirstHostPort is where host-side ports of host-initiated
+	// connections start (as in Firecracker).
+	vsockFirstHostPort = 1 << 30
+	vsockQueueSize     = 256
+	// vsockMaxConns bounds live connections; vsockMaxCtrl bounds queued
+	// replies to packets of unknown connections.
+	vsockMaxConns = 1024
+	vsockMaxCtrl  = 4096
+)
+
+// VsockHeader is struct virtio_vsock_hdr (§5.10.6), little-endian on the wire.
+type VsockHeader struct {
+	SrcCID   uint64
+	DstCID   uint64
+	SrcPort  uint32
+	DstPort  uint32
+	Len      uint32
+	Type     uint16
+	Op       uint16
+	Flags    uint32
+	BufAlloc uint32
+	FwdCnt   uint32
+}
+
+// ErrShortHeader is returned for packets shorter than VsockHeaderSize.
+var ErrShortHeader = errors.New("virtio-vsock: packet shorter than its header")
+
+// ParseVsockHeader decodes the header at the start of b.
+func ParseVsockHeader(b []byte) (VsockHeader, error) {
+	if len(b) < VsockHeaderSize {
+		return VsockHeader{}, ErrShortHeader
+	}
+	le := binary.LittleEndian
+	return VsockHeader{
+		SrcCID:   le.Uint64(b[0:]),
+		DstCID:   le.Uint64(b[8:]),
+		SrcPort:  le.Uint32(b[16:]),
+		DstPort:  le.Uint32(b[20:]),
+		Len:      le.Uint32(b[24:]),
+		Type:     le.Uint16(b[28:]),
+		Op:       le.Uint16(b[30:]),
+		Flags:    le.Uint32(b[32:]),
+		BufAlloc: le.Uint32(b[36:]),
+		FwdCnt:   le.Uint32(b[40:]),
+	}, nil
+}
+
+// Marshal encodes h into b[:VsockHeaderSize].
+func (h *VsockHeader) Marshal(b []byte) {
+	le := binary.LittleEndian
+	_ = b[VsockHeaderSize-1]
+	le.PutUint64(b[0:], h.SrcCID)
+	le.PutUint64(b[8:], h.DstCID)
+	le.PutUint32(b[16:], h.SrcPort)
+	le.PutUint32(b[20:], h.DstPort)
+	le.PutUint32(b[24:], h.Len)
+	le.PutUint16(b[28:], h.Type)
+	le.PutUint16(b[30:], h.Op)
+	le.PutUint32(b[32:], h.Flags)
+	le.PutUint32(b[36:], h.BufAlloc)
+	le.PutUint32(b[40:], h.FwdCnt)
+}
+
+// VsockConfig configures a socket device.
+type VsockConfig struct {
+	// GuestCID is the guest's context ID (>= 3).
+	GuestCID uint64
+	// UDS is the path of the hybrid unix socket the device listens on for
+	// host-initiated connections; guest-initiated connections to host
+	// port P are dialled at UDS + "_" + P.
+	UDS string
+	// ConnectTimeout bounds the CONNECT line and the wait for the guest's
+	// RESPONSE (default 5s).
+	ConnectTimeout time.Duration
+	// DialTimeout bounds dialling <UDS>_<port> (default 2s).
+	DialTimeout time.Duration
+	// Logf, if set, receives diagnostics.
+	Logf func(format string, args ...any)
+}
+
+type connState int
+
+const (
+	stConnecting  connState = iota // host-initiated, REQUEST sent to guest
+	stDialing                      // guest-initiated, dialling the host socket
+	stEstablished                  // data flows
+)
+
+type connKey struct{ local, peer uint32 } // host port, guest port
+
+type vconn struct {
+	key   connKey
+	state connState
+	uc    net.Conn
+	src   io.Reader // host data source (uc, or the bufio.Reader of the CONNECT line)
+	cond  *sync.Cond
+	timer *time.Timer
+
+	closed bool
+
+	// guest → host
+	preamble    []byte // "OK <port>\n", written before any data
+	txBuf       []byte // guest data not yet written to uc
+	rxCnt       uint32 // bytes received from the guest
+	fwdCnt      uint32 // bytes written to uc (fwd_cnt we advertise)
+	lastFwdSent uint32 // fwd_cnt the guest last heard
+	guestNoSend bool   // guest sent SHUTDOWN(SEND)
+	guestNoRecv bool   // guest sent SHUTDOWN(RECEIVE)
+	wroteEOF    bool   // CloseWrite done
+
+	// host → guest
+	rdData        []byte // host data read, not yet delivered
+	rdEOF         bool   // host sent EOF
+	shutdownSent  bool
+	txCnt         uint32 // bytes sent to the guest
+	peerBufAlloc  uint32
+	peerFwdCnt    uint32
+	creditReqSent bool
+	inReady       bool
+
+	creditUpdQueued bool
+}
+
+func (c *vconn) peerCredit() uint32 {
+	inflight := c.txCnt - c.peerFwdCnt
+	if inflight >= c.peerBufAlloc {
+		return 0
+	}
+	return c.peerBufAlloc - inflight
+}
+
+type ctrlPkt struct {
+	c     *vconn // nil for replies to packets of unknown connections
+	hdr   VsockHeader
+	flags uint32
+}
+
+// Vsock is a userspace virtio socket device (§5.10) whose host side is a
+// Firecracker-style hybrid unix socket: a host client connects to UDS,
+// sends "CONNECT <port>\n", and once the guest accepted gets
+// "OK <hostport>\n" followed by the stream; a guest connecting to CID 2
+// port P is connected to the unix socket UDS_P.
+type Vsock struct {
+	base
+	cfg VsockConfig
+	ln  *net.UnixListener
+
+	conns    map[connKey]*vconn
+	ctrl     []ctrlPkt
+	ready    []*vconn
+	nextPort uint32
+	closed   bool
+	pending  map[net.Conn]bool // host connections still sending CONNECT
+	wg       sync.WaitGroup
+}
+
+// NewVsock creates the device and starts listening on cfg.UDS.
+func NewVsock(cfg VsockConfig) (*Vsock, error) {
+	if cfg.GuestCID < 3 || cfg.GuestCID > 0xffffffff-1 {
+		return nil, fmt.Errorf("virtio-vsock: invalid guest CID %d", cfg.GuestCID)
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 5 * time.Second
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 2 * time.Second
+	}
+	os.Remove(cfg.UDS)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: cfg.UDS, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("virtio-vsock: %w", err)
+	}
+	v := &Vsock{cfg: cfg, ln: ln, conns: map[connKey]*vconn{}, pending: map[net.Conn]bool{}, nextPort: vsockFirstHostPort}
+	v.wg.Add(1)
+	go v.acceptLoop()
+	return v, nil
+}
+
+// NewVsockMMIO creates a socket device behind an MMIO transport.
+func NewVsockMMIO(mem *Memory, irq Interrupt, cfg VsockConfig) (*MMIO, *Vsock, error) {
+	v, err := NewVsock(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return NewMMIO(v, mem, irq), v, nil
+}
+
+func (v *Vsock) logf(format string, args ...any) {
+	if v.cfg.Logf != nil {
+		v.cfg.Logf("virtio-vsock: "+format, args...)
+	}
+}
+
+// Close stops listening, drops every connection and removes the socket.
+func (v *Vsock) Close() error {
+	v.mu.Lock()
+	if v.closed {
+		v.mu.Unlock()
+		return nil
+	}
+	v.closed = true
+	v.dropAll()
+	for uc := range v.pending {
+		uc.Close()
+	}
+	v.mu.Unlock()
+	err := v.ln.Close()
+	v.wg.Wait()
+	os.Remove(v.cfg.UDS)
+	return err
+}
+
+func (v *Vsock) DeviceID() uint32 { return DeviceIDVsock }
+func (v *Vsock) Features() uint64 { return 0 } // stream only (§5.10.3)
+func (v *Vsock) QueueMaxSizes() []uint16 {
+	return []uint16{vsockQueueSize, vsockQueueSize, vsockQueueSize}
+}
+
+// ReadConfig exposes struct virtio_vsock_config { le64 guest_cid; }.
+func (v *Vsock) ReadConfig(off uint64, data []byte) {
+	var cfg [8]byte
+	binary.LittleEndian.PutUint64(cfg[:], v.cfg.GuestCID)
+	readConfigBytes(cfg[:], off, data)
+}
+
+func (v *Vsock) WriteConfig(off uint64, data []byte) {}
+
+func (v *Vsock) Activate(qs []*Queue, f uint64) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(qs) != 3 || qs[vsockRxQ] == nil || qs[vsockTxQ] == nil {
+		return errors.New("virtio-vsock: rx and tx queues are required")
+	}
+	v.queues, v.features = qs, f
+	v.processRx()
+	return nil
+}
+
+// Reset drops every connection (without RST: the driver is gone) and the
+// queues; the listener keeps running.
+func (v *Vsock) Reset() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.dropAll()
+	v.queues, v.features = nil, 0
+}
+
+func (v *Vsock) dropAll() {
+	for _, c := range v.conns {
+		v.closeConn(c, false)
+	}
+	v.ctrl, v.ready = nil, nil
+}
+
+// TransportReset tells the guest that all connections are gone
+// (VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, §5.10.6.8), as after a migration
+// or snapshot restore, and drops them on our side.
+func (v *Vsock) TransportReset() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	q := v.queue(vsockEvQ)
+	if q == nil {
+		return errors.New("virtio-vsock: event queue not active")
+	}
+	c := q.Next()
+	if c == nil {
+		return errors.New("virtio-vsock: no event buffer posted")
+	}
+	var ev [4]byte
+	binary.LittleEndian.PutUint32(ev[:], VsockEventTransportReset)
+	w := c.Writer()
+	w.Write(ev[:])
+	err := q.PushChain(c, w.Written())
+	q.Interrupt()
+	v.dropAll()
+	return err
+}
+
+// Notify handles tx (guest packets) and rx (new receive buffers).
+func (v *Vsock) Notify(qi int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	switch qi {
+	case vsockTxQ:
+		v.processTx()
+		v.processRx()
+	case vsockRxQ:
+		v.processRx()
+	}
+}
+
+// processTx consumes every packet the guest sent. Called with v.mu held.
+func (v *Vsock) processTx() {
+	q := v.queue(vsockTxQ)
+	if q == nil {
+		return
+	}
+	defer q.Interrupt()
+	var hb [VsockHeaderSize]byte
+	for c := q.Next(); c != nil; c = q.Next() {
+		r := c.Reader()
+		n, _ := io.ReadFull(r, hb[:])
+		if h, err := ParseVsockHeader(hb[:n]); err != nil {
+			v.logf("dropping packet: %v", err)
+		} else if uint64(h.Len) > r.Remaining() || h.Len > VsockMaxPayload {
+			v.logf("dropping packet: len %d, %d bytes follow the header", h.Len, r.Remaining())
+		} else {
+			v.handlePacket(&h, r)
+		}
+		if q.Push(c.Head, 0) != nil {
+			return
+		}
+	}
+}
+
+// reply queues a control packet answering h (ports swapped).
+func (v *Vsock) reply(h *VsockHeader, op uint16) {
+	if len(v.ctrl) >= vsockMaxCtrl {
+		return // the guest is not reading its rx queue; best effort
+	}
+	v.ctrl = append(v.ctrl, ctrlPkt{hdr: VsockHeader{
+		SrcCID: h.DstCID, DstCID: h.SrcCID, SrcPort: h.DstPort, DstPort: h.SrcPort,
+		Type: VsockTypeStream, Op: op,
+	}})
+}
+
+func (v *Vsock) send(c *vconn, op uint16, flags uint32) {
+	if op == VsockOpCreditUpdate {
+		if c.creditUpdQueued {
+			return // one pending update carries the latest fwd_cnt anyway
+		}
+		c.creditUpdQueued = true
+	}
+	v.ctrl = append(v.ctrl, ctrlPkt{c: c, hdr: VsockHeader{Op: op}, flags: flags})
+}
+
+// handlePacket acts on one well-formed guest packet whose payload (h.Len
+// bytes) is the rest of r. Called with v.mu held.
+func (v *Vsock) handlePacket(h *VsockHeader, r *ChainReader) {
+	if h.SrcCID != v.cfg.GuestCID {
+		v.logf("dropping packet from CID %d", h.SrcCID)
+		return
+	}
+	if h.DstCID != VsockHostCID || h.Type != VsockTypeStream {
+		if h.Op != VsockOpRst {
+			v.reply(h, VsockOpRst)
+		}
+		return
+	}
+	key := connKey{local: h.DstPort, peer: h.SrcPort}
+	c := v.conns[key]
+	if c == nil {
+		switch h.Op {
+		case VsockOpRequest:
+			v.guestConnect(key, h)
+		case VsockOpRst:
+		default:
+			v.reply(h, VsockOpRst)
+		}
+		return
+	}
+	// Every packet carries the peer's credit (§5.10.6.3).
+	c.peerBufAlloc, c.peerFwdCnt = h.BufAlloc, h.FwdCnt
+	if c.peerCredit() > 0 {
+		c.creditReqSent = false
+		if len(c.rdData) > 0 {
+			v.markReady(c)
+		}
+	}
+	switch h.Op {
+	case VsockOpRequest:
+		// A second REQUEST on a live connection: protocol error.
+		v.closeConn(c, true)
+	case VsockOpResponse:
+		if c.state != stConnecting {
+			v.closeConn(c, true)
+			return
+		}
+		v.establish(c, []byte("OK "+strconv.FormatUint(uint64(c.key.local), 10)+"\n"))
+	case VsockOpRst:
+		v.closeConn(c, false)
+	case VsockOpShutdown:
+		if h.Flags&VsockShutdownRcv != 0 {
+			c.guestNoRecv = true
+			c.rdData = nil // the guest will not read it
+			c.cond.Broadcast()
+		}
+		if h.Flags&VsockShutdownSend != 0 {
+			c.guestNoSend = true
+		}
+		c.cond.Broadcast() // the writer finishes up (see writeLoop)
+	case VsockOpRW:
+		if c.state != stEstablished || c.guestNoSend {
+			v.closeConn(c, true)
+			return
+		}
+		if buffered := c.rxCnt - c.fwdCnt; h.Len > vsockBufAlloc-buffered {
+			v.logf("port %d: guest exceeded its credit", key.local)
+			v.closeConn(c, true)
+			return
+		}
+		for n := int(h.Len); n > 0; {
+			b := r.Next(n)
+			if b == nil {
+				break
+			}
+			c.txBuf = append(c.txBuf, b...)
+			n -= len(b)
+		}
+		c.rxCnt += h.Len
+		c.cond.Broadcast()
+	case VsockOpCreditUpdate:
+		// Credit already taken from the header.
+	case VsockOpCreditRequest:
+		v.send(c, VsockOpCreditUpdate, 0)
+	default:
+		v.closeConn(c, true)
+	}
+}
+
+// guestConnect starts dialling UDS_<port> for a guest REQUEST.
+func (v *Vsock) guestConnect(key connKey, h *VsockHeader) {
+	if v.closed || len(v.conns) >= vsockMaxConns {
+		v.reply(h, VsockOpRst)
+		return
+	}
+	c := v.newConn(key, stDialing)
+	c.peerBufAlloc, c.peerFwdCnt = h.BufAlloc, h.FwdCnt
+	path := v.cfg.UDS + "_" + strconv.FormatUint(uint64(key.local), 10)
+	v.wg.Add(1)
+	go func() {
+		defer v.wg.Done()
+		uc, err := net.DialTimeout("unix", path, v.cfg.DialTimeout)
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		if c.closed {
+			if uc != nil {
+				uc.Close()
+			}
+			return
+		}
+		if err != nil {
+			v.logf("guest connect to port %d: %v", key.local, err)
+			v.closeConn(c, true)
+			v.processRx()
+			return
+		}
+		c.uc, c.src = uc, uc
+		v.send(c, VsockOpResponse, 0)
+		v.establish(c, nil)
+		v.processRx()
+	}()
+}
+
+func (v *Vsock) newConn(key connKey, st connState) *vconn {
+	c := &vconn{key: key, state: st}
+	c.cond = sync.NewCond(&v.mu)
+	v.conns[key] = c
+	return c
+}
+
+// establish starts moving data on c. Called with v.mu held.
+func (v *Vsock) establish(c *vconn, preamble []byte) {
+	c.state = stEstablished
+	c.preamble = preamble
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	v.wg.Add(2)
+	go v.readLoop(c)
+	go v.writeLoop(c)
+}
+
+// closeConn forgets c, closes its host socket and wakes its goroutines;
+// with rst the guest is told with a RST. Called with v.mu held.
+func (v *Vsock) closeConn(c *vconn, rst bool) {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	if v.conns[c.key] == c {
+		delete(v.conns, c.key)
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	if c.uc != nil {
+		c.uc.Close()
+	}
+	c.rdData, c.txBuf = nil, nil
+	c.cond.Broadcast()
+	if rst && len(v.ctrl) < vsockMaxCtrl {
+		v.ctrl = append(v.ctrl, ctrlPkt{hdr: VsockHeader{
+			SrcCID: VsockHostCID, DstCID: v.cfg.GuestCID, SrcPort: c.key.local, DstPort: c.key.peer,
+			Type: VsockTypeStream, Op: VsockOpRst,
+		}})
+	}
+}
+
+func (v *Vsock) markReady(c *vconn) {
+	if !c.inReady && !c.closed {
+		c.inReady = true
+		v.ready = append(v.ready, c)
+	}
+}
+
+// nextPacket decides the next packet for the rx queue: a control packet or
+// data / end-of-stream of a ready connection. Called with v.mu held.
+func (v *Vsock) nextPacket() (h VsockHeader, c *vconn, fromCtrl, ok bool) {
+	for {
+		for len(v.ctrl) > 0 {
+			p := v.ctrl[0]
+			if p.c == nil {
+				return p.hdr, nil, true, true
+			}
+			if p.c.closed {
+				v.ctrl = v.ctrl[1:]
+				continue
+			}
+			return v.hdrFor(p.c, p.hdr.Op, p.flags), p.c, true, true
+		}
+		if len(v.ready) == 0 {
+			return VsockHeader{}, nil, false, false
+		}
+		c := v.ready[0]
+		switch {
+		case c.closed:
+		case len(c.rdData) > 0 && c.peerCredit() > 0:
+			return v.hdrFor(c, VsockOpRW, 0), c, false, true
+		case len(c.rdData) > 0:
+			// Out of credit: ask once, wait for an update.
+			if !c.creditReqSent {
+				c.creditReqSent = true
+				v.send(c, VsockOpCreditRequest, 0)
+			}
+		case c.rdEOF && !c.shutdownSent:
+			return v.hdrFor(c, VsockOpShutdown, VsockShutdownSend), c, false, true
+		}
+		c.inReady = false
+		v.ready = v.ready[1:]
+	}
+}
+
+func (v *Vsock) hdrFor(c *vconn, op uint16, flags uint32) VsockHeader {
+	return VsockHeader{
+		SrcCID: VsockHostCID, DstCID: v.cfg.GuestCID,
+		SrcPort: c.key.local, DstPort: c.key.peer,
+		Type: VsockTypeStream, Op: op, Flags: flags,
+		BufAlloc: vsockBufAlloc, FwdCnt: c.fwdCnt,
+	}
+}
+
+// processRx fills the guest's receive buffers with pending packets and
+// raises the interrupt. Called with v.mu held.
+func (v *Vsock) processRx() {
+	q := v.queue(vsockRxQ)
+	if q == nil {
+		return
+	}
+	defer q.Interrupt()
+	var hb [VsockHeaderSize]byte
+	for {
+		h, c, fromCtrl, ok := v.nextPacket()
+		if !ok {
+			return
+		}
+		ch := q.Next()
+		if ch == nil {
+			return
+		}
+		w := ch.Writer()
+		if w.Remaining() < VsockHeaderSize {
+			// Unusable buffer: give it back empty, keep the packet.
+			if q.Push(ch.Head, 0) != nil {
+				return
+			}
+			continue
+		}
+		if h.Op == VsockOpRW {
+			n := min(uint64(len(c.rdData)), uint64(c.peerCredit()), w.Remaining()-VsockHeaderSize, VsockMaxPayload)
+			h.Len = uint32(n)
+		}
+		h.Marshal(hb[:])
+		w.Write(hb[:])
+		switch {
+		case fromCtrl:
+			v.ctrl = v.ctrl[1:]
+			if c != nil && h.Op == VsockOpCreditUpdate {
+				c.creditUpdQueued = false
+			}
+		case h.Op == VsockOpRW:
+			w.Write(c.rdData[:h.Len])
+			c.rdData = c.rdData[h.Len:]
+			c.txCnt += h.Len
+			if len(c.rdData) == 0 {
+				c.cond.Broadcast() // the reader may read more
+			}
+		case h.Op == VsockOpShutdown:
+			c.shutdownSent = true
+		}
+		if c != nil {
+			c.lastFwdSent = c.fwdCnt
+		}
+		if q.Push(ch.Head, uint32(w.Written())) != nil {
+			return
+		}
+	}
+}
+
+// readLoop moves host data towards the guest, one buffer at a time.
+func (v *Vsock) readLoop(c *vconn) {
+	defer v.wg.Done()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := c.src.Read(buf)
+		v.mu.Lock()
+		if c.closed {
+			v.mu.Unlock()
+			return
+		}
+		if n > 0 && !c.guestNoRecv {
+			c.rdData = buf[:n]
+			v.markReady(c)
+			v.processRx()
+			for len(c.rdData) > 0 && !c.closed {
+				c.cond.Wait()
+			}
+			if c.closed {
+				v.mu.Unlock()
+				return
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				c.rdEOF = true
+				v.markReady(c)
+			} else {
+				v.closeConn(c, true)
+			}
+			v.processRx()
+			v.mu.Unlock()
+			return
+		}
+		v.mu.Unlock()
+	}
+}
+
+// writeLoop moves guest data to the host socket and returns credit.
+func (v *Vsock) writeLoop(c *vconn) {
+	defer v.wg.Done()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for {
+		for !c.closed && len(c.preamble) == 0 && len(c.txBuf) == 0 && !(c.guestNoSend && (!c.wroteEOF || c.guestNoRecv)) {
+			c.cond.Wait()
+		}
+		if c.closed {
+			return
+		}
+		if len(c.preamble) == 0 && len(c.txBuf) == 0 {
+			// Guest will send no more and everything is written.
+			if c.guestNoRecv {
+				// Full shutdown: finish with a RST (§5.10.6.5).
+				v.closeConn(c, true)
+				v.processRx()
+				return
+			}
+			c.wroteEOF = true
+			if cw, ok := c.uc.(interface{ CloseWrite() error }); ok {
+				cw.CloseWrite()
+			}
+			continue
+		}
+		pre, data := c.preamble, c.txBuf
+		c.preamble, c.txBuf = nil, nil
+		uc := c.uc
+		v.mu.Unlock()
+		_, err := uc.Write(pre)
+		if err == nil && len(data) > 0 {
+			_, err = uc.Write(data)
+		}
+		v.mu.Lock()
+		if c.closed {
+			return
+		}
+		if err != nil {
+			v.closeConn(c, true)
+			v.processRx()
+			return
+		}
+		c.fwdCnt += uint32(len(data))
+		if c.fwdCnt-c.lastFwdSent >= vsockBufAlloc/2 {
+			v.send(c, VsockOpCreditUpdate, 0)
+			v.processRx()
+		}
+	}
+}
+
+func (v *Vsock) acceptLoop() {
+	defer v.wg.Done()
+	for {
+		uc, err := v.ln.Accept()
+		if err != nil {
+			return
+		}
+		v.mu.Lock()
+		if v.closed {
+			v.mu.Unlock()
+			uc.Close()
+			return
+		}
+		v.pending[uc] = true
+		v.mu.Unlock()
+		v.wg.Add(1)
+		go v.hostConnect(uc)
+	}
+}
+
+// hostConnect reads "CONNECT <port>\n" and asks the guest to accept.
+func (v *Vsock) hostConnect(uc net.Conn) {
+	defer v.wg.Done()
+	uc.SetDeadline(time.Now().Add(v.cfg.ConnectTimeout))
+	br := bufio.NewReaderSize(uc, 64)
+	port, err := readConnectLine(br)
+	if err != nil {
+		v.logf("host connection: %v", err)
+		v.mu.Lock()
+		delete(v.pending, uc)
+		v.mu.Unlock()
+		uc.Close()
+		return
+	}
+	uc.SetDeadline(time.Time{})
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	delete(v.pending, uc)
+	if v.closed || len(v.conns) >= vsockMaxConns {
+		uc.Close()
+		return
+	}
+	local := v.nextPort
+	for v.conns[connKey{local, port}] != nil {
+		local++
+	}
+	v.nextPort = local + 1
+	if v.nextPort < vsockFirstHostPort {
+		v.nextPort = vsockFirstHostPort
+	}
+	c := v.newConn(connKey{local, port}, stConnecting)
+	c.uc, c.src = uc, br
+	c.timer = time.AfterFunc(v.cfg.ConnectTimeout, func() {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		if !c.closed && c.state == stConnecting {
+			v.logf("guest did not answer CONNECT %d", port)
+			v.closeConn(c, true)
+			v.processRx()
+		}
+	})
+	v.send(c, VsockOpRequest, 0)
+	v.processRx()
+}
+
+// readConnectLine parses "CONNECT <port>\n" without reading past it.
+func readConnectLine(br *bufio.Reader) (uint32, error) {
+	var line []byte
+	for {
+		b, err := br.ReadByte()
+		if err != nil {
+			return 0, err
+		}
+		if b == '\n' {
+			break
+		}
+		line = append(line, b)
+		if len(line) > 32 {
+			return 0, errors.New("CONNECT line too long")
+		}
+	}
+	s := strings.TrimSuffix(string(line), "\r")
+	f := strings.Fields(s)
+	if len(f) != 2 || f[0] != "CONNECT" {
+		return 0, fmt.Errorf("bad request %q", s)
+	}
+	p, err := strconv.ParseUint(f[1], 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("bad port %q", f[1])
+	}
+	return uint32(p), nil
+}

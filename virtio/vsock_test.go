@@ -1,0 +1,455 @@
+package virtio
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const testGuestCID = 3
+
+// guestVsock plays the guest's virtio_transport on top of testDriver.
+type guestVsock struct {
+	t       *testing.T
+	d       *testDriver
+	v       *Vsock
+	tr      *MMIO
+	uds     string
+	rx      map[uint16]chainBufs
+	pending []usedElem
+}
+
+type rxPkt struct {
+	h    VsockHeader
+	data []byte
+}
+
+func newGuestVsock(t *testing.T, timeout time.Duration) *guestVsock {
+	t.Helper()
+	uds := filepath.Join(t.TempDir(), "v.sock")
+	mem := newTestMemory()
+	irq := &countIRQ{}
+	tr, v, err := NewVsockMMIO(mem, irq, VsockConfig{GuestCID: testGuestCID, UDS: uds, ConnectTimeout: timeout, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close(); v.Close() })
+	d := newDriver(t, mem, tr, irq)
+	var cfg [8]byte
+	tr.Read(RegConfig, cfg[:])
+	if cfg[0] != testGuestCID {
+		t.Fatalf("guest_cid config %x", cfg)
+	}
+	d.negotiate(^uint64(0), 128)
+	g := &guestVsock{t: t, d: d, v: v, tr: tr, uds: uds, rx: map[uint16]chainBufs{}}
+	for i := 0; i < 32; i++ {
+		g.postRx()
+	}
+	return g
+}
+
+// postRx posts one receive buffer the way Linux 6.1 does: a 44-byte
+// header buffer and a 4 KiB payload buffer.
+func (g *guestVsock) postRx() {
+	c := g.d.post(vsockRxQ, false, wseg(VsockHeaderSize), wseg(4096))
+	g.rx[c.head] = c
+	g.d.kick(vsockRxQ)
+}
+
+func (g *guestVsock) hdr(op uint16, srcPort, dstPort uint32) VsockHeader {
+	return VsockHeader{SrcCID: testGuestCID, DstCID: VsockHostCID, SrcPort: srcPort, DstPort: dstPort,
+		Type: VsockTypeStream, Op: op, BufAlloc: 64 << 10}
+}
+
+// send transmits one packet on the tx queue.
+func (g *guestVsock) send(h VsockHeader, payload []byte) {
+	g.t.Helper()
+	h.Len = uint32(len(payload))
+	var b [VsockHeaderSize]byte
+	h.Marshal(b[:])
+	segs := []seg{rseg(b[:])}
+	if len(payload) > 0 {
+		segs = append(segs, rseg(payload))
+	}
+	c := g.d.post(vsockTxQ, false, segs...)
+	g.d.kick(vsockTxQ)
+	u := g.d.takeUsed(vsockTxQ)
+	if len(u) != 1 || u[0].id != uint32(c.head) || u[0].len != 0 {
+		g.t.Fatalf("tx used %v", u)
+	}
+}
+
+// recv returns the next packet the device put on the rx queue.
+func (g *guestVsock) recv() rxPkt {
+	g.t.Helper()
+	if len(g.pending) == 0 {
+		g.pending = g.d.waitUsed(vsockRxQ, 1, 5*time.Second)
+	}
+	u := g.pending[0]
+	g.pending = g.pending[1:]
+	c, ok := g.rx[uint16(u.id)]
+	if !ok {
+		g.t.Fatalf("used unknown rx head %d", u.id)
+	}
+	delete(g.rx, uint16(u.id))
+	if u.len < VsockHeaderSize {
+		g.t.Fatalf("rx used len %d", u.len)
+	}
+	h, err := ParseVsockHeader(g.d.bytesAt(c, 0, VsockHeaderSize))
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	if u.len != VsockHeaderSize+h.Len {
+		g.t.Fatalf("used len %d for payload %d", u.len, h.Len)
+	}
+	p := rxPkt{h: h}
+	if h.Len > 0 {
+		p.data = g.d.bytesAt(c, 1, int(h.Len))
+	}
+	g.postRx()
+	return p
+}
+
+func (g *guestVsock) expect(op uint16) rxPkt {
+	g.t.Helper()
+	p := g.recv()
+	if p.h.Op != op {
+		g.t.Fatalf("got op %d (%+v), want %d", p.h.Op, p.h, op)
+	}
+	if p.h.SrcCID != VsockHostCID || p.h.DstCID != testGuestCID || p.h.Type != VsockTypeStream {
+		g.t.Fatalf("bad header %+v", p.h)
+	}
+	return p
+}
+
+func (g *guestVsock) expectNothing() {
+	g.t.Helper()
+	time.Sleep(50 * time.Millisecond)
+	if u := g.d.takeUsed(vsockRxQ); len(u) > 0 || len(g.pending) > 0 {
+		g.t.Fatalf("unexpected rx packets %v", u)
+	}
+}
+
+// hostConnect dials the hybrid socket and sends CONNECT; the guest side
+// sees the REQUEST.
+func (g *guestVsock) hostConnect(port uint32) (net.Conn, *bufio.Reader, rxPkt) {
+	g.t.Helper()
+	uc, err := net.Dial("unix", g.uds)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	g.t.Cleanup(func() { uc.Close() })
+	fmt.Fprintf(uc, "CONNECT %d\n", port)
+	req := g.expect(VsockOpRequest)
+	if req.h.DstPort != port || req.h.SrcPort < vsockFirstHostPort {
+		g.t.Fatalf("REQUEST %+v", req.h)
+	}
+	return uc, bufio.NewReader(uc), req
+}
+
+func readN(t *testing.T, r io.Reader, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if c, ok := r.(net.Conn); ok {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	}
+	if _, err := io.ReadFull(r, b); err != nil {
+		t.Fatalf("reading %d bytes: %v", n, err)
+	}
+	return b
+}
+
+func TestVsockHostInitiated(t *testing.T) {
+	g := newGuestVsock(t, 0)
+	uc, br, req := g.hostConnect(1234)
+	hp := req.h.SrcPort
+	uc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	// No OK before the guest answers.
+	g.send(g.hdr(VsockOpResponse, 1234, hp), nil)
+	line, err := br.ReadString('\n')
+	if err != nil || line != fmt.Sprintf("OK %d\n", hp) {
+		t.Fatalf("handshake line %q, %v", line, err)
+	}
+	// host → guest
+	uc.Write([]byte("ping"))
+	p := g.expect(VsockOpRW)
+	if string(p.data) != "ping" || p.h.SrcPort != hp || p.h.DstPort != 1234 || p.h.BufAlloc != vsockBufAlloc {
+		t.Fatalf("RW %+v %q", p.h, p.data)
+	}
+	// guest → host
+	h := g.hdr(VsockOpRW, 1234, hp)
+	h.FwdCnt = 4
+	g.send(h, []byte("pong"))
+	if got := readN(t, br, 4); string(got) != "pong" {
+		t.Fatalf("host read %q", got)
+	}
+	// Guest credit request is answered with an update carrying fwd_cnt.
+	g.send(g.hdr(VsockOpCreditRequest, 1234, hp), nil)
+	if u := g.expect(VsockOpCreditUpdate); u.h.FwdCnt != 4 || u.h.BufAlloc != vsockBufAlloc {
+		t.Fatalf("credit update %+v", u.h)
+	}
+	// Host half-closes: the guest sees SHUTDOWN(SEND) and can still send.
+	uc.(*net.UnixConn).CloseWrite()
+	if s := g.expect(VsockOpShutdown); s.h.Flags != VsockShutdownSend {
+		t.Fatalf("shutdown flags %d", s.h.Flags)
+	}
+	h = g.hdr(VsockOpRW, 1234, hp)
+	g.send(h, []byte("after"))
+	if got := readN(t, br, 5); string(got) != "after" {
+		t.Fatalf("host read %q", got)
+	}
+	// Guest closes: SHUTDOWN both → the device answers RST, the host sees EOF.
+	sh := g.hdr(VsockOpShutdown, 1234, hp)
+	sh.Flags = VsockShutdownRcv | VsockShutdownSend
+	g.send(sh, nil)
+	g.expect(VsockOpRst)
+	if b, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("host read %v %v after close, want EOF", b, err)
+	}
+	// The connection is gone: further packets get a RST.
+	g.send(g.hdr(VsockOpRW, 1234, hp), []byte("x"))
+	g.expect(VsockOpRst)
+}
+
+func TestVsockGuestInitiated(t *testing.T) {
+	g := newGuestVsock(t, 0)
+	ln, err := net.Listen("unix", g.uds+"_5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	g.send(g.hdr(VsockOpRequest, 40000, 5000), nil)
+	uc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	if r := g.expect(VsockOpResponse); r.h.SrcPort != 5000 || r.h.DstPort != 40000 {
+		t.Fatalf("RESPONSE %+v", r.h)
+	}
+	g.send(g.hdr(VsockOpRW, 40000, 5000), []byte("hello host"))
+	if got := readN(t, uc, 10); string(got) != "hello host" {
+		t.Fatalf("host read %q", got)
+	}
+	uc.Write([]byte("hello guest"))
+	if p := g.expect(VsockOpRW); string(p.data) != "hello guest" {
+		t.Fatalf("guest read %q", p.data)
+	}
+	// RST from the guest closes the host connection, no reply.
+	g.send(g.hdr(VsockOpRst, 40000, 5000), nil)
+	uc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := uc.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("host read %d %v, want EOF", n, err)
+	}
+	g.expectNothing()
+	// Nobody listening on port 5001: RST.
+	g.send(g.hdr(VsockOpRequest, 40001, 5001), nil)
+	if r := g.expect(VsockOpRst); r.h.SrcPort != 5001 || r.h.DstPort != 40001 {
+		t.Fatalf("RST %+v", r.h)
+	}
+}
+
+// TestVsockCreditHostToGuest: the device never sends more than the guest's
+// advertised buffer space and asks for credit when it runs out.
+func TestVsockCreditHostToGuest(t *testing.T) {
+	g := newGuestVsock(t, 0)
+	uc, br, req := g.hostConnect(77)
+	hp := req.h.SrcPort
+	resp := g.hdr(VsockOpResponse, 77, hp)
+	resp.BufAlloc = 8
+	g.send(resp, nil)
+	if line, _ := br.ReadString('\n'); !strings.HasPrefix(line, "OK ") {
+		t.Fatalf("line %q", line)
+	}
+	uc.Write([]byte("0123456789abcdefghij"))
+	var got []byte
+	p := g.expect(VsockOpRW)
+	got = append(got, p.data...)
+	if len(p.data) != 8 {
+		t.Fatalf("sent %d bytes with 8 bytes of credit", len(p.data))
+	}
+	g.expect(VsockOpCreditRequest)
+	g.expectNothing()
+	fwd := uint32(0)
+	for len(got) < 20 {
+		fwd = uint32(len(got))
+		cu := g.hdr(VsockOpCreditUpdate, 77, hp)
+		cu.BufAlloc, cu.FwdCnt = 8, fwd
+		g.send(cu, nil)
+		p := g.expect(VsockOpRW)
+		if len(p.data) > 8 {
+			t.Fatalf("sent %d bytes with 8 bytes of credit", len(p.data))
+		}
+		got = append(got, p.data...)
+		if len(got) < 20 {
+			g.expect(VsockOpCreditRequest)
+		}
+	}
+	if string(got) != "0123456789abcdefghij" {
+		t.Fatalf("guest got %q", got)
+	}
+}
+
+// TestVsockCreditGuestToHost: the device returns credit as the host
+// consumes data, and resets a guest that overruns its credit.
+func TestVsockCreditGuestToHost(t *testing.T) {
+	g := newGuestVsock(t, 0)
+	_, br, req := g.hostConnect(88)
+	hp := req.h.SrcPort
+	g.send(g.hdr(VsockOpResponse, 88, hp), nil)
+	if line, _ := br.ReadString('\n'); !strings.HasPrefix(line, "OK ") {
+		t.Fatalf("line %q", line)
+	}
+	chunk := bytes.Repeat([]byte{'z'}, 4096)
+	total := 0
+	done := make(chan error, 1)
+	const want = vsockBufAlloc/2 + 4096
+	go func() {
+		_, err := io.CopyN(io.Discard, br, want)
+		done <- err
+	}()
+	for total < want {
+		g.send(g.hdr(VsockOpRW, 88, hp), chunk)
+		total += len(chunk)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	cu := g.expect(VsockOpCreditUpdate)
+	if cu.h.FwdCnt < vsockBufAlloc/2 {
+		t.Fatalf("credit update fwd_cnt %d", cu.h.FwdCnt)
+	}
+	// Overrun: with the host not reading, send more than buf_alloc.
+	var rst bool
+	for i := 0; i < 4<<20/4096 && !rst; i++ { // socket buffer + buf_alloc
+		g.send(g.hdr(VsockOpRW, 88, hp), chunk)
+		g.pending = append(g.pending, g.d.takeUsed(vsockRxQ)...)
+		for len(g.pending) > 0 {
+			if p := g.recv(); p.h.Op == VsockOpRst {
+				rst = true
+			}
+		}
+	}
+	if !rst {
+		t.Fatal("no RST after exceeding credit")
+	}
+}
+
+func TestVsockHostConnectFailures(t *testing.T) {
+	t.Run("guest refuses", func(t *testing.T) {
+		g := newGuestVsock(t, 0)
+		uc, br, req := g.hostConnect(9)
+		g.send(g.hdr(VsockOpRst, 9, req.h.SrcPort), nil)
+		uc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if line, err := br.ReadString('\n'); err != io.EOF || line != "" {
+			t.Fatalf("got %q %v, want EOF", line, err)
+		}
+	})
+	t.Run("timeout", func(t *testing.T) {
+		g := newGuestVsock(t, 200*time.Millisecond)
+		uc, br, req := g.hostConnect(10)
+		uc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if line, err := br.ReadString('\n'); err != io.EOF || line != "" {
+			t.Fatalf("got %q %v, want EOF", line, err)
+		}
+		if r := g.expect(VsockOpRst); r.h.SrcPort != req.h.SrcPort {
+			t.Fatalf("RST %+v", r.h)
+		}
+		// A late RESPONSE is answered with RST.
+		g.send(g.hdr(VsockOpResponse, 10, req.h.SrcPort), nil)
+		g.expect(VsockOpRst)
+	})
+	for _, line := range []string{"HELLO 1\n", "CONNECT\n", "CONNECT x\n", "CONNECT 99999999999\n", strings.Repeat("A", 100)} {
+		t.Run(fmt.Sprintf("bad line %.12q", line), func(t *testing.T) {
+			g := newGuestVsock(t, time.Second)
+			uc, err := net.Dial("unix", g.uds)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer uc.Close()
+			uc.Write([]byte(line))
+			uc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if n, err := uc.Read(make([]byte, 8)); err == nil {
+				t.Fatalf("read %d bytes, want the connection closed", n)
+			}
+			g.expectNothing()
+		})
+	}
+}
+
+func TestVsockBadPackets(t *testing.T) {
+	g := newGuestVsock(t, 0)
+	for _, c := range []struct {
+		name    string
+		h       VsockHeader
+		wantRst bool
+	}{
+		{"wrong source CID", VsockHeader{SrcCID: 9, DstCID: 2, Type: 1, Op: VsockOpRequest}, false},
+		{"other destination CID", VsockHeader{SrcCID: testGuestCID, DstCID: 7, Type: 1, Op: VsockOpRequest, SrcPort: 1, DstPort: 2}, true},
+		{"seqpacket", VsockHeader{SrcCID: testGuestCID, DstCID: 2, Type: 2, Op: VsockOpRequest}, true},
+		{"unknown connection", VsockHeader{SrcCID: testGuestCID, DstCID: 2, Type: 1, Op: VsockOpRW}, true},
+		{"invalid op", VsockHeader{SrcCID: testGuestCID, DstCID: 2, Type: 1, Op: 99}, true},
+		{"rst to unknown", VsockHeader{SrcCID: testGuestCID, DstCID: 2, Type: 1, Op: VsockOpRst}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g.send(c.h, nil)
+			if c.wantRst {
+				if r := g.recv(); r.h.Op != VsockOpRst || r.h.SrcCID != c.h.DstCID || r.h.DstCID != testGuestCID || r.h.DstPort != c.h.SrcPort || r.h.SrcPort != c.h.DstPort {
+					t.Fatalf("RST %+v", r.h)
+				}
+			} else {
+				g.expectNothing()
+			}
+		})
+	}
+	t.Run("truncated", func(t *testing.T) {
+		var b [VsockHeaderSize]byte
+		h := g.hdr(VsockOpRequest, 1, 2)
+		h.Len = 100 // no payload follows
+		h.Marshal(b[:])
+		for _, n := range []int{0, 10, 43, 44} {
+			g.d.post(vsockTxQ, false, rseg(b[:n]))
+			g.d.kick(vsockTxQ)
+			if u := g.d.takeUsed(vsockTxQ); len(u) != 1 {
+				t.Fatalf("used %v", u)
+			}
+		}
+		g.expectNothing()
+	})
+}
+
+func TestVsockEventQueueAndReset(t *testing.T) {
+	g := newGuestVsock(t, 0)
+	uc, br, req := g.hostConnect(11)
+	g.send(g.hdr(VsockOpResponse, 11, req.h.SrcPort), nil)
+	br.ReadString('\n')
+	if err := g.v.TransportReset(); err == nil {
+		t.Fatal("transport reset without an event buffer")
+	}
+	ev := g.d.post(vsockEvQ, false, wseg(4))
+	g.d.kick(vsockEvQ)
+	if err := g.v.TransportReset(); err != nil {
+		t.Fatal(err)
+	}
+	u := g.d.takeUsed(vsockEvQ)
+	if len(u) != 1 || u[0].id != uint32(ev.head) || u[0].len != 4 {
+		t.Fatalf("event used %v", u)
+	}
+	uc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("host conn after transport reset: %v", err)
+	}
+	// Device reset (Status = 0) drops connections too and stops the device.
+	uc2, br2, _ := g.hostConnect(12)
+	g.d.wr(RegStatus, 0)
+	uc2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := br2.ReadByte(); err != io.EOF {
+		t.Fatalf("host conn after device reset: %v", err)
+	}
+}
