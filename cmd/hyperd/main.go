@@ -1,0 +1,253 @@
+// Command hyperd is the hyperd daemon: it serves the hyperd REST API on a
+// unix socket and runs every pod in its own sandbox (a KVM virtual machine,
+// or with --driver local the agent in fresh namespaces on the host).
+//
+// Subcommands (hyperd <name> ...) are registered in the subcommands map by
+// other files of this package (e.g. "vm").
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hyperhq/hyperd-go/api"
+	"github.com/hyperhq/hyperd-go/pod"
+)
+
+// version is set with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+// subcommands maps os.Args[1] to a handler returning the exit status.
+var subcommands = map[string]func(args []string) int{}
+
+// Options are the daemon's settings (flags, or the --config JSON file with
+// the same names as keys).
+type Options struct {
+	Host              string   `json:"host"`
+	DataRoot          string   `json:"data-root"`
+	Driver            string   `json:"driver"`
+	Kernel            string   `json:"kernel"`
+	Initrd            string   `json:"initrd"`
+	VCPU              int      `json:"vcpu"`
+	Memory            int      `json:"memory"`
+	LogLevel          string   `json:"log-level"`
+	LogFormat         string   `json:"log-format"`
+	InsecureRegistry  []string `json:"insecure-registries"`
+	StopTimeoutSecond int      `json:"stop-timeout"`
+}
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+func main() {
+	if len(os.Args) > 1 {
+		if f, ok := subcommands[os.Args[1]]; ok {
+			os.Exit(f(os.Args[2:]))
+		}
+	}
+	os.Exit(run(os.Args[1:]))
+}
+
+func parseOptions(args []string) (Options, error) {
+	o := Options{Host: "unix:///var/run/hyper.sock", DataRoot: "/var/lib/hyper", Driver: "auto", VCPU: 1, Memory: 128,
+		LogLevel: "info", LogFormat: "text", StopTimeoutSecond: 10}
+	fs := flag.NewFlagSet("hyperd", flag.ContinueOnError)
+	var cfgPath string
+	var insecure listFlag
+	fs.StringVar(&cfgPath, "config", "", "JSON config file (keys: host, data-root, driver, kernel, initrd, vcpu, memory, log-level, log-format, insecure-registries, stop-timeout); flags override it")
+	host := fs.String("host", o.Host, "where to serve the API: unix:///path or tcp://addr:port")
+	fs.StringVar(host, "H", o.Host, "shorthand for --host")
+	dataRoot := fs.String("data-root", o.DataRoot, "state directory (bbolt state, logs, images)")
+	driver := fs.String("driver", o.Driver, "sandbox driver: auto, kvm or local (auto = kvm where the host can boot a guest, else local)")
+	kernel := fs.String("kernel", "", "guest kernel (vmlinux) for the kvm driver")
+	initrd := fs.String("initrd", "", "guest initramfs for the kvm driver (default: the embedded agent initramfs)")
+	vcpu := fs.Int("vcpu", o.VCPU, "default vCPUs of a pod's VM")
+	mem := fs.Int("memory", o.Memory, "default memory of a pod's VM in MiB")
+	logLevel := fs.String("log-level", o.LogLevel, "debug, info, warn or error")
+	logFormat := fs.String("log-format", o.LogFormat, "text or json")
+	stopTimeout := fs.Int("stop-timeout", o.StopTimeoutSecond, "seconds between the stop signal and SIGKILL")
+	fs.Var(&insecure, "insecure-registry", "registry HOST:PORT reached over plain HTTP (repeatable)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if *showVersion {
+		fmt.Println("hyperd", version)
+		os.Exit(0)
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if cfgPath != "" {
+		b, err := os.ReadFile(cfgPath)
+		if err != nil {
+			return o, err
+		}
+		if err := json.Unmarshal(b, &o); err != nil {
+			return o, fmt.Errorf("config %s: %w", cfgPath, err)
+		}
+	}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "host", "H":
+			o.Host = *host
+		case "data-root":
+			o.DataRoot = *dataRoot
+		case "driver":
+			o.Driver = *driver
+		case "kernel":
+			o.Kernel = *kernel
+		case "initrd":
+			o.Initrd = *initrd
+		case "vcpu":
+			o.VCPU = *vcpu
+		case "memory":
+			o.Memory = *mem
+		case "log-level":
+			o.LogLevel = *logLevel
+		case "log-format":
+			o.LogFormat = *logFormat
+		case "stop-timeout":
+			o.StopTimeoutSecond = *stopTimeout
+		case "insecure-registry":
+			o.InsecureRegistry = append(o.InsecureRegistry, insecure...)
+		}
+	})
+	switch o.Driver {
+	case "auto", "kvm", "local":
+	default:
+		return o, fmt.Errorf("--driver %q: want auto, kvm or local", o.Driver)
+	}
+	if o.VCPU < 1 || o.Memory < 16 {
+		return o, fmt.Errorf("--vcpu must be >= 1 and --memory >= 16 MiB")
+	}
+	return o, nil
+}
+
+func newLogger(o Options) *slog.Logger {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(o.LogLevel)); err != nil {
+		lvl = slog.LevelInfo
+	}
+	ho := &slog.HandlerOptions{Level: lvl}
+	if o.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, ho))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, ho))
+}
+
+func run(args []string) int {
+	o, err := parseOptions(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "hyperd:", err)
+		return 2
+	}
+	log := newLogger(o)
+	slog.SetDefault(log)
+	if err := os.MkdirAll(o.DataRoot, 0o700); err != nil {
+		log.Error("data root", "err", err)
+		return 1
+	}
+	drv, warning, err := selectDriver(o, log)
+	if err != nil {
+		log.Error("sandbox driver", "err", err)
+		return 1
+	}
+	if warning != "" {
+		log.Warn("!!! " + warning)
+	}
+	imgs, imgSvc, err := openImages(o, log)
+	if err != nil {
+		log.Error("image store", "err", err)
+		return 1
+	}
+	if imgSvc == nil {
+		log.Warn("no image store in this build: image routes answer 501 and pods cannot be created")
+	}
+	d, err := pod.New(pod.Config{DataRoot: o.DataRoot, Driver: drv, Images: imgs, Logger: log, DefaultVCPU: o.VCPU,
+		DefaultMemory: o.Memory, DriverWarning: warning, StopTimeout: time.Duration(o.StopTimeoutSecond) * time.Second})
+	if err != nil {
+		log.Error("daemon state", "err", err)
+		return 1
+	}
+	srv := &api.Server{Pods: d, Images: imgSvc, Log: log, Version: version, DataRoot: o.DataRoot, Warning: warning}
+	ln, err := listen(o.Host)
+	if err != nil {
+		log.Error("listen", "host", o.Host, "err", err)
+		d.Close()
+		return 1
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	log.Info("hyperd serving", "version", version, "host", o.Host, "data-root", o.DataRoot, "driver", drv.Name(), "isolation", drv.Isolation(), "pid", os.Getpid())
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
+	code := 0
+	select {
+	case s := <-sigc:
+		log.Info("shutting down", "signal", s.String())
+	case err := <-errc:
+		log.Error("serve", "err", err)
+		code = 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	hs.Shutdown(ctx)
+	cancel()
+	hs.Close()
+	if err := d.Close(); err != nil {
+		log.Error("close state", "err", err)
+	}
+	if strings.HasPrefix(o.Host, "unix://") {
+		os.Remove(strings.TrimPrefix(o.Host, "unix://"))
+	}
+	log.Info("hyperd stopped; pods keep their records, sandboxes are left running for the next start to reattach")
+	return code
+}
+
+// listen opens the API socket: unix sockets are mode 0660 owned by root.
+func listen(host string) (net.Listener, error) {
+	switch {
+	case strings.HasPrefix(host, "unix://"):
+		path := strings.TrimPrefix(host, "unix://")
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(path); err == nil {
+			if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+				c.Close()
+				return nil, fmt.Errorf("another daemon is serving %s", path)
+			}
+			os.Remove(path)
+		}
+		old := syscall.Umask(0o117)
+		ln, err := net.Listen("unix", path)
+		syscall.Umask(old)
+		if err != nil {
+			return nil, err
+		}
+		os.Chmod(path, 0o660)
+		os.Chown(path, 0, 0)
+		return ln, nil
+	case strings.HasPrefix(host, "tcp://"):
+		return net.Listen("tcp", strings.TrimPrefix(host, "tcp://"))
+	}
+	return nil, fmt.Errorf("--host %q: want unix:///path or tcp://addr:port", host)
+}
