@@ -91,6 +91,7 @@ type EmulationStats struct {
 	Breakpoints  uint64 // INT3 delivered as #BP
 	InvalidOps   uint64 // UD2 delivered as #UD
 	SoftwareInts uint64 // INT n
+	BitCounts    uint64 // POPCNT/LZCNT/TZCNT computed by the VMM
 }
 
 // emulateFailure handles an emulation-failure exit: it finishes the
@@ -128,6 +129,10 @@ func emulateFailure(c *kvm.VCPU, mem []byte, ie *kvm.InternalErrorExit, st *Emul
 	case len(insn) >= 2 && insn[0] == 0xcd: // INT imm8
 		st.SoftwareInts++
 		return deliverException(g, &regs, &sregs, insn[1], regs.RIP+2, nil)
+	}
+	if ok, err := emulateBitCount(g, insn, &regs, &sregs); ok {
+		st.BitCounts++
+		return err
 	}
 	return fmt.Errorf("%w: % x at %#x", errNotEmulated, insn, regs.RIP)
 }

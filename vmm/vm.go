@@ -3,6 +3,7 @@ package vmm
 import (
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,6 +48,8 @@ type Machine struct {
 	vmem        *virtio.Memory
 	slots       []*virtioSlot
 	notifyWG    sync.WaitGroup
+	cmdline     string
+	notes       []string
 	releaseOnce sync.Once
 	cfg         Config
 	start       time.Time
@@ -112,11 +115,6 @@ func (m *Machine) setup() error {
 		m.slots = append(m.slots, s)
 		acpi.Devices = append(acpi.Devices, guest.MMIODevice{Base: base, Size: MMIOSize, GSI: uint32(FirstDeviceGSI + i)})
 	}
-	l, err := guest.Load(m.mem, guest.Config{Kernel: cfg.Kernel, Initrd: cfg.Initrd, Cmdline: cfg.Cmdline, ACPI: acpi})
-	if err != nil {
-		return err
-	}
-	m.loaded = l
 	host, err := m.sys.SupportedCPUID()
 	if err != nil {
 		return err
@@ -142,16 +140,45 @@ func (m *Machine) setup() error {
 		if err := setupLAPIC(v); err != nil {
 			return err
 		}
-		if i == 0 {
-			if err := setEntryState(v, l.Entry); err != nil {
-				return err
-			}
-		}
 		// Application processors wait in KVM for the INIT/SIPI the kernel
 		// sends through its local APIC.
 	}
-	return nil
+	m.cmdline = cfg.Cmdline
+	if emulated && xsaveOverridden(m.vcpus[0]) {
+		// The host put XSAVE back into the CPUID we masked, and its
+		// emulator cannot run xsave/xrstor: tell the kernel not to use them.
+		m.cmdline = strings.TrimSpace(m.cmdline + " noxsave")
+		m.notes = append(m.notes, "host KVM overrides CPUID leaf 1 (XSAVE stays visible): added noxsave to the command line")
+	}
+	l, err := guest.Load(m.mem, guest.Config{Kernel: cfg.Kernel, Initrd: cfg.Initrd, Cmdline: m.cmdline, ACPI: acpi})
+	if err != nil {
+		return err
+	}
+	m.loaded = l
+	return setEntryState(m.vcpus[0], l.Entry)
 }
+
+// xsaveOverridden reports whether the vCPU's CPUID still advertises XSAVE
+// (leaf 1 ECX bit 26) after we masked it: KVM_GET_CPUID2 returns what the
+// guest's CPUID instruction will see.
+func xsaveOverridden(v *kvm.VCPU) bool {
+	got, err := v.GetCPUID2()
+	if err != nil {
+		return false
+	}
+	for _, e := range got {
+		if e.Function == 1 {
+			return e.ECX&(1<<26) != 0
+		}
+	}
+	return false
+}
+
+// Notes lists adjustments the VMM made for this host.
+func (m *Machine) Notes() []string { return m.notes }
+
+// Cmdline is the kernel command line the guest got.
+func (m *Machine) Cmdline() string { return m.cmdline }
 
 // setupLAPIC wires LINT0 as ExtINT (the 8259's output) and LINT1 as NMI,
 // as a PC BIOS leaves them (Intel SDM Vol. 3A 10.5.1, local vector table).
