@@ -1,0 +1,138 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/hyperhq/hyperd-go/virtio"
+	"github.com/hyperhq/hyperd-go/vmm"
+)
+
+func init() { subcommands["vm"] = vmCommand }
+
+const vmUsage = `usage: hyperd vm run --kernel K [--initrd I] [--append A] [--mem 256M] [--cpus 2]
+                     [--disk path[,ro]]... [--vsock uds] [--cid 3]
+
+Boots a VM on hyperd's own VMM in the foreground, its serial console on
+stdout, and exits when the guest powers off (status 0), resets (1) or
+fails (2).`
+
+type diskFlags []string
+
+func (d *diskFlags) String() string     { return strings.Join(*d, " ") }
+func (d *diskFlags) Set(s string) error { *d = append(*d, s); return nil }
+
+// parseSize parses 256M, 1G, 512 (MiB), 1048576K.
+func parseSize(s string) (int, error) {
+	mult := 1
+	t := strings.ToUpper(strings.TrimSpace(s))
+	switch {
+	case strings.HasSuffix(t, "G"):
+		mult, t = 1024, strings.TrimSuffix(t, "G")
+	case strings.HasSuffix(t, "M"):
+		t = strings.TrimSuffix(t, "M")
+	case strings.HasSuffix(t, "K"):
+		n, err := strconv.Atoi(strings.TrimSuffix(t, "K"))
+		if err != nil || n <= 0 || n%1024 != 0 {
+			return 0, fmt.Errorf("memory size %q: want a whole number of MiB", s)
+		}
+		return n / 1024, nil
+	}
+	n, err := strconv.Atoi(t)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("memory size %q: want e.g. 256M or 1G", s)
+	}
+	return n * mult, nil
+}
+
+func vmCommand(args []string) int {
+	if len(args) == 0 || args[0] != "run" {
+		fmt.Fprintln(os.Stderr, vmUsage)
+		return 2
+	}
+	fs := flag.NewFlagSet("hyperd vm run", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprintln(os.Stderr, vmUsage) }
+	kernel := fs.String("kernel", "", "guest kernel: ELF vmlinux (PVH) or bzImage")
+	initrd := fs.String("initrd", "", "initramfs")
+	cmdline := fs.String("append", "console=ttyS0 reboot=k panic=-1", "kernel command line")
+	mem := fs.String("mem", "256M", "guest memory")
+	cpus := fs.Int("cpus", 1, "vCPUs")
+	vsockUDS := fs.String("vsock", "", "attach virtio-vsock with this hybrid unix socket (host connects, sends CONNECT <port>)")
+	cid := fs.Uint("cid", 3, "guest vsock CID")
+	var disks diskFlags
+	fs.Var(&disks, "disk", "attach a virtio-blk disk: path[,ro] (repeatable)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	if *kernel == "" {
+		fmt.Fprintln(os.Stderr, "hyperd vm run: --kernel is required")
+		return 2
+	}
+	memMiB, err := parseSize(*mem)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hyperd vm run:", err)
+		return 2
+	}
+	var devs []virtio.Device
+	closeAll := func() {
+		for _, d := range devs {
+			if c, ok := d.(interface{ Close() error }); ok {
+				c.Close()
+			}
+		}
+	}
+	for _, d := range disks {
+		path, opt, _ := strings.Cut(d, ",")
+		if opt != "" && opt != "ro" && opt != "rw" {
+			fmt.Fprintf(os.Stderr, "hyperd vm run: --disk %q: option must be ro or rw\n", d)
+			closeAll()
+			return 2
+		}
+		b, err := virtio.OpenBlk(path, opt == "ro")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "hyperd vm run:", err)
+			closeAll()
+			return 2
+		}
+		devs = append(devs, b)
+	}
+	if *vsockUDS != "" {
+		v, err := virtio.NewVsock(virtio.VsockConfig{GuestCID: uint64(*cid), UDS: *vsockUDS})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "hyperd vm run:", err)
+			closeAll()
+			return 2
+		}
+		devs = append(devs, v)
+	}
+	m, err := vmm.New(vmm.Config{Kernel: *kernel, Initrd: *initrd, Cmdline: *cmdline, MemMiB: memMiB, CPUs: *cpus, Console: os.Stdout, Devices: devs})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hyperd vm run:", err)
+		closeAll()
+		return 2
+	}
+	for _, n := range m.Notes() {
+		fmt.Fprintln(os.Stderr, "hyperd vm run: note:", n)
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		m.Stop()
+	}()
+	m.Start()
+	res := m.Wait()
+	fmt.Fprintf(os.Stderr, "hyperd vm run: guest stopped: %v\n", res)
+	switch {
+	case res.Reason == vmm.StopPoweroff:
+		return 0
+	case res.Reason == vmm.StopReset || res.Reason == vmm.StopKilled:
+		return 1
+	}
+	return 2
+}
