@@ -56,6 +56,7 @@ type milestoneLog struct {
 	buf     bytes.Buffer
 	partial []byte
 	copyTo  io.Writer
+	exited  bool // the peer process ended before the deadline
 }
 
 func newMilestoneLog(ms []milestone, copyTo io.Writer) *milestoneLog {
@@ -233,6 +234,11 @@ func qemuBoot(t testing.TB, kernel, initrd, cmdline string, memMiB, cpus int, de
 	go func() { done <- cmd.Wait() }()
 	select {
 	case err := <-done:
+		if ml, ok := log.(*milestoneLog); ok {
+			ml.mu.Lock()
+			ml.exited = true
+			ml.mu.Unlock()
+		}
 		return err
 	case <-time.After(deadline):
 		cmd.Process.Kill()
