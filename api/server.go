@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hyperhq/hyperd-go/pod"
+	"github.com/hyperhq/hyperd-go/sandbox"
 )
 
 // APIVersion is what /version reports; any /v<version>/ prefix is accepted.
@@ -780,17 +781,16 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 		id = pi.Spec.Containers[0].ContainerID
 	}
 	stdin := boolParam(r, "stdin", true)
-	// r.Context ends when the client goes away before the hijack, or when
-	// this handler returns after it.
-	ctx, cancel := context.WithCancel(r.Context())
-	st, tty, release, err := s.Pods.Attach(ctx, id, "", stdin)
+	tty, err := s.Pods.ContainerTty(id, "")
 	if err != nil {
-		cancel()
 		s.fail(w, r, err)
 		return
 	}
-	defer release()
-	s.stream(w, r, st, tty, cancel)
+	ctx, cancel := context.WithCancel(r.Context())
+	s.stream(w, r, tty, cancel, func() (sandbox.Stdio, func(), error) {
+		st, _, release, err := s.Pods.Attach(ctx, id, "", stdin)
+		return st, release, err
+	})
 }
 
 func (s *Server) ttyResize(w http.ResponseWriter, r *http.Request) {
@@ -878,14 +878,17 @@ func (s *Server) execStart(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	ctx, cancel := context.WithCancel(r.Context())
-	st, tty, err := s.Pods.ExecStart(ctx, q(r, "container", "id"), eid)
+	cref := q(r, "container", "id")
+	tty, err := s.Pods.ContainerTty(cref, eid)
 	if err != nil {
-		cancel()
 		s.fail(w, r, err)
 		return
 	}
-	s.stream(w, r, st, tty, cancel)
+	ctx, cancel := context.WithCancel(r.Context())
+	s.stream(w, r, tty, cancel, func() (sandbox.Stdio, func(), error) {
+		st, _, err := s.Pods.ExecStart(ctx, cref, eid)
+		return st, func() {}, err
+	})
 }
 
 func (s *Server) execVM(w http.ResponseWriter, r *http.Request) {

@@ -51,9 +51,13 @@ type closeWriter interface{ CloseWrite() error }
 // 101 UPGRADED (or 200 when the client did not ask to upgrade), raw bytes
 // with a tty, Docker frames without. The client's half-close ends stdin.
 // The connection is closed when the process's output ends.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, st sandbox.Stdio, tty bool, cancel context.CancelFunc) {
+//
+// open is called after the 101 went out: attaching to a container that has
+// not started yet blocks until its pod starts, and the original client only
+// starts the pod once the upgrade was answered. An error from open is sent
+// in-band (a stderr frame, or raw text with a tty) before closing.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, tty bool, cancel context.CancelFunc, open func() (sandbox.Stdio, func(), error)) {
 	defer cancel()
-	defer closeStdio(st)
 	hj, ok := findHijacker(w)
 	if !ok {
 		writeError(w, 500, "connection cannot be hijacked")
@@ -77,6 +81,18 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, st sandbox.Stdio
 	if err := brw.Flush(); err != nil {
 		return
 	}
+	st, release, err := open()
+	if err != nil {
+		msg := []byte("hyperd: " + err.Error() + "\n")
+		if tty {
+			conn.Write(msg)
+		} else {
+			writeFrame(conn, "stderr", msg)
+		}
+		return
+	}
+	defer release()
+	defer closeStdio(st)
 	if st.Stdin != nil {
 		go func() {
 			io.Copy(st.Stdin, brw.Reader)
