@@ -1,0 +1,155 @@
+package pod_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/hyperhq/hyperd-go/pod"
+	"github.com/hyperhq/hyperd-go/pod/podtest"
+)
+
+func open(t *testing.T, root string, drv *podtest.Driver, imgRoot string) *pod.Daemon {
+	t.Helper()
+	d, err := pod.New(pod.Config{DataRoot: root, Driver: drv, Images: &podtest.Images{Root: imgRoot},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), StopTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func mustCreate(t *testing.T, d *pod.Daemon, js string) string {
+	t.Helper()
+	s, err := pod.DecodePodSpec([]byte(js))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := d.CreatePod(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func logsOf(t *testing.T, d *pod.Daemon, cid string) string {
+	var b bytes.Buffer
+	err := d.Logs(context.Background(), cid, pod.LogOptions{Stdout: true, Stderr: true, Tail: -1}, func(e pod.LogEntry) error {
+		b.Write(e.Data)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// TestRestartReattach: a daemon goes away without stopping its pods (as
+// with kill -9: nothing is cleaned up) and a new one gets every record back,
+// reattaches the live sandbox, and marks the pod whose sandbox died failed.
+func TestRestartReattach(t *testing.T) {
+	root, imgs := t.TempDir(), t.TempDir()
+	drv := podtest.NewDriver()
+	d1 := open(t, root, drv, imgs)
+	ctx := context.Background()
+	alive := mustCreate(t, d1, `{"id":"alive","labels":{"k":"v"},"containers":[{"image":"sleeper","name":"a","command":["sleep","up"]}]}`)
+	dead := mustCreate(t, d1, `{"id":"dead","containers":[{"image":"sleeper","name":"b"}]}`)
+	done := mustCreate(t, d1, `{"id":"done","containers":[{"image":"busybox","name":"c"}]}`)
+	pending := mustCreate(t, d1, `{"id":"pending","containers":[{"image":"busybox","name":"p"}]}`)
+	for _, id := range []string{alive, dead, done} {
+		if err := d1.StartPod(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code, _ := d1.ExitCode(ctx, "c", ""); code != 0 {
+		t.Fatalf("c exit %d", code)
+	}
+	eid, err := d1.ExecCreate("a", []string{"sleep"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := d1.ExecStart(ctx, "a", eid); err != nil {
+		t.Fatal(err)
+	}
+	waitLogs(t, d1, "a", "up\n")
+	deadInfo, _ := d1.PodInfo(dead)
+	_ = deadInfo
+	// simulate the crash: the daemon's goroutines stop, nothing is stopped
+	d1.Close()
+	// the "dead" pod's sandbox dies while no daemon runs
+	for _, sb := range drv.Running() {
+		if len(sb) > 4 && sb[:4] == "dead" {
+			drv.Kill(sb)
+		}
+	}
+	d2 := open(t, root, drv, imgs)
+	defer d2.Close()
+	tests := []struct {
+		pod, phase, reason string
+	}{
+		{alive, "Running", ""},
+		{dead, "Failed", "SandboxLost"},
+		{done, "Succeeded", "Completed"},
+		{pending, "Pending", ""},
+	}
+	for _, tc := range tests {
+		pi, err := d2.PodInfo(tc.pod)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.pod, err)
+		}
+		if pi.Status.Phase != tc.phase || pi.Status.Reason != tc.reason {
+			t.Errorf("%s: phase %s reason %s (%s), want %s %s", tc.pod, pi.Status.Phase, pi.Status.Reason, pi.Status.Message, tc.phase, tc.reason)
+		}
+	}
+	if pi, _ := d2.PodInfo(alive); pi.Spec.Labels["k"] != "v" {
+		t.Errorf("labels lost: %v", pi.Spec.Labels)
+	}
+	if got := logsOf(t, d2, "c"); got != "hello\n" {
+		t.Errorf("logs of finished container after restart: %q", got)
+	}
+	if got := logsOf(t, d2, "a"); got != "up\n" {
+		t.Errorf("logs of reattached container (no duplicates): %q", got)
+	}
+	// the reattached container is still controllable; its exit is seen
+	if err := d2.KillContainer(ctx, "a", 9); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if code, err := d2.ExitCode(wctx, "a", ""); err != nil || code != 137 {
+		t.Fatalf("exit after reattach %d %v", code, err)
+	}
+	// the exec record came back too (its process died with the sandbox)
+	if code, err := d2.ExitCode(wctx, "a", eid); err != nil || code != 137 && code != 255 {
+		t.Fatalf("exec exit after restart %d %v", code, err)
+	}
+}
+
+func waitLogs(t *testing.T, d *pod.Daemon, cid, want string) {
+	t.Helper()
+	for i := 0; i < 200; i++ {
+		if logsOf(t, d, cid) == want {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("logs of %s never became %q", cid, want)
+}
+
+func TestStartFailureMarksPodFailed(t *testing.T) {
+	drv := podtest.NewDriver()
+	drv.FailCreate = io.ErrUnexpectedEOF
+	d := open(t, t.TempDir(), drv, t.TempDir())
+	defer d.Close()
+	id := mustCreate(t, d, `{"containers":[{"image":"busybox"}]}`)
+	if err := d.StartPod(context.Background(), id); err == nil {
+		t.Fatal("start succeeded")
+	}
+	pi, _ := d.PodInfo(id)
+	if pi.Status.Phase != "Failed" || pi.Status.Reason != "StartFailed" {
+		t.Fatalf("%+v", pi.Status)
+	}
+}
