@@ -15,7 +15,7 @@ import (
 // the descriptor table, the rings, indirect tables and buffers are all
 // attacker-controlled.
 const (
-	fuzzMemSize = 64 << 10
+	fuzzMemSize = 16 << 10
 	fuzzDesc    = 0x0000
 	fuzzAvail   = 0x1000
 	fuzzUsed    = 0x2000
@@ -66,17 +66,17 @@ func fuzzQueue(data []byte) (*Memory, *Queue) {
 
 func seedQueueCorpus(f *testing.F) {
 	W, N, I := uint16(DescFWrite), uint16(DescFNext), uint16(DescFIndirect)
-	f.Add(fuzzImage(8, false, []desc{{addr: 0x4000, len: 16}}, []uint16{0}))
-	f.Add(fuzzImage(8, false, []desc{{0x4000, 16, N, 1}, {0x5000, 512, N | W, 2}, {0x6000, 1, W, 0}}, []uint16{0}))
-	f.Add(fuzzImage(8, false, []desc{{0x4000, 16, N, 1}, {0x5000, 16, N, 0}}, []uint16{0}))       // loop
-	f.Add(fuzzImage(8, false, []desc{{0x4000, 16, N | W, 1}, {0x5000, 16, 0, 0}}, []uint16{0}))   // readable after writable
-	f.Add(fuzzImage(8, false, []desc{{0xfff0, 0x20, 0, 0}}, []uint16{0, 9, 0xffff}))              // out of memory, bad heads
-	f.Add(fuzzImage(8, true, []desc{{0x4000, 48, I, 0}}, []uint16{0, 0}))                         // indirect
-	f.Add(fuzzImage(8, true, []desc{{0x4000, 48, I | N, 1}, {0x4000, 16, I, 0}}, []uint16{0, 1})) // indirect + next
+	f.Add(fuzzImage(8, false, []desc{{addr: 0x3000, len: 16}}, []uint16{0}))
+	f.Add(fuzzImage(8, false, []desc{{0x3000, 16, N, 1}, {0x3400, 512, N | W, 2}, {0x3800, 1, W, 0}}, []uint16{0}))
+	f.Add(fuzzImage(8, false, []desc{{0x3000, 16, N, 1}, {0x3400, 16, N, 0}}, []uint16{0}))       // loop
+	f.Add(fuzzImage(8, false, []desc{{0x3000, 16, N | W, 1}, {0x3400, 16, 0, 0}}, []uint16{0}))   // readable after writable
+	f.Add(fuzzImage(8, false, []desc{{0x3ff0, 0x20, 0, 0}}, []uint16{0, 9, 0xffff}))              // out of memory, bad heads
+	f.Add(fuzzImage(8, true, []desc{{0x3000, 48, I, 0}}, []uint16{0, 0}))                         // indirect
+	f.Add(fuzzImage(8, true, []desc{{0x3000, 48, I | N, 1}, {0x3000, 16, I, 0}}, []uint16{0, 1})) // indirect + next
 	f.Add(fuzzImage(8, true, []desc{{0x0000, 0x1000, I, 0}}, []uint16{0}))                        // table = ring itself (nested)
-	f.Add(fuzzImage(8, true, []desc{{0xffffffffffff0000, 0x20000, I, 0}, {0x4000, 17, I, 0}}, []uint16{0, 1}))
-	f.Add(fuzzImage(8, false, []desc{{0x4000, 0xffffffff, 0, 0}}, append(make([]uint16, 9), 0))) // too many available
-	f.Add(fuzzImage(1, false, []desc{{0x4000, 0, 0, 0}}, []uint16{0, 0, 0}))
+	f.Add(fuzzImage(8, true, []desc{{0xffffffffffff0000, 0x20000, I, 0}, {0x3000, 17, I, 0}}, []uint16{0, 1}))
+	f.Add(fuzzImage(8, false, []desc{{0x3000, 0xffffffff, 0, 0}}, append(make([]uint16, 9), 0))) // too many available
+	f.Add(fuzzImage(1, false, []desc{{0x3000, 0, 0, 0}}, []uint16{0, 0, 0}))
 }
 
 // FuzzQueue pops every chain from a guest-controlled ring: nothing may
@@ -85,6 +85,9 @@ func seedQueueCorpus(f *testing.F) {
 func FuzzQueue(f *testing.F) {
 	seedQueueCorpus(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > fuzzMemSize {
+			return // bytes past guest memory add nothing
+		}
 		mem, q := fuzzQueue(data)
 		for i := 0; ; i++ {
 			if i > int(q.Size)+1 {
@@ -103,7 +106,7 @@ func FuzzQueue(f *testing.F) {
 			checkInside(t, mem, c.Readable)
 			checkInside(t, mem, c.Writable)
 			// Exercise the readers/writers over whatever came back.
-			io.Copy(io.Discard, c.Reader())
+			io.CopyN(io.Discard, c.Reader(), 4096)
 			w := c.Writer()
 			w.Write(make([]byte, 100))
 			q.PushChain(c, w.Written())
@@ -148,6 +151,9 @@ func FuzzDevices(f *testing.F) {
 	}
 	f.Cleanup(func() { blk.Close() })
 	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > fuzzMemSize {
+			return
+		}
 		for _, dev := range []Device{NewRng(), NewConsole(io.Discard), blk} {
 			_, q := fuzzQueue(data)
 			qs := make([]*Queue, len(dev.QueueMaxSizes()))

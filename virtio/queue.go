@@ -19,6 +19,11 @@ const (
 	DescFWrite    = 2     // VIRTQ_DESC_F_WRITE, §2.7.5
 	DescFIndirect = 4     // VIRTQ_DESC_F_INDIRECT, §2.7.5.3
 
+	// MaxChainBytes bounds the total length of the buffers of one chain so
+	// a guest cannot make one request cost unbounded work (descriptors may
+	// all alias the same guest memory). Longer chains are malformed.
+	MaxChainBytes = 32 << 20
+
 	// AvailFNoInterrupt is VIRTQ_AVAIL_F_NO_INTERRUPT (§2.7.6): the driver
 	// asks not to be interrupted when buffers are used.
 	AvailFNoInterrupt = 1
@@ -335,7 +340,7 @@ func (q *Queue) walk(head uint16) (*Chain, error) {
 		return nil, fmt.Errorf("%w: head %d >= queue size %d", ErrBadChain, head, q.Size)
 	}
 	inIndirect := false
-	count := uint64(0)
+	count, total := uint64(0), uint64(0)
 	for {
 		count++
 		if count > tableLen {
@@ -373,6 +378,9 @@ func (q *Queue) walk(head uint16) (*Chain, error) {
 		b, err := q.mem.Slice(d.addr, uint64(d.len))
 		if err != nil {
 			return nil, fmt.Errorf("%w: buffer: %v", ErrBadChain, err)
+		}
+		if total += uint64(d.len); total > MaxChainBytes {
+			return nil, fmt.Errorf("%w: chain longer than %d bytes", ErrBadChain, MaxChainBytes)
 		}
 		if d.flags&DescFWrite != 0 {
 			c.Writable = append(c.Writable, b)
