@@ -92,6 +92,42 @@ type EmulationStats struct {
 	InvalidOps   uint64 // UD2 delivered as #UD
 	SoftwareInts uint64 // INT n
 	BitCounts    uint64 // POPCNT/LZCNT/TZCNT computed by the VMM
+	Group7       uint64 // CLAC/STAC/SWAPGS
+}
+
+// msrKernelGSBase is IA32_KERNEL_GS_BASE, the value SWAPGS exchanges with
+// GS.base (SDM Vol. 4, Table 2-2).
+const msrKernelGSBase = 0xc0000102
+
+// emulateGroup7 executes the 0F 01 /reg-free forms the kernel uses on
+// every entry: CLAC (0F 01 CA) and STAC (0F 01 CB) clear/set RFLAGS.AC
+// (SDM Vol. 2A "CLAC"/Vol. 2B "STAC"); SWAPGS (0F 01 F8) exchanges GS.base
+// with IA32_KERNEL_GS_BASE (Vol. 2B "SWAPGS").
+func emulateGroup7(c *kvm.VCPU, modrm byte, regs *kvm.Regs, sregs *kvm.Sregs) (bool, error) {
+	const flagAC = 1 << 18
+	switch modrm {
+	case 0xca:
+		regs.RFLAGS &^= flagAC
+	case 0xcb:
+		regs.RFLAGS |= flagAC
+	case 0xf8:
+		kgs, err := c.GetMSRs(msrKernelGSBase)
+		if err != nil {
+			return true, err
+		}
+		gs := sregs.GS.Base
+		sregs.GS.Base = kgs[0].Data
+		if err := c.SetMSRs(kvm.MSREntry{Index: msrKernelGSBase, Data: gs}); err != nil {
+			return true, err
+		}
+		if err := c.SetSregs(*sregs); err != nil {
+			return true, err
+		}
+	default:
+		return false, nil
+	}
+	regs.RIP += 3
+	return true, c.SetRegs(*regs)
 }
 
 // emulateFailure handles an emulation-failure exit: it finishes the
@@ -129,6 +165,12 @@ func emulateFailure(c *kvm.VCPU, mem []byte, ie *kvm.InternalErrorExit, st *Emul
 	case len(insn) >= 2 && insn[0] == 0xcd: // INT imm8
 		st.SoftwareInts++
 		return deliverException(g, &regs, &sregs, insn[1], regs.RIP+2, nil)
+	}
+	if len(insn) >= 3 && insn[0] == 0x0f && insn[1] == 0x01 {
+		if ok, err := emulateGroup7(g.c, insn[2], &regs, &sregs); ok {
+			st.Group7++
+			return err
+		}
 	}
 	if ok, err := emulateBitCount(g, insn, &regs, &sregs); ok {
 		st.BitCounts++
