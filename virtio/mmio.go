@@ -128,6 +128,7 @@ type MMIO struct {
 	active      atomic.Bool
 	isr         atomic.Uint32
 	triggerErr  atomic.Pointer[error]
+	broken      atomic.Pointer[error] // why DEVICE_NEEDS_RESET is set
 }
 
 // NewMMIO returns the MMIO transport for dev over guest memory mem,
@@ -163,6 +164,29 @@ func (t *MMIO) TriggerError() error {
 	}
 	return nil
 }
+
+// needsReset sets DEVICE_NEEDS_RESET and notifies the driver with a
+// configuration change interrupt (§2.1.2). It takes no lock, so devices may
+// call it (through a broken queue) while holding their own.
+func (t *MMIO) needsReset(err error) {
+	if t.broken.CompareAndSwap(nil, &err) {
+		t.raise(InterruptConfigChange)
+	}
+}
+
+// Err reports why the device needs a reset (a corrupt queue, a failed
+// activation), or nil.
+func (t *MMIO) Err() error {
+	if p := t.broken.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// InterruptPending reports whether InterruptStatus has bits the driver has
+// not acknowledged; a VMM wiring a level-triggered line with a resample
+// irqfd re-asserts while this is true.
+func (t *MMIO) InterruptPending() bool { return t.isr.Load() != 0 }
 
 // ConfigChanged bumps ConfigGeneration and raises a configuration change
 // interrupt (§4.2.2, §2.5.1).
@@ -230,6 +254,9 @@ func (t *MMIO) readReg(offset uint64) uint32 {
 	case RegInterruptStatus:
 		return t.isr.Load()
 	case RegStatus:
+		if t.broken.Load() != nil {
+			return t.status | StatusDeviceNeedsReset
+		}
 		return t.status
 	case RegSHMLenLow, RegSHMLenHigh:
 		return 0xffffffff // no shared memory regions (§4.2.2)
@@ -339,13 +366,10 @@ func (t *MMIO) setStatus(v uint32) {
 	if v&StatusDriverOK != 0 && v&StatusFeaturesOK == 0 {
 		v &^= StatusDriverOK
 	}
-	t.status = v | old&StatusDeviceNeedsReset
+	t.status = v
 	if v&^old&StatusDriverOK != 0 {
 		if err := t.activate(); err != nil {
-			t.status |= StatusDeviceNeedsReset
-			t.mu.Unlock()
-			t.raise(InterruptConfigChange)
-			t.mu.Lock()
+			t.needsReset(err)
 		}
 	}
 }
@@ -360,6 +384,7 @@ func (t *MMIO) activate() error {
 		q := NewQueue(t.mem, maxes[i])
 		q.Size, q.Desc, q.Avail, q.Used, q.Ready = r.num, r.desc, r.driver, r.devc, true
 		q.signal = func() { t.raise(InterruptUsedBuffer) }
+		q.fail = t.needsReset
 		if err := q.activate(t.drvFeatures&FeatureIndirectDesc != 0); err != nil {
 			return err
 		}
@@ -381,6 +406,7 @@ func (t *MMIO) reset() {
 		t.queues[i] = queueRegs{}
 	}
 	t.isr.Store(0)
+	t.broken.Store(nil)
 }
 
 // Close resets the device (stopping any work it does) as on a guest reset.

@@ -50,13 +50,14 @@ type Queue struct {
 	Avail   uint64 // driver area GPA
 	Used    uint64 // device area GPA
 
-	indirect  bool   // VIRTIO_F_INDIRECT_DESC negotiated
-	lastAvail uint16 // next avail ring slot to consume
-	usedIdx   uint16 // next used ring slot to fill
-	pushed    bool   // used entries added since the last interrupt decision
-	valid     bool   // layout validated at activation
-	broken    error  // set once the queue is found corrupt
-	signal    func() // raises the used-buffer interrupt
+	indirect  bool        // VIRTIO_F_INDIRECT_DESC negotiated
+	lastAvail uint16      // next avail ring slot to consume
+	usedIdx   uint16      // next used ring slot to fill
+	pushed    bool        // used entries added since the last interrupt decision
+	valid     bool        // layout validated at activation
+	broken    error       // set once the queue is found corrupt
+	signal    func()      // raises the used-buffer interrupt
+	fail      func(error) // reports a corrupt queue to the transport
 }
 
 // NewQueue returns an unconfigured queue over mem with the given maximum size.
@@ -66,7 +67,7 @@ func NewQueue(mem *Memory, maxSize uint16) *Queue {
 
 // reset returns the queue to its power-on state (§2.4).
 func (q *Queue) reset() {
-	*q = Queue{mem: q.mem, MaxSize: q.MaxSize, signal: q.signal}
+	*q = Queue{mem: q.mem, MaxSize: q.MaxSize, signal: q.signal, fail: q.fail}
 }
 
 // Validate checks the driver-provided layout: size a power of 2 not above
@@ -105,6 +106,14 @@ func (q *Queue) activate(indirect bool) error {
 	q.indirect = indirect
 	q.lastAvail, q.usedIdx, q.pushed, q.broken, q.valid = 0, 0, false, nil, true
 	return nil
+}
+
+func (q *Queue) setBroken(err error) error {
+	q.broken = err
+	if q.fail != nil {
+		q.fail(err)
+	}
+	return err
 }
 
 // Err reports why the queue stopped working, if it did.
@@ -298,8 +307,7 @@ func (q *Queue) Pop() (*Chain, error) {
 	}
 	_, idx, err := q.availHeader()
 	if err != nil {
-		q.broken = fmt.Errorf("%w: %v", ErrBadQueue, err)
-		return nil, q.broken
+		return nil, q.setBroken(fmt.Errorf("%w: %v", ErrBadQueue, err))
 	}
 	if idx == q.lastAvail {
 		return nil, nil
@@ -307,14 +315,12 @@ func (q *Queue) Pop() (*Chain, error) {
 	if pending := idx - q.lastAvail; pending > q.Size {
 		// §2.7.13.3: the driver can have at most Queue Size chains
 		// outstanding; anything else means a corrupt index.
-		q.broken = fmt.Errorf("%w: avail idx %d is %d ahead of %d (size %d)", ErrBadQueue, idx, pending, q.lastAvail, q.Size)
-		return nil, q.broken
+		return nil, q.setBroken(fmt.Errorf("%w: avail idx %d is %d ahead of %d (size %d)", ErrBadQueue, idx, pending, q.lastAvail, q.Size))
 	}
 	slot := uint64(q.lastAvail % q.Size)
 	head, err := q.mem.ReadU16(q.Avail + ringHeader + 2*slot)
 	if err != nil {
-		q.broken = fmt.Errorf("%w: %v", ErrBadQueue, err)
-		return nil, q.broken
+		return nil, q.setBroken(fmt.Errorf("%w: %v", ErrBadQueue, err))
 	}
 	q.lastAvail++
 	c, err := q.walk(head)
