@@ -1,117 +1,181 @@
 #!/usr/bin/env bash
 # make kernel: produce the guest kernel under build/ from Debian's
-# linux-image-cloud-amd64:
+# linux-image-cloud-amd64 (the versioned package it depends on):
 #   build/vmlinux        the uncompressed ELF kernel (booted through its PVH entry)
 #   build/vmlinuz        the bzImage (64-bit boot protocol fallback)
-#   build/modules/*.ko   the modules the guest needs (virtio, vsock, blk, console, rng, overlay)
-#   build/modules/order  their load order (dependencies first, from modules.dep)
+#   build/modules/*.ko   the modules the guest needs (virtio, virtio-mmio/pci,
+#                        vsock, blk, console, rng, overlay, ext4, erofs), uncompressed
+#   build/modules/order  one NAME.ko a line, in load order: every module after
+#                        the modules it depends on (computed from modules.dep)
 #   build/kernel.release the kernel release string
-# Downloads are cached in $KERNEL_CACHE (outside the repo) so a machine
-# fetches the package once.
+#
+# The .deb and its extracted tree are cached in $KERNEL_CACHE (default
+# /var/cache/hyperd-kernel, outside the repo), so a machine downloads the
+# package once; build/ is regenerated from the cache when the release or
+# this script changes, and left alone otherwise.
+#
+# Usage: scripts/make-kernel.sh [build]
 set -euo pipefail
+export LC_ALL=C # byte-wise grep for the compression magics
 export PATH=$PATH:/usr/sbin:/sbin
 cd "$(dirname "$0")/.."
+case "${1:-build}" in
+build) ;;
+*) echo "usage: $0 [build]" >&2; exit 2 ;;
+esac
+t0=$(date +%s.%N)
 cache=${KERNEL_CACHE:-/var/cache/hyperd-kernel}
 out=build
 mkdir -p "$cache" "$out"
+say() { echo "make-kernel: $*"; }
+
+# The modules the guest needs, by module name. Those this kernel has built
+# in are reported and skipped; the rest must exist as modules.
+want=(
+	virtio virtio_ring virtio_mmio virtio_pci virtio_pci_modern_dev virtio_pci_legacy_dev
+	vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport
+	virtio_blk virtio_console virtio_rng rng_core
+	overlay ext4 jbd2 mbcache crc16 crc32c_generic erofs
+)
 
 need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
 missing=()
-need lz4 lz4; need zstd zstd; need xz xz-utils; need dpkg-deb dpkg; need depmod kmod
+need lz4 lz4; need zstd zstd; need xz xz-utils; need gzip gzip
+need dpkg-deb dpkg; need depmod kmod; need apt-get apt
 if [ ${#missing[@]} -gt 0 ]; then
+	say "installing ${missing[*]}"
 	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# Resolve the versioned package behind the metapackage.
-pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+# Resolve the versioned package behind the metapackage (apt-cache depends
+# prints "  Depends: linux-image-6.1.0-NN-cloud-amd64"); with empty package
+# lists, update them first.
+resolve() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ {print $2; exit}'; }
+pkg=$(resolve || true)
 if [ -z "$pkg" ]; then
+	say "apt lists lack linux-image-cloud-amd64; running apt-get update"
 	apt-get update -q
-	pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+	pkg=$(resolve || true)
 fi
-[ -n "$pkg" ] || { echo "make-kernel: cannot resolve linux-image-cloud-amd64" >&2; exit 1; }
+[ -n "$pkg" ] || { echo "make-kernel: cannot resolve linux-image-cloud-amd64 to a versioned package" >&2; exit 1; }
 release=${pkg#linux-image-}
 
-if [ -f "$out/kernel.release" ] && [ "$(cat "$out/kernel.release")" = "$release" ] && [ -f "$out/vmlinux" ] && [ -f "$out/modules/order" ]; then
-	echo "make-kernel: $out has $release already"
+# Up to date? The stamp names the release and this script's content.
+stamp="$release $(sha256sum "$0" | cut -c1-16)"
+if [ "$(cat "$out/.kernel.stamp" 2>/dev/null)" = "$stamp" ] && [ -f "$out/vmlinux" ] && [ -f "$out/vmlinuz" ] && [ -f "$out/modules/order" ]; then
+	say "$out is up to date with $release ($(stat -c %s "$out/vmlinux") bytes vmlinux, $(wc -l <"$out/modules/order") modules)"
 	exit 0
 fi
 
-deb=$(ls "$cache"/"${pkg}"_*.deb 2>/dev/null | head -n1 || true)
+deb=$(ls "$cache/${pkg}"_*.deb 2>/dev/null | head -n1 || true)
 if [ -z "$deb" ]; then
-	(cd "$cache" && apt-get download "$pkg")
-	deb=$(ls "$cache"/"${pkg}"_*.deb | head -n1)
+	say "downloading $pkg into $cache"
+	(cd "$cache" && apt-get download -q -o APT::Sandbox::User=root "$pkg")
+	deb=$(ls "$cache/${pkg}"_*.deb | head -n1)
+else
+	say "using cached $deb"
 fi
 root="$cache/$release"
 if [ ! -d "$root/boot" ]; then
+	say "extracting $(basename "$deb")"
 	rm -rf "$root.tmp" && mkdir -p "$root.tmp"
 	dpkg-deb -x "$deb" "$root.tmp"
 	mv "$root.tmp" "$root"
 fi
 vmlinuz="$root/boot/vmlinuz-$release"
+[ -f "$vmlinuz" ] || { echo "make-kernel: $deb has no boot/vmlinuz-$release" >&2; exit 1; }
 
-# Extract the ELF vmlinux: find each compression magic in the bzImage and
-# try to decompress from there until the result is an ELF file.
-extract() {
-	local magic=$1; shift
-	local off
-	for off in $(grep -aobUP "$magic" "$vmlinuz" 2>/dev/null | cut -d: -f1); do
+# Extract the ELF vmlinux from the bzImage. The compressed payload sits
+# somewhere inside the decompressor; like the kernel's
+# scripts/extract-vmlinux, look for each format's magic bytes, try to
+# decompress from every place they occur, and keep the first result that is
+# an ELF file (trailing garbage after the stream makes the tools complain;
+# the ELF check decides).
+is_elf() { [ "$(head -c 4 "$1" | od -An -tx1 | tr -d ' \n')" = "7f454c46" ]; }
+format="" offset=""
+try() { # try NAME MAGIC-REGEX DECOMPRESSOR...
+	local name=$1 magic=$2 off
+	shift 2
+	for off in $(grep -aobUP "$magic" "$vmlinuz" | cut -d: -f1); do
 		tail -c +"$((off + 1))" "$vmlinuz" | "$@" >"$out/vmlinux.tmp" 2>/dev/null || true
-		if [ "$(head -c 4 "$out/vmlinux.tmp" | od -An -tx1 | tr -d ' ')" = "7f454c46" ]; then
+		if [ -s "$out/vmlinux.tmp" ] && is_elf "$out/vmlinux.tmp"; then
 			mv "$out/vmlinux.tmp" "$out/vmlinux"
+			format=$name offset=$off
 			return 0
 		fi
 	done
 	return 1
 }
-rm -f "$out/vmlinux"
-extract '\x02\x21\x4c\x18' lz4 -dc ||
-	extract '\x28\xb5\x2f\xfd' zstd -dc ||
-	extract '\xfd\x37\x7a\x58\x5a\x00' xz -dc ||
-	extract '\x1f\x8b\x08' gzip -dc || { rm -f "$out/vmlinux.tmp"; echo "make-kernel: no ELF kernel inside $vmlinuz" >&2; exit 1; }
+try zstd '\x28\xb5\x2f\xfd' zstd -dcq ||
+	try xz '\xfd\x37\x7a\x58\x5a\x00' xz -dcq ||
+	try lz4 '\x02\x21\x4c\x18' lz4 -dcq ||
+	try gzip '\x1f\x8b\x08' gzip -dcq ||
+	{ command -v bzip2 >/dev/null && try bzip2 'BZh9' bzip2 -dcq; } ||
+	{
+		rm -f "$out/vmlinux.tmp"
+		echo "make-kernel: no compressed ELF kernel found inside $vmlinuz" >&2
+		exit 1
+	}
 cp "$vmlinuz" "$out/vmlinuz"
+pvh="unknown (no readelf)"
+if command -v readelf >/dev/null; then
+	if readelf -n "$out/vmlinux" | grep -q 'Xen.*0x00000012\|PHYS32_ENTRY'; then pvh=yes; else pvh="NO (this kernel cannot boot through PVH)"; fi
+fi
 
-# Modules the guest needs, with their dependencies first.
+# Module dependencies. Debian's package ships no modules.dep; depmod
+# computes it from the modules in the extracted tree.
 moddir="$root/lib/modules/$release"
-want=(virtio virtio_ring virtio_mmio virtio_pci vsock vmw_vsock_virtio_transport_common
-	vmw_vsock_virtio_transport virtio_blk virtio_console virtio_rng overlay erofs)
 [ -f "$moddir/modules.dep" ] || depmod -b "$root" "$release"
-declare -A path_of=() deps_of=() seen=()
+norm() { local n=${1##*/}; n=${n%%.ko*}; echo "${n//-/_}"; }
+declare -A path_of=() deps_of=() seen=() builtin=()
 while IFS=: read -r m deps; do
-	name=$(basename "$m"); name=${name%%.ko*}; name=${name//-/_}
-	path_of[$name]=$m
-	deps_of[$name]=$deps
-done < <(sed 's/: */:/' "$moddir/modules.dep")
-order=()
-visit() {
-	local name=$1 d dn
+	n=$(norm "$m")
+	path_of[$n]=$m
+	deps_of[$n]=$deps
+done <"$moddir/modules.dep"
+while read -r m; do builtin[$(norm "$m")]=1; done <"$moddir/modules.builtin"
+order=() builtins=()
+visit() { # depth first: a module's dependencies go before it
+	local name=$1 d
 	[ -n "${seen[$name]:-}" ] && return 0
 	seen[$name]=1
-	for d in ${deps_of[$name]:-}; do
-		dn=$(basename "$d"); dn=${dn%%.ko*}; dn=${dn//-/_}
-		visit "$dn"
-	done
+	for d in ${deps_of[$name]:-}; do visit "$(norm "$d")"; done
 	order+=("$name")
 }
 for m in "${want[@]}"; do
 	if [ -n "${path_of[$m]:-}" ]; then
 		visit "$m"
-	elif grep -q "/${m//_/[-_]}.ko" "$moddir/modules.builtin" 2>/dev/null; then
-		echo "make-kernel: $m is built in"
+	elif [ -n "${builtin[$m]:-}" ]; then
+		builtins+=("$m")
 	else
-		echo "make-kernel: $m is neither a module nor built in; skipped"
+		echo "make-kernel: $release has $m neither as a module nor built in" >&2
+		exit 1
 	fi
 done
-rm -rf "$out/modules" && mkdir -p "$out/modules"
-: >"$out/modules/order"
+rm -rf "$out/modules.tmp" "$out/modules.old" && mkdir -p "$out/modules.tmp"
 for name in "${order[@]}"; do
 	src="$moddir/${path_of[$name]}"
 	case "$src" in
-	*.ko.xz) xz -dc "$src" >"$out/modules/$name.ko" ;;
-	*.ko.zst) zstd -qdc "$src" >"$out/modules/$name.ko" ;;
-	*.ko.gz) gzip -dc "$src" >"$out/modules/$name.ko" ;;
-	*) cp "$src" "$out/modules/$name.ko" ;;
+	*.ko.xz) xz -dcq "$src" >"$out/modules.tmp/$name.ko" ;;
+	*.ko.zst) zstd -dcq "$src" >"$out/modules.tmp/$name.ko" ;;
+	*.ko.gz) gzip -dcq "$src" >"$out/modules.tmp/$name.ko" ;;
+	*) cp "$src" "$out/modules.tmp/$name.ko" ;;
 	esac
-	echo "$name.ko" >>"$out/modules/order"
+	is_elf "$out/modules.tmp/$name.ko" || { echo "make-kernel: $src did not give an ELF module" >&2; exit 1; }
+	echo "$name.ko" >>"$out/modules.tmp/order"
 done
+[ ! -d "$out/modules" ] || mv "$out/modules" "$out/modules.old"
+mv "$out/modules.tmp" "$out/modules"
+rm -rf "$out/modules.old"
 echo "$release" >"$out/kernel.release"
-echo "make-kernel: $release: $(du -h "$out/vmlinux" | cut -f1) vmlinux, modules: $(tr '\n' ' ' <"$out/modules/order")"
+echo "$stamp" >"$out/.kernel.stamp"
+
+t1=$(date +%s.%N)
+say "release      $release (package $(basename "$deb"))"
+say "vmlinuz      $out/vmlinuz  $(stat -c %s "$out/vmlinuz") bytes"
+say "vmlinux      $out/vmlinux  $(stat -c %s "$out/vmlinux") bytes, ELF, $format stream at offset $offset of the bzImage; PVH entry note: $pvh"
+say "modules      $out/modules/ ($(du -sb "$out/modules" | cut -f1) bytes), load order:"
+i=0
+while read -r m; do i=$((i + 1)); printf 'make-kernel:   %2d %-40s %8d bytes\n' "$i" "$m" "$(stat -c %s "$out/modules/$m")"; done <"$out/modules/order"
+say "built in     ${builtins[*]:-none}"
+say "took         $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')s"
