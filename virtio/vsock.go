@@ -29,6 +29,10 @@ const (
 
 	VsockTypeStream = 1 // VIRTIO_VSOCK_TYPE_STREAM
 
+	// VsockFStream is VIRTIO_VSOCK_F_STREAM (§5.10.3). Drivers predating
+	// v1.2 (Linux 6.1) do not know it; "no feature bit" means stream only.
+	VsockFStream = 1 << 0
+
 	// Operations, §5.10.6.
 	VsockOpInvalid       = 0
 	VsockOpRequest       = 1
@@ -543,7 +547,7 @@ func (v *Vsock) closeConn(c *vconn, rst bool) {
 	}
 	c.rdData, c.txBuf = nil, nil
 	c.cond.Broadcast()
-	if rst && len(v.ctrl) < vsockMaxCtrl {
+	if rst && v.queues != nil && len(v.ctrl) < vsockMaxCtrl {
 		v.ctrl = append(v.ctrl, ctrlPkt{hdr: VsockHeader{
 			SrcCID: VsockHostCID, DstCID: v.cfg.GuestCID, SrcPort: c.key.local, DstPort: c.key.peer,
 			Type: VsockTypeStream, Op: VsockOpRst,
@@ -623,7 +627,7 @@ func (v *Vsock) processRx() {
 			return
 		}
 		w := ch.Writer()
-		if w.Remaining() < VsockHeaderSize {
+		if w.Remaining() < VsockHeaderSize || h.Op == VsockOpRW && w.Remaining() == VsockHeaderSize {
 			// Unusable buffer: give it back empty, keep the packet.
 			if q.Push(ch.Head, 0) != nil {
 				return
