@@ -4,10 +4,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 	"unsafe"
 )
 
@@ -280,6 +282,116 @@ func FuzzVsockTx(f *testing.F) {
 			if string(out[:]) != string(data[:VsockHeaderSize]) {
 				t.Fatal("header does not round-trip")
 			}
+		}
+	})
+}
+
+// FuzzVsockSequence feeds a sequence of packets whose CIDs, type and ports
+// are steered towards live connections (a host listener on port 2000 and
+// a host client connecting to guest port 1000 exist), so the connection
+// state machine and the credit accounting see guest-controlled input.
+func FuzzVsockSequence(f *testing.F) {
+	pkt := func(op uint16, sport, dport uint32, flags, alloc, fwd uint32, payload string) []byte {
+		b := make([]byte, VsockHeaderSize)
+		h := VsockHeader{SrcPort: sport, DstPort: dport, Op: op, Flags: flags, BufAlloc: alloc, FwdCnt: fwd, Len: uint32(len(payload))}
+		h.Marshal(b)
+		return append(b, payload...)
+	}
+	cat := func(ps ...[]byte) []byte {
+		var b []byte
+		for _, p := range ps {
+			b = append(b, p...)
+		}
+		return b
+	}
+	f.Add(cat(pkt(VsockOpRequest, 0, 0, 0, 4096, 0, ""), pkt(VsockOpRW, 0, 0, 0, 4096, 0, "hello"),
+		pkt(VsockOpCreditRequest, 0, 0, 0, 4096, 0, ""), pkt(VsockOpShutdown, 0, 0, 3, 4096, 0, "")))
+	f.Add(cat(pkt(VsockOpResponse, 1, 1, 0, 16, 0, ""), pkt(VsockOpRW, 1, 1, 0, 16, 0, "x"),
+		pkt(VsockOpCreditUpdate, 1, 1, 0, 0, 0, ""), pkt(VsockOpShutdown, 1, 1, 1, 16, 0, ""), pkt(VsockOpRst, 1, 1, 0, 0, 0, "")))
+	f.Add(cat(pkt(VsockOpRW, 0, 0, 0, 0xffffffff, 0xffffffff, "zz"), pkt(9, 2, 3, 0, 0, 0, "")))
+	dir, err := os.MkdirTemp("", "vsock-seq")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { os.RemoveAll(dir) })
+	var iter atomic.Int64
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > 8<<10 {
+			return
+		}
+		uds := filepath.Join(dir, fmt.Sprintf("%d-%d.sock", os.Getpid(), iter.Add(1)))
+		ln, err := net.Listen("unix", uds+"_2000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() { // host service: echo
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() { io.Copy(c, c); c.Close() }()
+			}
+		}()
+		mem := NewMemory(make([]byte, testMemSize))
+		irq := &countIRQ{}
+		tr, v, err := NewVsockMMIO(mem, irq, VsockConfig{GuestCID: testGuestCID, UDS: uds, ConnectTimeout: 50 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer v.Close()
+		defer tr.Close()
+		d := newDriver(t, mem, tr, irq)
+		d.negotiate(^uint64(0), 32)
+		if hc, err := net.Dial("unix", uds); err == nil {
+			defer hc.Close()
+			fmt.Fprintf(hc, "CONNECT 1000\n")
+			go io.Copy(io.Discard, hc)
+		}
+		for i := 0; i < 8; i++ {
+			d.post(vsockRxQ, false, wseg(VsockHeaderSize), wseg(256))
+		}
+		d.kick(vsockRxQ)
+		for n := 0; len(data) >= VsockHeaderSize && n < 16; n++ {
+			h, _ := ParseVsockHeader(data)
+			if h.SrcCID&0xff != 0xff {
+				h.SrcCID = testGuestCID
+			}
+			if h.DstCID&0xff != 0xff {
+				h.DstCID = VsockHostCID
+			}
+			if h.Type&0xff != 0xff {
+				h.Type = VsockTypeStream
+			}
+			if h.SrcPort&0xff != 0xff {
+				h.SrcPort = 1000 + h.SrcPort%2 // 1000: the host client's guest port
+			}
+			if h.DstPort&0xff != 0xff {
+				// 2000: the echo service; otherwise the host port
+				// of the host client's connection.
+				h.DstPort = []uint32{2000, vsockFirstHostPort}[h.DstPort%2]
+			}
+			rest := data[VsockHeaderSize:]
+			plen := min(int(h.Len%512), len(rest))
+			if h.Len&0x10000 == 0 {
+				h.Len = uint32(plen)
+			}
+			var hb [VsockHeaderSize]byte
+			h.Marshal(hb[:])
+			segs := []seg{rseg(hb[:])}
+			if plen > 0 {
+				segs = append(segs, rseg(rest[:plen]))
+			}
+			data = rest[plen:]
+			d.post(vsockTxQ, n%2 == 1, segs...)
+			d.kick(vsockTxQ)
+			d.takeUsed(vsockTxQ)
+			// Recycle whatever rx buffers were used.
+			for range d.takeUsed(vsockRxQ) {
+				d.post(vsockRxQ, false, wseg(VsockHeaderSize), wseg(256))
+			}
+			d.kick(vsockRxQ)
 		}
 	})
 }
