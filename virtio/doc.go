@@ -14,27 +14,63 @@
 // walking a chain always ends. A malformed chain is returned to the driver
 // as used with length 0; a corrupt ring or queue layout stops the queue and
 // sets DEVICE_NEEDS_RESET. No guest input may panic the VMM; the fuzz tests
-// (FuzzQueue, FuzzVsockTx, ...) check that.
+// (FuzzQueue, FuzzDevices, FuzzMMIO, FuzzVsockTx, FuzzVsockSequence)
+// check that. A chain's buffers total at most MaxChainBytes.
+//
+// # API
+//
+//   - Memory: NewMemory(ram) wraps guest RAM mapped at GPA 0.
+//   - Devices (each implements Device; Blk and Vsock have Close):
+//     NewConsole(w io.Writer) (Input feeds the guest), NewRng(),
+//     OpenBlk(path, readOnly), NewVsock(VsockConfig{GuestCID, UDS, ...}).
+//   - Transport: NewMMIO(dev, mem, irq) for any Device, or the shorthands
+//     NewConsoleMMIO, NewRngMMIO, NewBlkMMIO and NewVsockMMIO, which return
+//     the transport and the device.
+//   - Queue, Chain, ChainReader/ChainWriter: the split-ring machinery, for
+//     writing further devices.
 //
 // # Wiring
 //
-// Each device sits behind an MMIO transport (NewConsoleMMIO, NewRngMMIO,
-// NewBlkMMIO, NewVsockMMIO, or NewMMIO for any Device). The VMM:
+// The VMM, for each device:
 //
 //   - maps the transport at a MMIOWindowSize (0x200) window of its MMIO bus
 //     and forwards exits to MMIO.Read / MMIO.Write with the offset relative
-//     to the window base;
-//   - implements Interrupt with an irqfd (KVM_IRQFD) on the device's GSI;
-//     the transport calls Trigger after setting InterruptStatus;
-//   - optionally registers an ioeventfd at base+RegQueueNotify for each
-//     queue index (datamatch) and calls MMIO.NotifyQueue(q) when it fires;
-//     without it, the QueueNotify write exit does the same;
-//   - describes the devices to the guest (ACPI DSDT "LNRO0005" entries, or
-//     virtio_mmio.device= on kernels that support it).
+//     to the window base (the vmm.MMIODevice interface);
+//   - implements Interrupt with an eventfd registered with KVM_IRQFD on the
+//     device's GSI (EventFD does this, or the VMM's own). The transport sets
+//     InterruptStatus and calls Trigger once per event, i.e. edge
+//     semantics; a level-triggered wiring with a resample fd re-asserts
+//     while MMIO.InterruptPending is true;
+//   - optionally registers, for each queue q < MMIO.NumQueues(), an
+//     ioeventfd at base+RegQueueNotify (4 bytes, datamatch q) and calls
+//     MMIO.NotifyQueue(q) when it fires (MMIO.ServeNotify does the loop);
+//     without it, the QueueNotify write exit calls NotifyQueue itself;
+//   - describes the devices to the guest (ACPI DSDT devices with _HID
+//     "LNRO0005" and a memory + interrupt _CRS, or virtio_mmio.device= on
+//     kernels that support it);
+//   - on shutdown calls MMIO.Close (device reset) and the device's Close.
 //
-// Device processing runs on the caller's goroutine (the vCPU thread or the
-// ioeventfd goroutine); the vsock device additionally runs goroutines per
-// host connection, which feed the rx queue and raise interrupts themselves.
+// Device processing runs on the caller's goroutine (a vCPU thread or the
+// ioeventfd goroutine); devices serialise internally. The vsock device
+// additionally runs goroutines per host connection, which fill the rx
+// queue and raise the interrupt themselves.
+//
+// # vsock host side
+//
+// Firecracker's hybrid scheme: the device listens on VsockConfig.UDS. A
+// host client connects, writes "CONNECT <port>\n"; the device sends the
+// guest a REQUEST from host CID 2 and a fresh host port (from 2^30 up); when
+// the guest answers RESPONSE the client reads "OK <hostport>\n" and then the
+// raw stream. A guest RST, or no answer within ConnectTimeout, closes the
+// client's connection without the OK line. A guest connecting to CID 2
+// port P is connected to the unix socket "<UDS>_<P>" (RST if nobody
+// listens). Flow control follows §5.10.6.3 both ways: the device never
+// sends beyond the guest's buf_alloc - (tx_cnt - fwd_cnt), asks with
+// CREDIT_REQUEST when stalled, advertises 256 KiB per connection, returns
+// credit (CREDIT_UPDATE) as the host socket drains, and resets a guest that
+// overruns it. Host EOF becomes SHUTDOWN(SEND) after the pending data; a
+// guest SHUTDOWN(SEND) half-closes the host socket; a full guest SHUTDOWN
+// is answered with RST once buffered data is written.
 //
 // # Deliberate departures and limits
 //

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -552,5 +553,96 @@ func TestVsockBulk(t *testing.T) {
 		if err := <-hostErr; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestVsockManyConnsAndClose opens several connections in both directions
+// at once, checks each stream is routed to its own peer, then closes the
+// device and checks that no goroutine is left behind.
+func TestVsockManyConnsAndClose(t *testing.T) {
+	before := runtime.NumGoroutine()
+	func() {
+		g := newGuestVsock(t, 0)
+		ln, err := net.Listen("unix", g.uds+"_7000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		const n = 5
+		// Guest-initiated connections from guest ports 50000+i.
+		hostSide := map[uint32]net.Conn{}
+		for i := uint32(0); i < n; i++ {
+			g.send(g.hdr(VsockOpRequest, 50000+i, 7000), nil)
+			uc, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer uc.Close()
+			r := g.expect(VsockOpResponse)
+			hostSide[r.h.DstPort] = uc
+		}
+		// Host-initiated connections to guest port 80.
+		type hc struct {
+			uc net.Conn
+			br *bufio.Reader
+			hp uint32
+		}
+		var hcs []hc
+		for i := 0; i < n; i++ {
+			uc, br, req := g.hostConnect(80)
+			g.send(g.hdr(VsockOpResponse, 80, req.h.SrcPort), nil)
+			if line, _ := br.ReadString('\n'); line != fmt.Sprintf("OK %d\n", req.h.SrcPort) {
+				t.Fatalf("line %q", line)
+			}
+			hcs = append(hcs, hc{uc, br, req.h.SrcPort})
+		}
+		seen := map[uint32]bool{}
+		for _, h := range hcs {
+			if seen[h.hp] {
+				t.Fatalf("host port %d reused", h.hp)
+			}
+			seen[h.hp] = true
+		}
+		// Guest → host on every connection, each with its own payload.
+		for port, uc := range hostSide {
+			g.send(g.hdr(VsockOpRW, port, 7000), []byte(fmt.Sprintf("to-%d", port)))
+			if got := readN(t, uc, len(fmt.Sprintf("to-%d", port))); string(got) != fmt.Sprintf("to-%d", port) {
+				t.Fatalf("port %d: host got %q", port, got)
+			}
+		}
+		for _, h := range hcs {
+			g.send(g.hdr(VsockOpRW, 80, h.hp), []byte(fmt.Sprintf("hc-%d", h.hp)))
+			want := fmt.Sprintf("hc-%d", h.hp)
+			if got := readN(t, h.br, len(want)); string(got) != want {
+				t.Fatalf("host conn %d got %q", h.hp, got)
+			}
+		}
+		// Host → guest: packets carry the right ports.
+		for _, h := range hcs {
+			h.uc.Write([]byte("x"))
+			p := g.expect(VsockOpRW)
+			if p.h.SrcPort != h.hp || p.h.DstPort != 80 {
+				t.Fatalf("RW %+v for host port %d", p.h, h.hp)
+			}
+		}
+		g.tr.Close()
+		g.v.Close()
+		for _, h := range hcs {
+			h.uc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := h.br.ReadByte(); err != io.EOF {
+				t.Fatalf("host conn after Close: %v", err)
+			}
+		}
+		if _, err := net.Dial("unix", g.uds); err == nil {
+			t.Fatal("socket still accepting after Close")
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<16)
+		t.Fatalf("%d goroutines leaked:\n%s", n-before, buf[:runtime.Stack(buf, true)])
 	}
 }
