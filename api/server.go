@@ -1065,26 +1065,31 @@ func (s *Server) imageRemove(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) imageBuild(w http.ResponseWriter, r *http.Request) {
-	is := s.imgs(w, r)
-	if is == nil {
-		return
-	}
-	b, ok := is.(Builder)
-	if !ok {
-		s.fail(w, r, &pod.NotImplementedError{Msg: "image build is not implemented by this daemon's image store"})
-		return
-	}
-	opt := BuildOptions{Dockerfile: q(r, "dockerfile"), NoCache: boolParam(r, "nocache", false), Quiet: boolParam(r, "q", false), Pull: boolParam(r, "pull", false)}
-	opt.Tags = r.URL.Query()["t"]
 	if q(r, "remote") != "" {
 		s.fail(w, r, &pod.NotImplementedError{Msg: "building from a remote URL is not supported; send the context as a tar body"})
 		return
 	}
-	ps := newProgressStream(w)
-	id, err := b.Build(r.Context(), r.Body, opt, ps.send)
+	opt := pod.BuildOptions{Dockerfile: q(r, "dockerfile"), Tags: r.URL.Query()["t"]}
+	// The daemon builds with throw-away pods; errors before the first
+	// output line still get a proper status.
+	var ps *progressStream
+	out := func(line string) {
+		if ps == nil {
+			ps = newProgressStream(w)
+		}
+		ps.send(JSONMessage{Stream: line})
+	}
+	id, err := s.Pods.Build(r.Context(), r.Body, opt, out)
 	if err != nil {
+		if ps == nil {
+			s.fail(w, r, err)
+			return
+		}
 		ps.fail(err)
 		return
+	}
+	if ps == nil {
+		ps = newProgressStream(w)
 	}
 	ps.send(JSONMessage{Stream: "Successfully built " + id + "\n"})
 }

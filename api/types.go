@@ -148,17 +148,3 @@ type ImageService interface {
 	Save(ctx context.Context, w io.Writer, refs []string) error
 	CheckAuth(ctx context.Context, auth AuthConfig) (string, error)
 }
-
-// BuildOptions are /image/build's query parameters.
-type BuildOptions struct {
-	Dockerfile string
-	Tags       []string
-	NoCache    bool
-	Quiet      bool
-	Pull       bool
-}
-
-// Builder is optionally implemented by the image service.
-type Builder interface {
-	Build(ctx context.Context, context io.Reader, opt BuildOptions, progress func(JSONMessage)) (string, error)
-}

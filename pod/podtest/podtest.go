@@ -405,6 +405,13 @@ func (p *proc) run() {
 		p.exit(127, 0)
 		return
 	}
+	if (p.args[0] == "/bin/sh" || p.args[0] == "sh") && len(p.args) > 2 && p.args[1] == "-c" {
+		p.args = strings.Fields(strings.TrimPrefix(p.args[2], "exec "))
+		if len(p.args) == 0 {
+			p.exit(0, 0)
+			return
+		}
+	}
 	rest := strings.Join(p.args[1:], " ")
 	switch p.args[0] {
 	case "echo":
@@ -431,7 +438,7 @@ func (p *proc) run() {
 			}
 		}
 	case "sleep":
-		if rest != "" {
+		if rest != "" && rest != "2147483647" {
 			p.emit("stdout", []byte(rest+"\n"))
 		}
 		s := <-p.sig
@@ -536,16 +543,23 @@ type Images struct {
 	Root string
 	mu   sync.Mutex
 	// Commits records commit calls.
-	Commits []pod.CommitOptions
+	Commits   []pod.CommitOptions
+	committed map[string]pod.ImageRef
 }
 
 func (im *Images) Resolve(ref string) (pod.ImageRef, error) {
+	im.mu.Lock()
+	if r, ok := im.committed[ref]; ok {
+		im.mu.Unlock()
+		return r, nil
+	}
+	im.mu.Unlock()
 	switch strings.TrimSuffix(ref, ":latest") {
-	case "busybox":
+	case "busybox", "sha256:b0b0":
 		return pod.ImageRef{ID: "sha256:b0b0", RepoTags: []string{"busybox:latest"}, Config: pod.ImageConfig{Cmd: []string{"echo", "hello"}, Env: []string{"PATH=/bin"}}}, nil
-	case "sleeper":
+	case "sleeper", "sha256:5ee9":
 		return pod.ImageRef{ID: "sha256:5ee9", RepoTags: []string{"sleeper:latest"}, Config: pod.ImageConfig{Cmd: []string{"sleep"}}}, nil
-	case "nocmd":
+	case "nocmd", "sha256:0c0d":
 		return pod.ImageRef{ID: "sha256:0c0d", RepoTags: []string{"nocmd:latest"}}, nil
 	}
 	return pod.ImageRef{}, fmt.Errorf("%s: %w", ref, pod.ErrImageNotFound)
@@ -558,11 +572,23 @@ func (im *Images) DiskImage(ctx context.Context, id string) (string, string, err
 
 func (im *Images) Commit(ctx context.Context, parent string, layer io.Reader, opt pod.CommitOptions) (string, error) {
 	tr := tar.NewReader(layer)
-	if _, err := tr.Next(); err != nil {
+	if _, err := tr.Next(); err != nil && err != io.EOF {
 		return "", fmt.Errorf("layer: %w", err)
 	}
 	im.mu.Lock()
+	defer im.mu.Unlock()
 	im.Commits = append(im.Commits, opt)
-	im.mu.Unlock()
-	return "sha256:c0ff", nil
+	id := fmt.Sprintf("sha256:c0ff%d", len(im.Commits))
+	if im.committed == nil {
+		im.committed = map[string]pod.ImageRef{}
+	}
+	r := pod.ImageRef{ID: id}
+	if opt.Config != nil {
+		r.Config = *opt.Config
+	}
+	im.committed[id] = r
+	if opt.Repo != "" {
+		im.committed[opt.Repo+":"+opt.Tag] = r
+	}
+	return id, nil
 }
