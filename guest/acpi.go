@@ -7,9 +7,12 @@ import (
 
 // MMIODevice is a virtio-mmio device the DSDT declares.
 type MMIODevice struct {
-	Base uint64 // guest physical base of the register window
+	Base uint64 // guest physical base of the register window (below 4 GiB)
 	Size uint64
-	GSI  uint32 // IOAPIC input its interrupt is wired to
+	GSI  uint32 // I/O APIC input its interrupt is wired to
+	// Level declares a level-triggered interrupt (the VMM then needs a
+	// resampling irqfd); the default is edge-triggered. Active high either way.
+	Level bool
 }
 
 // ACPIConfig describes the machine to the guest.
@@ -144,7 +147,7 @@ func dsdt(cfg ACPIConfig) ([]byte, error) {
 		))
 	}
 	if len(cfg.Devices) > 0x100 {
-		return nil, fmt.Errorf("guest: %d virtio devices, at most 256", len(cfg.Devices))
+		return nil, fmt.Errorf("guest: %d virtio devices, at most 256 (names VR00-VRFF)", len(cfg.Devices))
 	}
 	for i, d := range cfg.Devices {
 		if d.Base > 0xffffffff || d.Size > 0xffffffff || d.Base+d.Size > 1<<32 {
@@ -153,13 +156,19 @@ func dsdt(cfg ACPIConfig) ([]byte, error) {
 		if d.GSI >= IOAPICPins {
 			return nil, fmt.Errorf("guest: virtio device %d uses GSI %d, the I/O APIC has %d pins", i, d.GSI, IOAPICPins)
 		}
-		devs = append(devs, amlDevice(fmt.Sprintf("V%03X", i),
+		switch {
+		case d.GSI == 0 || d.GSI == 2:
+			return nil, fmt.Errorf("guest: virtio device %d uses GSI %d, the PIT's", i, d.GSI)
+		case d.GSI == 4 && cfg.Serial:
+			return nil, fmt.Errorf("guest: virtio device %d uses GSI 4, COM1's", i)
+		}
+		devs = append(devs, amlDevice(fmt.Sprintf("VR%02X", i),
 			amlName("_HID", amlString("LNRO0005")),
 			amlName("_UID", amlInteger(uint64(i))),
 			amlName("_CCA", amlInteger(1)), // cache coherent DMA
 			amlName("_CRS", resourceTemplate(
 				resMemory32Fixed(uint32(d.Base), uint32(d.Size), true),
-				resExtendedIRQ(d.GSI, true),
+				resExtendedIRQ(d.GSI, !d.Level),
 			)),
 		))
 	}
@@ -189,9 +198,10 @@ func WriteACPI(mem []byte, cfg ACPIConfig) (uint64, error) {
 	if cfg.CPUs < 1 || cfg.CPUs > 255 {
 		return 0, fmt.Errorf("guest: %d vCPUs; 1 to 255 are supported", cfg.CPUs)
 	}
-	if uint64(len(mem)) < ACPIEnd {
+	if uint64(len(mem)) < BIOSEnd {
 		return 0, fmt.Errorf("guest: %d bytes of memory cannot hold the ACPI tables", len(mem))
 	}
+	clear(mem[ACPIStart:ACPIEnd])
 	d, err := dsdt(cfg)
 	if err != nil {
 		return 0, err

@@ -13,6 +13,8 @@ import (
 // the 32-bit physical entry point for PVH boot, in an ELF note named "Xen".
 const xenElfnotePhys32Entry = 18
 
+const elfMagic = "\x7fELF" // ELF gABI, e_ident[EI_MAG0..EI_MAG3]
+
 // Kernel is a loaded ELF kernel.
 type Kernel struct {
 	PVHEntry uint64 // 32-bit PVH entry point (0 if the kernel has none)
