@@ -352,7 +352,7 @@ func (d *Daemon) ExitCode(ctx context.Context, ref, execID string) (int, error) 
 			return 0, ctx.Err()
 		}
 		d.mu.Lock()
-		if c.rec.Exited && (c.logs == nil || !c.logs.live) {
+		if c.rec.Exited && (c.logs == nil || !c.logs.isLive()) {
 			code := c.rec.ExitCode
 			d.mu.Unlock()
 			return code, nil

@@ -1178,7 +1178,7 @@ func (d *Daemon) maybeFinishPod(p *podState, sb sandbox.Sandbox) {
 			}
 			continue
 		}
-		if c.logs != nil && c.logs.live {
+		if c.logs != nil && c.logs.isLive() {
 			d.mu.Unlock() // restarting
 			return
 		}

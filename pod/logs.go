@@ -116,6 +116,12 @@ func (l *logFile) setLive(v bool) {
 	l.mu.Unlock()
 }
 
+func (l *logFile) isLive() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.live
+}
+
 func (l *logFile) lastTime() time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -172,7 +178,9 @@ func (l *logFile) read(ctx context.Context, stdout, stderr bool, tail int, since
 			}
 			pos += logHeader + ln
 		}
-		if len(offs) > tail {
+		if tail == 0 {
+			off = pos
+		} else if len(offs) > tail {
 			off = offs[len(offs)-tail]
 		} else if len(offs) > 0 {
 			off = offs[0]
