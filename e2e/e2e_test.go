@@ -516,8 +516,17 @@ func runE2E(t *testing.T, driver string) {
 	if code, b := d.curl("POST", "/auth", `{"username":"u","password":"p","serveraddress":"127.0.0.1:1"}`); code < 400 || !strings.Contains(b, "message") {
 		t.Errorf("auth against a dead registry: %d %s", code, b)
 	}
-	if code, b := d.curl("POST", "/image/build?t=x", ""); code != 501 && code != 400 && code != 200 {
-		t.Errorf("build without context: %d %s", code, b)
+	d.expect("POST", "/image/build?t=x", "", 400, "build context")
+	// build: a Dockerfile from a directory (hyperctl build tars it), then run the result
+	bdir := filepath.Join(tmp, "buildctx")
+	os.MkdirAll(filepath.Join(bdir, "sub"), 0o755)
+	os.WriteFile(filepath.Join(bdir, "Dockerfile"), []byte("FROM busybox\nRUN echo built-by-run > /built.txt\nCOPY sub/msg.txt /msg.txt\nENV WHO=hyperd\nCMD [\"sh\", \"-c\", \"cat /built.txt /msg.txt; echo $WHO\"]\n"), 0o644)
+	os.WriteFile(filepath.Join(bdir, "sub", "msg.txt"), []byte("copied-from-context\n"), 0o644)
+	hyperctlBin := filepath.Join(bin, "hyperctl")
+	if out, err := exec.Command(hyperctlBin, "-H", "unix://"+sock, "build", "-t", "e2e-built:latest", bdir).CombinedOutput(); err != nil {
+		t.Errorf("hyperctl build: %v\n%s\n%s", err, out, d.log())
+	} else if out, err := exec.Command(hyperctlBin, "-H", "unix://"+sock, "run", "--rm", "e2e-built").CombinedOutput(); err != nil || string(out) != "built-by-run\ncopied-from-context\nhyperd\n" {
+		t.Errorf("run the built image: %q %v", out, err)
 	}
 	d.expect("POST", "/pod/pause?podId=e2e-srv", "", 501, "pause")
 	d.expect("POST", "/execvm?podId=e2e-srv", "", 501, "execvm")
