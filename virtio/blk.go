@@ -148,7 +148,7 @@ func splitLast(bufs []Buffer) ([]Buffer, []byte) {
 func (d *Blk) serve(c *Chain) uint64 {
 	data, status := splitLast(c.Writable)
 	if status == nil {
-		return 0 // nowhere to put the status: drop (§5.2.6.1 violation)
+		return 0 // nowhere to put the status: drop (violates §5.2.6)
 	}
 	r := c.Reader()
 	var hdr [blkHeaderSize]byte

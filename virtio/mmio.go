@@ -322,7 +322,7 @@ func (t *MMIO) writeQueueReg(offset uint64, v uint32) {
 		return
 	}
 	if q.ready {
-		return // §4.2.2.3: no layout changes while QueueReady is 1
+		return // §4.2.2: no layout changes while QueueReady is 1
 	}
 	lo := func(r *uint64) { *r = *r&^0xffffffff | uint64(v) }
 	hi := func(r *uint64) { *r = *r&0xffffffff | uint64(v)<<32 }
@@ -356,8 +356,8 @@ func (t *MMIO) setStatus(v uint32) {
 	}
 	old := t.status
 	if v&^old&StatusFeaturesOK != 0 {
-		// §2.2.2: accept only a subset of what we offered, and
-		// VERSION_1 is mandatory for a non-legacy device (§6.1).
+		// §2.2: accept only a subset of what we offered, and
+		// VERSION_1 is mandatory for a non-legacy device (§6).
 		f := t.drvFeatures
 		if f&^t.offeredFeatures() != 0 || f&FeatureVersion1 == 0 {
 			v &^= StatusFeaturesOK

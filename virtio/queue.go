@@ -11,7 +11,7 @@ const (
 	descSize      = 16 // struct virtq_desc, §2.7.5
 	usedElemSize  = 8  // struct virtq_used_elem, §2.7.8
 	ringHeader    = 4  // le16 flags; le16 idx (§2.7.6, §2.7.8)
-	descAlign     = 16 // §2.7.2 alignment table
+	descAlign     = 16 // §2.7 alignment table
 	availAlign    = 2
 	usedAlign     = 4
 	MaxQueueSize  = 32768 // §2.7: Queue Size is at most 32768
@@ -71,7 +71,7 @@ func (q *Queue) reset() {
 }
 
 // Validate checks the driver-provided layout: size a power of 2 not above
-// MaxSize (§2.7.10.1 / §4.2.2), the three areas aligned (§2.7.2) and inside
+// MaxSize (§2.7, §4.2.2 QueueNum), the three areas aligned (§2.7) and inside
 // guest memory.
 func (q *Queue) Validate() error {
 	n := uint64(q.Size)
@@ -132,7 +132,7 @@ type Buffer []byte
 
 // Chain is one descriptor chain taken from the available ring, split into
 // its device-readable buffers followed by its device-writable buffers
-// (§2.7.4.2: readable descriptors come first).
+// (§2.7.5: readable descriptors come first).
 type Chain struct {
 	Head     uint16
 	Readable []Buffer
@@ -313,7 +313,7 @@ func (q *Queue) Pop() (*Chain, error) {
 		return nil, nil
 	}
 	if pending := idx - q.lastAvail; pending > q.Size {
-		// §2.7.13.3: the driver can have at most Queue Size chains
+		// §2.7.13: the driver can have at most Queue Size chains
 		// outstanding; anything else means a corrupt index.
 		return nil, q.setBroken(fmt.Errorf("%w: avail idx %d is %d ahead of %d (size %d)", ErrBadQueue, idx, pending, q.lastAvail, q.Size))
 	}
@@ -365,7 +365,7 @@ func (q *Queue) walk(head uint16) (*Chain, error) {
 			case d.flags&DescFNext != 0:
 				return nil, fmt.Errorf("%w: INDIRECT combined with NEXT", ErrBadChain)
 			case count != 1:
-				// §2.7.5.3.1: the indirect descriptor is the only
+				// §2.7.5.3: the indirect descriptor is the only
 				// one in the chain (no buffers before it either).
 				return nil, fmt.Errorf("%w: INDIRECT after other descriptors", ErrBadChain)
 			case d.len == 0 || d.len%descSize != 0:

@@ -109,6 +109,7 @@ func TestChainValidation(t *testing.T) {
 		{name: "chain too many bytes", descs: []dsc{{i: 0, addr: 0, n: testMemSize, flags: W | N, next: 1}, {i: 1, addr: 0, n: testMemSize, flags: W | N, next: 2},
 			{i: 2, addr: 0, n: testMemSize, flags: W | N, next: 3}, {i: 3, addr: 0, n: testMemSize, flags: W | N, next: 4}, {i: 4, addr: 0, n: testMemSize, flags: W}}},
 		{name: "indirect good", descs: []dsc{{i: 0, addr: table, n: 32, flags: I}, {table: true, i: 0, addr: buf, n: 4, flags: W | N, next: 1}, {table: true, i: 1, addr: buf, n: 4, flags: W}}, wantLen: 8},
+		{name: "indirect ignores its WRITE flag", descs: []dsc{{i: 0, addr: table, n: 16, flags: I | W}, {table: true, i: 0, addr: buf, n: 4, flags: W}}, wantLen: 4},
 		{name: "indirect not negotiated", noIndir: true, descs: []dsc{{i: 0, addr: table, n: 16, flags: I}, {table: true, i: 0, addr: buf, n: 4, flags: W}}},
 		{name: "indirect nested", descs: []dsc{{i: 0, addr: table, n: 16, flags: I}, {table: true, i: 0, addr: table, n: 16, flags: I}}},
 		{name: "indirect with next", descs: []dsc{{i: 0, addr: table, n: 16, flags: I | N, next: 1}, {i: 1, addr: buf, n: 4, flags: W}, {table: true, i: 0, addr: buf, n: 4, flags: W}}},

@@ -43,18 +43,18 @@ const (
 	VsockOpCreditUpdate  = 6
 	VsockOpCreditRequest = 7
 
-	// SHUTDOWN flags, §5.10.6.5.
+	// SHUTDOWN flags, §5.10.6 "Stream Sockets".
 	VsockShutdownRcv  = 1 // VIRTIO_VSOCK_SHUTDOWN_F_RECEIVE
 	VsockShutdownSend = 2 // VIRTIO_VSOCK_SHUTDOWN_F_SEND
 
-	// VsockEventTransportReset is VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (§5.10.6.8).
+	// VsockEventTransportReset is VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (§5.10.6, "Device Events").
 	VsockEventTransportReset = 0
 
 	// VsockMaxPayload bounds one packet's payload (Linux's
 	// VIRTIO_VSOCK_MAX_PKT_BUF_SIZE); longer guest packets are dropped.
 	VsockMaxPayload = 64 << 10
 	// vsockBufAlloc is the receive buffer we advertise per connection for
-	// guest→host data (buf_alloc, §5.10.6.3).
+	// guest→host data (buf_alloc, §5.10.6 "Buffer Space Management").
 	vsockBufAlloc = 256 << 10
 	// vsockFirstHostPort is where host-side ports of host-initiated
 	// connections start (as in Firecracker).
@@ -269,7 +269,7 @@ func (v *Vsock) Close() error {
 }
 
 func (v *Vsock) DeviceID() uint32 { return DeviceIDVsock }
-func (v *Vsock) Features() uint64 { return 0 } // stream only (§5.10.3)
+func (v *Vsock) Features() uint64 { return VsockFStream }
 func (v *Vsock) QueueMaxSizes() []uint16 {
 	return []uint16{vsockQueueSize, vsockQueueSize, vsockQueueSize}
 }
@@ -311,7 +311,7 @@ func (v *Vsock) dropAll() {
 }
 
 // TransportReset tells the guest that all connections are gone
-// (VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, §5.10.6.8), as after a migration
+// (VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, §5.10.6 "Device Events"), as after a migration
 // or snapshot restore, and drops them on our side.
 func (v *Vsock) TransportReset() error {
 	v.mu.Lock()
@@ -417,7 +417,7 @@ func (v *Vsock) handlePacket(h *VsockHeader, r *ChainReader) {
 		}
 		return
 	}
-	// Every packet carries the peer's credit (§5.10.6.3).
+	// Every packet carries the peer's credit (§5.10.6 "Buffer Space Management").
 	c.peerBufAlloc, c.peerFwdCnt = h.BufAlloc, h.FwdCnt
 	if c.peerCredit() > 0 {
 		c.creditReqSent = false
@@ -718,7 +718,7 @@ func (v *Vsock) writeLoop(c *vconn) {
 		if len(c.preamble) == 0 && len(c.txBuf) == 0 {
 			// Guest will send no more and everything is written.
 			if c.guestNoRecv {
-				// Full shutdown: finish with a RST (§5.10.6.5).
+				// Full shutdown: finish with a RST (§5.10.6 "Stream Sockets").
 				v.closeConn(c, true)
 				v.processRx()
 				return
