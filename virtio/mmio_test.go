@@ -2,6 +2,8 @@ package virtio
 
 import (
 	"bytes"
+	"encoding/binary"
+	"os"
 	"testing"
 )
 
@@ -115,5 +117,67 @@ func TestMMIOBadQueueNeedsReset(t *testing.T) {
 			}
 			d.kick(0) // ignored
 		})
+	}
+}
+
+// TestMMIOConfigSpace reads a device's configuration with the access
+// widths Linux's vm_get uses (8/16/32-bit, and 64-bit as two 32-bit reads
+// around a ConfigGeneration check).
+func TestMMIOConfigSpace(t *testing.T) {
+	mem := newTestMemory()
+	irq := &countIRQ{}
+	path := t.TempDir() + "/d.img"
+	if err := os.WriteFile(path, make([]byte, 0x123456*SectorSize/0x1000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tr, blk, err := NewBlkMMIO(mem, irq, path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blk.Close()
+	want := blk.Capacity()
+	var b8 [8]byte
+	tr.Read(RegConfig, b8[:])
+	if got := binary.LittleEndian.Uint64(b8[:]); got != want {
+		t.Errorf("64-bit read %d, want %d", got, want)
+	}
+	d := newDriver(t, mem, tr, irq)
+	gen := d.rd(RegConfigGeneration)
+	lo, hi := d.rd(RegConfig), d.rd(RegConfig+4)
+	if d.rd(RegConfigGeneration) != gen || uint64(hi)<<32|uint64(lo) != want {
+		t.Errorf("32-bit reads %#x %#x", hi, lo)
+	}
+	var got uint64
+	for i := uint64(0); i < 8; i++ {
+		var b [1]byte
+		tr.Read(RegConfig+i, b[:])
+		got |= uint64(b[0]) << (8 * i)
+	}
+	if got != want {
+		t.Errorf("byte reads %d", got)
+	}
+	var b4 [4]byte
+	tr.Read(RegConfig+12, b4[:])
+	if seg := binary.LittleEndian.Uint32(b4[:]); seg != blkQueueSize-2 {
+		t.Errorf("seg_max %d", seg)
+	}
+	tr.Read(RegConfig+0xf0, b4[:]) // past the config structure: zeros
+	if binary.LittleEndian.Uint32(b4[:]) != 0 {
+		t.Errorf("read past config = %x", b4)
+	}
+	tr.Write(RegConfig, []byte{1, 2, 3, 4}) // read-only config: ignored
+	tr.Read(RegConfig, b8[:])
+	if binary.LittleEndian.Uint64(b8[:]) != want {
+		t.Error("config write changed capacity")
+	}
+	tr.ConfigChanged()
+	if d.rd(RegConfigGeneration) == gen {
+		t.Error("ConfigGeneration unchanged")
+	}
+	if d.ack() != InterruptConfigChange || irq.n.Load() != 1 {
+		t.Errorf("config interrupt: %d triggers", irq.n.Load())
+	}
+	if d.rd(RegInterruptStatus) != 0 {
+		t.Error("InterruptStatus not cleared by ACK")
 	}
 }
