@@ -197,6 +197,8 @@ func GuestCPUID(host []CPUIDEntry, cpu int, p CPUIDProfile) []CPUIDEntry {
 			e.ECX |= 1 << 31
 			if p.CPUs > 1 {
 				e.EDX |= 1 << 28
+			} else {
+				e.EDX &^= 1 << 28
 			}
 		case 0xb, 0x1f:
 			// Extended topology: EDX is the x2APIC id of this vCPU. One
