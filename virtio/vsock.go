@@ -223,7 +223,12 @@ func NewVsock(cfg VsockConfig) (*Vsock, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 2 * time.Second
 	}
-	os.Remove(cfg.UDS)
+	if cfg.UDS == "" {
+		return nil, errors.New("virtio-vsock: no unix socket path")
+	}
+	if fi, err := os.Lstat(cfg.UDS); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		os.Remove(cfg.UDS) // a stale socket from an earlier run
+	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: cfg.UDS, Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("virtio-vsock: %w", err)

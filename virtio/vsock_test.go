@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -644,5 +645,44 @@ func TestVsockManyConnsAndClose(t *testing.T) {
 	if n := runtime.NumGoroutine(); n > before {
 		buf := make([]byte, 1<<16)
 		t.Fatalf("%d goroutines leaked:\n%s", n-before, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+func TestVsockConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []VsockConfig{
+		{GuestCID: 2, UDS: filepath.Join(dir, "a")},
+		{GuestCID: 0, UDS: filepath.Join(dir, "a")},
+		{GuestCID: 1 << 40, UDS: filepath.Join(dir, "a")},
+		{GuestCID: 3},
+		{GuestCID: 3, UDS: filepath.Join(dir, "missing", "a")},
+	} {
+		if v, err := NewVsock(c); err == nil {
+			v.Close()
+			t.Errorf("NewVsock(%+v) succeeded", c)
+		}
+	}
+	// A regular file at the path is not deleted.
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, []byte("keep"), 0o600)
+	if v, err := NewVsock(VsockConfig{GuestCID: 3, UDS: file}); err == nil {
+		v.Close()
+		t.Error("listened over a regular file")
+	}
+	if b, _ := os.ReadFile(file); string(b) != "keep" {
+		t.Error("regular file clobbered")
+	}
+	// A stale socket is replaced.
+	sock := filepath.Join(dir, "s")
+	ln, _ := net.Listen("unix", sock)
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	v, err := NewVsock(VsockConfig{GuestCID: 3, UDS: sock})
+	if err != nil {
+		t.Fatalf("stale socket: %v", err)
+	}
+	v.Close()
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket left after Close: %v", err)
 	}
 }
