@@ -81,9 +81,10 @@ const (
 	gasAccessByte   = 1
 )
 
-// fadt builds the Fixed ACPI Description Table, revision 6 (ACPI 6.5,
-// 5.2.9, Table 5.9), for a hardware-reduced ACPI machine (no PM timer, no
-// SCI, no fixed-feature hardware) pointing at dsdtAddr.
+// fadt builds the Fixed ACPI Description Table, revision 6.5 (ACPI 6.5,
+// 5.2.9 "Fixed ACPI Description Table (FADT)", FADT Format), for a
+// hardware-reduced ACPI machine (4.1 "Hardware-Reduced ACPI": no PM
+// timer, no SCI, no fixed-feature hardware) pointing at dsdtAddr.
 func fadt(cfg ACPIConfig, dsdtAddr uint64) []byte {
 	body := make([]byte, 276-36)
 	at := func(off int) []byte { return body[off-36:] }
@@ -91,10 +92,13 @@ func fadt(cfg ACPIConfig, dsdtAddr uint64) []byte {
 	at(45)[0] = 0                          // Preferred_PM_Profile: unspecified
 	le.PutUint16(at(46), 9)                // SCI_INT (unused when HW-reduced)
 	// IAPC_BOOT_ARCH (5.2.9.3): VGA not present (bit 2), MSI not supported
-	// (bit 3), CMOS RTC not present (bit 5). No legacy devices or 8042.
+	// (bit 3), CMOS RTC not present (bit 5). LEGACY_DEVICES (bit 0) and
+	// 8042 (bit 1) clear: the only legacy device, COM1, is in the DSDT,
+	// and Linux skips probing a keyboard controller.
 	le.PutUint16(at(109), 1<<2|1<<3|1<<5)
-	// Flags (Table 5.10): WBINVD (0), PWR_BUTTON (4: no fixed power
-	// button), SLP_BUTTON (5), RESET_REG_SUP (10), HW_REDUCED_ACPI (20).
+	// Flags (5.2.9, Fixed ACPI Description Table Fixed Feature Flags):
+	// WBINVD (0), PWR_BUTTON (4: no fixed power button), SLP_BUTTON (5),
+	// RESET_REG_SUP (10), HW_REDUCED_ACPI (20).
 	flags := uint32(1<<0 | 1<<4 | 1<<5 | 1<<20)
 	if cfg.ResetPort != 0 {
 		flags |= 1 << 10
@@ -173,7 +177,9 @@ func dsdt(cfg ACPIConfig) ([]byte, error) {
 		))
 	}
 	body := amlScope("\\_SB", devs...)
-	// \_S5: SLP_TYPa, SLP_TYPb (7.4.2.4 "\_S5 (S5 System State)").
+	// \_S5: SLP_TYPa, SLP_TYPb (7.4.2 "\_Sx (System States)"); with
+	// hardware-reduced ACPI the kernel writes SLP_TYPa to the sleep
+	// control register (4.8.3.7 "Sleep Control and Status Registers").
 	body = append(body, amlName("\\_S5", amlPackage(5, 5, 0, 0))...)
 	return sdt("DSDT", 2, body), nil
 }

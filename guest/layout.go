@@ -10,7 +10,7 @@ import "fmt"
 const (
 	EBDAStart     = 0x9fc00 // Extended BIOS Data Area: the PC's last KiB of conventional memory
 	LegacyHole    = 0xa0000 // VGA window and option ROMs up to the BIOS area
-	ACPIStart     = 0xe0000 // RSDP (first, 16-byte aligned: legacy scan, ACPI 6.5 5.2.5.1), then XSDT, DSDT, FADT, MADT
+	ACPIStart     = 0xe0000 // RSDP (first, 16-byte aligned: legacy scan, ACPI 6.5 5.2.5.1), then DSDT, FADT, MADT, XSDT
 	ACPIEnd       = 0xf0000 // end of the ACPI tables area (64 KiB)
 	BootData      = 0xf0000 // start of the boot data below
 	GDTAddr       = 0xf0000 // GDT for the entry state (null, code32, code64, data, TSS)
@@ -36,8 +36,9 @@ const (
 	MMIOHoleEnd   = 0x100000000
 )
 
-// e820 address range types (ACPI 6.5, 15.3 "UEFI/E820 Address Range
-// Types", Table 15.4; the PVH memory map uses the same values, start_info.h
+// e820 address range types (ACPI 6.5, chapter 15 "System Address Map
+// Interfaces", Address Range Types; the PVH memory map uses the same
+// values, start_info.h
 // "hvm_memmap_table_entry").
 const (
 	E820RAM      = 1 // AddressRangeMemory
