@@ -181,3 +181,37 @@ func TestMMIOConfigSpace(t *testing.T) {
 		t.Error("InterruptStatus not cleared by ACK")
 	}
 }
+
+func TestDeviceIDsAndQueues(t *testing.T) {
+	mem := newTestMemory()
+	img := t.TempDir() + "/d.img"
+	os.WriteFile(img, make([]byte, SectorSize), 0o600)
+	blkT, blk, err := NewBlkMMIO(mem, nil, img, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blk.Close()
+	vsT, vs, err := NewVsockMMIO(mem, nil, VsockConfig{GuestCID: 3, UDS: t.TempDir() + "/v.sock"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vs.Close()
+	conT, _ := NewConsoleMMIO(mem, nil, &syncBuf{})
+	rngT, _ := NewRngMMIO(mem, nil)
+	for _, c := range []struct {
+		tr     *MMIO
+		id     uint32
+		queues int
+	}{{blkT, 2, 1}, {vsT, 19, 3}, {conT, 3, 2}, {rngT, 4, 1}} {
+		d := newDriver(t, mem, c.tr, nil)
+		if id := d.rd(RegDeviceID); id != c.id || c.tr.Device().DeviceID() != c.id {
+			t.Errorf("device id %d, want %d", id, c.id)
+		}
+		if n := c.tr.NumQueues(); n != c.queues {
+			t.Errorf("device %d: %d queues, want %d", c.id, n, c.queues)
+		}
+		if c.tr.InterruptPending() {
+			t.Errorf("device %d: interrupt pending at start", c.id)
+		}
+	}
+}

@@ -65,11 +65,6 @@ func NewQueue(mem *Memory, maxSize uint16) *Queue {
 	return &Queue{mem: mem, MaxSize: maxSize}
 }
 
-// reset returns the queue to its power-on state (§2.4).
-func (q *Queue) reset() {
-	*q = Queue{mem: q.mem, MaxSize: q.MaxSize, signal: q.signal, fail: q.fail}
-}
-
 // Validate checks the driver-provided layout: size a power of 2 not above
 // MaxSize (§2.7, §4.2.2 QueueNum), the three areas aligned (§2.7) and inside
 // guest memory.
