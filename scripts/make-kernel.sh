@@ -18,7 +18,8 @@
 set -euo pipefail
 export LC_ALL=C # byte-wise grep for the compression magics
 export PATH=$PATH:/usr/sbin:/sbin
-cd "$(dirname "$0")/.."
+self=$(readlink -f "$0")
+cd "$(dirname "$self")/.."
 case "${1:-build}" in
 build) ;;
 *) echo "usage: $0 [build]" >&2; exit 2 ;;
@@ -30,13 +31,16 @@ mkdir -p "$cache" "$out"
 say() { echo "make-kernel: $*"; }
 
 # The modules the guest needs, by module name. Those this kernel has built
-# in are reported and skipped; the rest must exist as modules.
+# in are reported and skipped; the rest must exist as modules, except the
+# optional ones (helpers that older or differently configured kernels
+# fold into others, and erofs). Their own dependencies come from
+# modules.dep whether listed here or not.
 want=(
-	virtio virtio_ring virtio_mmio virtio_pci virtio_pci_modern_dev virtio_pci_legacy_dev
+	virtio virtio_ring virtio_mmio virtio_pci
 	vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport
-	virtio_blk virtio_console virtio_rng rng_core
-	overlay ext4 jbd2 mbcache crc16 crc32c_generic erofs
+	virtio_blk virtio_console virtio_rng overlay ext4
 )
+optional=(virtio_pci_modern_dev virtio_pci_legacy_dev rng_core jbd2 mbcache crc16 crc32c_generic erofs)
 
 need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
 missing=()
@@ -61,7 +65,7 @@ fi
 release=${pkg#linux-image-}
 
 # Up to date? The stamp names the release and this script's content.
-stamp="$release $(sha256sum "$0" | cut -c1-16)"
+stamp="$release $(sha256sum "$self" | cut -c1-16)"
 if [ "$(cat "$out/.kernel.stamp" 2>/dev/null)" = "$stamp" ] && [ -f "$out/vmlinux" ] && [ -f "$out/vmlinuz" ] && [ -f "$out/modules/order" ]; then
 	say "$out is up to date with $release ($(stat -c %s "$out/vmlinux") bytes vmlinux, $(wc -l <"$out/modules/order") modules)"
 	exit 0
@@ -134,7 +138,7 @@ while IFS=: read -r m deps; do
 	deps_of[$n]=$deps
 done <"$moddir/modules.dep"
 while read -r m; do builtin[$(norm "$m")]=1; done <"$moddir/modules.builtin"
-order=() builtins=()
+order=() builtins=() absent=()
 visit() { # depth first: a module's dependencies go before it
 	local name=$1 d
 	[ -n "${seen[$name]:-}" ] && return 0
@@ -142,11 +146,15 @@ visit() { # depth first: a module's dependencies go before it
 	for d in ${deps_of[$name]:-}; do visit "$(norm "$d")"; done
 	order+=("$name")
 }
-for m in "${want[@]}"; do
+declare -A is_optional=()
+for m in "${optional[@]}"; do is_optional[$m]=1; done
+for m in "${want[@]}" "${optional[@]}"; do
 	if [ -n "${path_of[$m]:-}" ]; then
 		visit "$m"
 	elif [ -n "${builtin[$m]:-}" ]; then
 		builtins+=("$m")
+	elif [ -n "${is_optional[$m]:-}" ]; then
+		absent+=("$m")
 	else
 		echo "make-kernel: $release has $m neither as a module nor built in" >&2
 		exit 1
@@ -178,4 +186,5 @@ say "modules      $out/modules/ ($(du -sb "$out/modules" | cut -f1) bytes), load
 i=0
 while read -r m; do i=$((i + 1)); printf 'make-kernel:   %2d %-40s %8d bytes\n' "$i" "$m" "$(stat -c %s "$out/modules/$m")"; done <"$out/modules/order"
 say "built in     ${builtins[*]:-none}"
+[ ${#absent[@]} -eq 0 ] || say "not in this kernel (optional): ${absent[*]}"
 say "took         $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')s"
