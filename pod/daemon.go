@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -762,18 +763,12 @@ func (d *Daemon) startPodLocked(ctx context.Context, p *podState) error {
 	}
 	volPaths := map[string]VolumeSpec{}
 	for _, v := range spec.Volumes {
-		src := v.Source
-		if src == "" {
-			src = filepath.Join(d.podDir(p.rec.ID), "volumes", v.Name)
-			if err := os.MkdirAll(src, 0o755); err != nil {
-				return fail(err)
-			}
-		} else if _, err := os.Stat(src); err != nil {
-			return fail(specErr("bad parameter: volume %s: source %s: %v", v.Name, src, err))
+		vs, err := d.prepareVolume(p.rec.ID, v)
+		if err != nil {
+			return fail(err)
 		}
-		v.Source = src
-		volPaths[v.Name] = v
-		cfg.Disks = append(cfg.Disks, sandbox.Disk{HostPath: src})
+		volPaths[v.Name] = vs
+		cfg.Disks = append(cfg.Disks, sandbox.Disk{HostPath: vs.Source})
 	}
 	files := map[string][]byte{}
 	for _, f := range spec.Files {
@@ -832,6 +827,51 @@ func (d *Daemon) startPodLocked(ctx context.Context, p *podState) error {
 	d.watchSandbox(p, sb)
 	d.log.Info("pod started", "pod", p.rec.ID)
 	return nil
+}
+
+// prepareVolume resolves a pod volume to what the driver can attach: with
+// the local driver a host directory (a fresh one under the pod's dir when
+// the volume has no source); with kvm a disk image file (a fresh sparse
+// ext4 image when there is no source; host directories cannot be shared
+// into the VM: there is no 9p/virtiofs).
+func (d *Daemon) prepareVolume(podID string, v VolumeSpec) (VolumeSpec, error) {
+	kvm := d.drv.Name() == "kvm"
+	if v.Source == "" {
+		dir := filepath.Join(d.podDir(podID), "volumes")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return v, err
+		}
+		if !kvm {
+			v.Source = filepath.Join(dir, v.Name)
+			return v, os.MkdirAll(v.Source, 0o755)
+		}
+		v.Source, v.Format, v.Fstype = filepath.Join(dir, v.Name+".img"), "raw", "ext4"
+		if _, err := os.Stat(v.Source); err == nil {
+			return v, nil
+		}
+		f, err := os.Create(v.Source)
+		if err != nil {
+			return v, err
+		}
+		f.Truncate(1 << 30)
+		f.Close()
+		if out, err := exec.Command("mkfs.ext4", "-q", "-F", v.Source).CombinedOutput(); err != nil {
+			os.Remove(v.Source)
+			return v, fmt.Errorf("volume %s: mkfs.ext4: %v: %s", v.Name, err, out)
+		}
+		return v, nil
+	}
+	st, err := os.Stat(v.Source)
+	if err != nil {
+		return v, specErr("bad parameter: volume %s: source %s: %v", v.Name, v.Source, err)
+	}
+	if kvm && st.IsDir() {
+		return v, specErr("bad parameter: volume %s: host directory %s cannot be shared into a VM (kvm driver); use a raw disk image", v.Name, v.Source)
+	}
+	if !kvm && !st.IsDir() {
+		return v, specErr("bad parameter: volume %s: the local driver shares host directories; %s is not one", v.Name, v.Source)
+	}
+	return v, nil
 }
 
 func fileContent(ctx context.Context, f FileSpec) ([]byte, error) {
@@ -1136,10 +1176,11 @@ func (d *Daemon) reAdd(ctx context.Context, p *podState, c *ctrState, sb sandbox
 	}
 	vols := map[string]VolumeSpec{}
 	for _, v := range spec.Volumes {
-		if v.Source == "" {
-			v.Source = filepath.Join(d.podDir(p.rec.ID), "volumes", v.Name)
+		vs, err := d.prepareVolume(p.rec.ID, v)
+		if err != nil {
+			return err
 		}
-		vols[v.Name] = v
+		vols[v.Name] = vs
 	}
 	files := map[string][]byte{}
 	for _, f := range spec.Files {
