@@ -1081,8 +1081,9 @@ func (d *Daemon) containerExited(p *podState, c *ctrState, sb sandbox.Sandbox, s
 	}
 	close(c.exited)
 	d.saveCtr(c)
+	code := c.rec.ExitCode
 	d.mu.Unlock()
-	d.log.Info("container exited", "container", c.rec.ID, "code", c.rec.ExitCode, "restart", restart)
+	d.log.Info("container exited", "container", c.rec.ID, "code", code, "restart", restart)
 	// give attached clients a moment to drain the output
 	drained := make(chan struct{})
 	go func() { c.attached.Wait(); close(drained) }()
@@ -1126,6 +1127,7 @@ func (d *Daemon) restartContainer(p *podState, c *ctrState, sb sandbox.Sandbox) 
 		return
 	}
 	c.rec.RestartCount++
+	count := c.rec.RestartCount
 	spec := p.rec.Spec
 	d.mu.Unlock()
 	ctx, cancel := context.WithTimeout(d.ctx, 60*time.Second)
@@ -1143,7 +1145,7 @@ func (d *Daemon) restartContainer(p *podState, c *ctrState, sb sandbox.Sandbox) 
 		go d.maybeFinishPod(p, sb)
 		return
 	}
-	d.log.Info("container restarted", "container", c.rec.ID, "count", c.rec.RestartCount)
+	d.log.Info("container restarted", "container", c.rec.ID, "count", count)
 }
 
 // reAdd removes the exited container from the sandbox and adds and starts
