@@ -179,7 +179,7 @@ func dsdt(cfg ACPIConfig) ([]byte, error) {
 	body := amlScope("\\_SB", devs...)
 	// \_S5: SLP_TYPa, SLP_TYPb (7.4.2 "\_Sx (System States)"); with
 	// hardware-reduced ACPI the kernel writes SLP_TYPa to the sleep
-	// control register (4.8.3.7 "Sleep Control and Status Registers").
+	// control register (4.8, "Sleep Control and Status Registers").
 	body = append(body, amlName("\\_S5", amlPackage(5, 5, 0, 0))...)
 	return sdt("DSDT", 2, body), nil
 }
