@@ -68,6 +68,12 @@ func (c *VCPU) Close() error {
 func (c *VCPU) Run() (Exit, error) {
 	c.tid.Store(int32(unix.Gettid()))
 	_, err := ioctlVal(c.fd, kvmRun, 0)
+	for errors.Is(err, unix.EAGAIN) {
+		// An application processor that was waiting for INIT/SIPI has
+		// just received them (api.rst 4.10: KVM_RUN returns EAGAIN after
+		// processing the events of an uninitialized vCPU): run it again.
+		_, err = ioctlVal(c.fd, kvmRun, 0)
+	}
 	if err != nil {
 		if errors.Is(err, unix.EINTR) {
 			return &IntrExit{Kicked: c.run.ImmediateExit != 0}, nil

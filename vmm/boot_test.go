@@ -32,7 +32,7 @@ func bootDeadline(hw bool) time.Duration {
 	if hw {
 		return 60 * time.Second
 	}
-	return 240 * time.Second
+	return 360 * time.Second
 }
 
 // vsockPeer plays the host side of the test init's vsock round trips: it
@@ -123,8 +123,8 @@ func (p *vsockPeer) close() {
 // asserts every milestone the host allows from the console that came
 // through our UART — banner, our e820 map, our ACPI tables and MADT CPU
 // count — runs QEMU (microvm, KVM) on the same kernel, initramfs and
-// command line at the same time, and fails if our VMM stops at an earlier
-// milestone than QEMU. It reports the milestone reached.
+// command line first, and fails if our VMM gives up at an earlier milestone
+// than QEMU reached. It reports the milestone reached.
 func TestBootLinux(t *testing.T) {
 	needKVM(t)
 	kernel, modules := testKernel(t)
@@ -146,16 +146,13 @@ func TestBootLinux(t *testing.T) {
 	ms := bootMilestones(cpus)
 	ours := newMilestoneLog(ms, consoleFile)
 
+	// The peer runs first, alone: two emulated guests at once on these
+	// two-core machines would each get half the speed.
 	var qemu *milestoneLog
 	var qemuErr error
-	var wg sync.WaitGroup
 	if !hw {
 		qemu = newMilestoneLog(ms, nil)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			qemuErr = qemuBoot(t, kernel, initrd, bootCmdline, memMiB, cpus, deadline, qemu)
-		}()
+		qemuErr = qemuBoot(t, kernel, initrd, bootCmdline, memMiB, cpus, deadline*2/3, qemu)
 	}
 
 	m, err := New(Config{Kernel: kernel, Initrd: initrd, Cmdline: bootCmdline, MemMiB: memMiB, CPUs: cpus, Console: ours, Devices: []virtio.Device{vs}})
@@ -171,7 +168,6 @@ func TestBootLinux(t *testing.T) {
 		m.Stop()
 	}
 	res = m.Wait()
-	wg.Wait()
 	st := m.Stats()
 
 	idx, at := ours.reached()
@@ -190,9 +186,10 @@ func TestBootLinux(t *testing.T) {
 		"ACPI: RSDP 0x00000000000E0000 000024 (v02 HYPERD)",
 		"ACPI: FACP 0x", "(v06 HYPERD HYPERDGO",
 		"ACPI: APIC 0x",
-		"ACPI: LAPIC (acpi_id[0x00] lapic_id[0x00] enabled)",
-		"ACPI: LAPIC (acpi_id[0x01] lapic_id[0x01] enabled)",
+		"ACPI: LAPIC_NMI (acpi_id[0xff] dfl dfl lint[0x1])",
 		"IOAPIC[0]: apic_id 2, version",
+		"address 0xfec00000, GSI 0-23",
+		fmt.Sprintf("smpboot: Allowing %d CPUs, 0 hotplug CPUs", cpus),
 	} {
 		if !strings.Contains(log, want) {
 			t.Errorf("console lacks %q", want)

@@ -56,6 +56,7 @@ type core struct {
 	done     chan struct{}
 	wg       sync.WaitGroup
 	exits    atomic.Uint64
+	intrs    atomic.Uint64
 }
 
 // newCore creates the VM with an in-kernel irqchip and PIT and memSize
@@ -210,6 +211,7 @@ func (c *core) handleExit(v *kvm.VCPU, e kvm.Exit) error {
 			dev.Read(off, e.Data)
 		}
 	case *kvm.IntrExit:
+		c.intrs.Add(1)
 		if c.stopping.Load() {
 			return errStopped
 		}

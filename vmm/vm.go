@@ -268,13 +268,14 @@ func (m *Machine) Loaded() *guest.Loaded { return m.loaded }
 // Stats of a running or stopped machine.
 type Stats struct {
 	Exits     uint64
+	Signals   uint64 // KVM_RUN interrupted by a signal (kicks, runtime signals)
 	Emulation EmulationStats
 	Uptime    time.Duration
 }
 
 // Stats returns counters.
 func (m *Machine) Stats() Stats {
-	return Stats{Exits: m.exits.Load(), Emulation: m.emulationStats(), Uptime: time.Since(m.start)}
+	return Stats{Exits: m.exits.Load(), Signals: m.intrs.Load(), Emulation: m.emulationStats(), Uptime: time.Since(m.start)}
 }
 
 // Run boots cfg in the foreground until the guest powers off or fails.

@@ -59,7 +59,7 @@ func vmCommand(args []string) int {
 	fs.Usage = func() { fmt.Fprintln(os.Stderr, vmUsage) }
 	kernel := fs.String("kernel", "", "guest kernel: ELF vmlinux (PVH) or bzImage")
 	initrd := fs.String("initrd", "", "initramfs")
-	cmdline := fs.String("append", "console=ttyS0 reboot=k panic=-1", "kernel command line")
+	cmdline := fs.String("append", "console=ttyS0 earlyprintk=ttyS0 reboot=k panic=-1", "kernel command line")
 	mem := fs.String("mem", "256M", "guest memory")
 	cpus := fs.Int("cpus", 1, "vCPUs")
 	vsockUDS := fs.String("vsock", "", "attach virtio-vsock with this hybrid unix socket (host connects, sends CONNECT <port>)")
@@ -127,7 +127,7 @@ func vmCommand(args []string) int {
 	}()
 	m.Start()
 	res := m.Wait()
-	fmt.Fprintf(os.Stderr, "hyperd vm run: guest stopped: %v\n", res)
+	fmt.Fprintf(os.Stderr, "hyperd vm run: guest stopped: %v (%+v)\n", res, m.Stats())
 	switch {
 	case res.Reason == vmm.StopPoweroff:
 		return 0

@@ -1,0 +1,389 @@
+package kvmdrv
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hyperhq/hyperd-go/sandbox"
+)
+
+// AgentPort is the vsock port the guest agent listens on.
+const AgentPort = 1024
+
+// ReadyPort is the host vsock port the agent connects to once it listens on
+// AgentPort: the daemon waits for that connection (on the unix socket
+// <uds>_1025) instead of polling the guest with CONNECTs. Polling is not
+// only slower; on software-nested KVM every host connection to a guest
+// that has not set up its vsock device measurably stalls the boot.
+const ReadyPort = 1025
+
+// Connector turns a connected byte stream to the agent into an agent
+// client (agent/client in the daemon).
+type Connector func(ctx context.Context, conn net.Conn) (sandbox.Agent, error)
+
+// Driver starts VMs as "hyperd vm run" child processes.
+type Driver struct {
+	Hyperd        string // the hyperd binary; default os.Executable()
+	Kernel        string // guest vmlinux
+	Initrd        string // agent initramfs
+	Cmdline       string // extra kernel command line
+	DefaultVCPU   int
+	DefaultMemMiB int
+	BootTimeout   time.Duration // default 30s
+	Connect       Connector
+}
+
+func (d *Driver) Name() string      { return "kvm" }
+func (d *Driver) Isolation() string { return "kvm virtual machine (hyperd VMM, one process per VM)" }
+
+const (
+	consoleLog = "console.log"
+	vsockSock  = "vsock.sock"
+)
+
+func (d *Driver) hyperd() (string, error) {
+	if d.Hyperd != "" {
+		return d.Hyperd, nil
+	}
+	return os.Executable()
+}
+
+// Create boots a VM for cfg and connects to its agent.
+func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbox, error) {
+	if d.Connect == nil {
+		return nil, errors.New("kvm driver: no agent connector configured")
+	}
+	if d.Kernel == "" || d.Initrd == "" {
+		return nil, errors.New("kvm driver: no guest kernel/initrd configured (--kernel/--initrd, or run make kernel)")
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("kvm driver: sandbox config has no state dir")
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("kvm driver: %w", err)
+	}
+	vcpu, mem := cfg.VCPU, cfg.MemoryMiB
+	if vcpu <= 0 {
+		vcpu = max(d.DefaultVCPU, 1)
+	}
+	if mem <= 0 {
+		mem = d.DefaultMemMiB
+		if mem <= 0 {
+			mem = 128
+		}
+	}
+	bin, err := d.hyperd()
+	if err != nil {
+		return nil, err
+	}
+	uds := filepath.Join(cfg.StateDir, vsockSock)
+	console := filepath.Join(cfg.StateDir, consoleLog)
+	readySock := fmt.Sprintf("%s_%d", uds, ReadyPort)
+	os.Remove(readySock)
+	ready, err := net.Listen("unix", readySock)
+	if err != nil {
+		return nil, fmt.Errorf("kvm driver: ready socket: %w", err)
+	}
+	defer func() {
+		ready.Close()
+		os.Remove(readySock)
+	}()
+	cmdline := strings.TrimSpace("console=ttyS0 earlyprintk=ttyS0 reboot=k panic=-1 " + d.Cmdline)
+	if cfg.Hostname != "" {
+		cmdline += " hyperd.hostname=" + cfg.Hostname
+	}
+	args := []string{"vm", "run", "--kernel", d.Kernel, "--initrd", d.Initrd, "--append", cmdline,
+		"--mem", fmt.Sprintf("%dM", mem), "--cpus", strconv.Itoa(vcpu), "--vsock", uds}
+	var disks []string
+	for _, dk := range cfg.Disks {
+		spec := dk.HostPath
+		if dk.ReadOnly {
+			spec += ",ro"
+		}
+		args = append(args, "--disk", spec)
+		disks = append(disks, dk.HostPath)
+	}
+	out, err := os.OpenFile(console, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("kvm driver: console log: %w", err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	// Own session: the VM outlives the daemon and its signals.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		out.Close()
+		return nil, fmt.Errorf("kvm driver: starting the VM process: %w", err)
+	}
+	out.Close()
+	s := &vmSandbox{id: cfg.ID, pid: cmd.Process.Pid, uds: uds, console: console, disks: disks, done: make(chan struct{})}
+	go func() {
+		err := cmd.Wait()
+		s.exited(fmt.Errorf("VM process exited: %v; console tail:\n%s", err, tail(console, 20)))
+	}()
+	timeout := d.BootTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	bctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	agent, err := d.waitAgent(bctx, s, ready)
+	if err != nil {
+		s.kill()
+		<-s.done
+		os.Remove(uds)
+		return nil, fmt.Errorf("kvm driver: the guest agent of pod %s did not answer within %v: %v; console tail:\n%s", cfg.ID, timeout, err, tail(console, 30))
+	}
+	s.agent = agent
+	return s, nil
+}
+
+// waitAgent waits for the agent's ready connection, then connects to it
+// and pings it, unless the VM dies or ctx ends first.
+func (d *Driver) waitAgent(ctx context.Context, s *vmSandbox, ready net.Listener) (sandbox.Agent, error) {
+	got := make(chan error, 1)
+	go func() {
+		c, err := ready.Accept()
+		if err == nil {
+			c.Close()
+		}
+		got <- err
+	}()
+	select {
+	case <-s.done:
+		return nil, s.Err()
+	case <-ctx.Done():
+		ready.Close()
+		return nil, fmt.Errorf("%w: no ready signal from the agent (vsock host port %d)", ctx.Err(), ReadyPort)
+	case err := <-got:
+		if err != nil {
+			return nil, err
+		}
+	}
+	conn, err := DialVsock(ctx, s.uds, AgentPort)
+	if err != nil {
+		return nil, fmt.Errorf("the agent signalled ready but CONNECT %d failed: %w", AgentPort, err)
+	}
+	a, err := d.Connect(ctx, conn)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if _, err := a.Ping(ctx); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("agent ping: %w", err)
+	}
+	return a, nil
+}
+
+// DialVsock connects to guest port through the VM's hybrid vsock socket
+// (CONNECT <port>\n → OK <hostport>\n).
+func DialVsock(ctx context.Context, uds string, port int) (net.Conn, error) {
+	var dl net.Dialer
+	c, err := dl.DialContext(ctx, "unix", uds)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	} else {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+	}
+	if _, err := fmt.Fprintf(c, "CONNECT %d\n", port); err != nil {
+		c.Close()
+		return nil, err
+	}
+	// Read the reply byte by byte so no stream data is consumed.
+	var line []byte
+	b := make([]byte, 1)
+	for len(line) < 64 {
+		if _, err := c.Read(b); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("vsock CONNECT %d: %w", port, err)
+		}
+		if b[0] == '\n' {
+			break
+		}
+		line = append(line, b[0])
+	}
+	if !strings.HasPrefix(string(line), "OK ") {
+		c.Close()
+		return nil, fmt.Errorf("vsock CONNECT %d: answered %q", port, line)
+	}
+	c.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// Reattach finds a VM a previous daemon started.
+func (d *Driver) Reattach(ctx context.Context, h sandbox.Handle) (sandbox.Sandbox, error) {
+	if d.Connect == nil {
+		return nil, errors.New("kvm driver: no agent connector configured")
+	}
+	pid, err := strconv.Atoi(h.Data["pid"])
+	if err != nil || pid <= 0 {
+		return nil, fmt.Errorf("kvm driver: handle of %s has no pid", h.ID)
+	}
+	s := &vmSandbox{id: h.ID, pid: pid, uds: h.Data["vsock"], console: h.Data["console"], done: make(chan struct{})}
+	if h.Data["disks"] != "" {
+		s.disks = strings.Split(h.Data["disks"], "\n")
+	}
+	if !s.alive() {
+		return nil, fmt.Errorf("kvm driver: the VM process %d of %s is gone; console tail:\n%s", pid, h.ID, tail(s.console, 20))
+	}
+	go s.watch()
+	conn, err := DialVsock(ctx, s.uds, AgentPort)
+	if err != nil {
+		return nil, fmt.Errorf("kvm driver: reconnecting to the agent of %s: %w", h.ID, err)
+	}
+	a, err := d.Connect(ctx, conn)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	s.agent = a
+	return s, nil
+}
+
+type vmSandbox struct {
+	id      string
+	pid     int
+	uds     string
+	console string
+	disks   []string
+	agent   sandbox.Agent
+
+	mu   sync.Mutex
+	err  error
+	done chan struct{}
+	once sync.Once
+}
+
+func (s *vmSandbox) ID() string { return s.id }
+
+func (s *vmSandbox) Handle() sandbox.Handle {
+	return sandbox.Handle{Driver: "kvm", ID: s.id, Data: map[string]string{
+		"pid": strconv.Itoa(s.pid), "vsock": s.uds, "console": s.console, "disks": strings.Join(s.disks, "\n"),
+	}}
+}
+
+func (s *vmSandbox) Agent() sandbox.Agent { return s.agent }
+
+// DiskSource: disks are attached in Config order as /dev/vda, /dev/vdb ...
+// (the vsock device comes after them on the MMIO bus, so it does not shift
+// the block device names).
+func (s *vmSandbox) DiskSource(hostPath string) (string, error) {
+	for i, d := range s.disks {
+		if d == hostPath {
+			if i >= 26 {
+				return "", fmt.Errorf("kvm driver: disk %d has no single-letter name", i)
+			}
+			return "/dev/vd" + string(rune('a'+i)), nil
+		}
+	}
+	return "", fmt.Errorf("kvm driver: %s is not attached to %s", hostPath, s.id)
+}
+
+func (s *vmSandbox) Done() <-chan struct{} { return s.done }
+
+func (s *vmSandbox) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+func (s *vmSandbox) exited(err error) {
+	s.once.Do(func() {
+		s.mu.Lock()
+		s.err = err
+		s.mu.Unlock()
+		close(s.done)
+	})
+}
+
+// alive reports whether pid is still our VM process (not a reused pid).
+func (s *vmSandbox) alive() bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", s.pid))
+	if err != nil {
+		return false
+	}
+	args := strings.Split(string(b), "\x00")
+	return len(args) > 3 && args[1] == "vm" && args[2] == "run" && strings.Contains(string(b), s.uds)
+}
+
+// watch polls a reattached (non-child) VM process for its exit.
+func (s *vmSandbox) watch() {
+	for s.alive() {
+		time.Sleep(500 * time.Millisecond)
+	}
+	s.exited(fmt.Errorf("VM process %d exited; console tail:\n%s", s.pid, tail(s.console, 20)))
+}
+
+func (s *vmSandbox) kill() { syscall.Kill(s.pid, syscall.SIGKILL) }
+
+// Stop asks the agent to power the guest off, waits for the VM process
+// until ctx ends, then kills it.
+func (s *vmSandbox) Stop(ctx context.Context) error {
+	if s.agent != nil {
+		s.agent.Shutdown(ctx)
+		s.agent.Close()
+	}
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		s.kill()
+		<-s.done
+	}
+	os.Remove(s.uds)
+	return nil
+}
+
+// HostStats reads the VM process's RSS and CPU time from /proc.
+func (s *vmSandbox) HostStats() (sandbox.HostStats, error) {
+	var st sandbox.HostStats
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.pid))
+	if err != nil {
+		return st, fmt.Errorf("kvm driver: VM process %d: %w", s.pid, err)
+	}
+	// Fields after the parenthesised comm: state is field 3; utime 14, stime 15, rss 24.
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 22 {
+		return st, fmt.Errorf("kvm driver: short /proc/%d/stat", s.pid)
+	}
+	utime, _ := strconv.ParseUint(f[11], 10, 64)
+	stime, _ := strconv.ParseUint(f[12], 10, 64)
+	rss, _ := strconv.ParseUint(f[21], 10, 64)
+	st.CPUSeconds = float64(utime+stime) / 100 // USER_HZ
+	st.RSSBytes = rss * uint64(os.Getpagesize())
+	return st, nil
+}
+
+// tail returns the last n lines of a file.
+func tail(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Sprintf("(no console log: %v)", err)
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > n {
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}

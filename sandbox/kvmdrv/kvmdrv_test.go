@@ -1,0 +1,118 @@
+package kvmdrv
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hyperhq/hyperd-go/kvm"
+	"github.com/hyperhq/hyperd-go/sandbox"
+)
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// TestCreateBootDeadline starts a real VM process for a pod with a disk and
+// vsock attached. On software-nested KVM the guest cannot boot to its
+// agent (its first console line alone takes ~20 s of emulated ring-0 code),
+// so Create must fail within the boot deadline with the console
+// tail in its error, and leave no process or socket behind.
+func TestCreateBootDeadline(t *testing.T) {
+	if _, err := kvm.Open(); err != nil {
+		t.Fatalf("needs /dev/kvm: %v", err)
+	}
+	if kvm.HostHasHardwareVirt() {
+		t.Fatalf("this host has hardware virtualization: the kvm driver must be tested end to end with the agent (the pod suites), not for a boot failure")
+	}
+	kernel := filepath.Join(repoRoot(), "build", "vmlinux")
+	if _, err := os.Stat(kernel); err != nil {
+		t.Fatalf("run make kernel: %v", err)
+	}
+	dir := t.TempDir()
+	hyperd := filepath.Join(dir, "hyperd")
+	build := exec.Command("go", "build", "-o", hyperd, "./cmd/hyperd")
+	build.Dir = repoRoot()
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building hyperd: %v\n%s", err, out)
+	}
+	initrd := filepath.Join(dir, "initrd")
+	os.WriteFile(initrd, []byte("not a real initramfs: the guest never gets that far here"), 0o644)
+	disk := filepath.Join(dir, "disk.img")
+	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	connected := false
+	d := &Driver{Hyperd: hyperd, Kernel: kernel, Initrd: initrd, BootTimeout: 45 * time.Second,
+		Connect: func(ctx context.Context, c net.Conn) (sandbox.Agent, error) {
+			connected = true
+			return nil, errors.New("unexpected agent connection")
+		}}
+	state := filepath.Join(dir, "pod")
+	start := time.Now()
+	_, err := d.Create(context.Background(), sandbox.Config{ID: "pod-test", Hostname: "pod-test", VCPU: 1, MemoryMiB: 128, StateDir: state,
+		Disks: []sandbox.Disk{{HostPath: disk, ReadOnly: true}}})
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("Create succeeded on a host where the guest cannot boot")
+	}
+	if connected {
+		t.Error("the agent connector was called although no agent answered")
+	}
+	msg := err.Error()
+	for _, want := range []string{"did not answer within 45s", "console tail", "Linux version"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	if took > 75*time.Second {
+		t.Errorf("Create took %v with a 45s boot deadline", took)
+	}
+	if _, err := os.Stat(filepath.Join(state, vsockSock)); !os.IsNotExist(err) {
+		t.Errorf("vsock socket left behind: %v", err)
+	}
+	out, _ := exec.Command("pgrep", "-f", state).Output()
+	if len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("VM process left running: %s", out)
+	}
+	t.Logf("boot failure detected after %v: %s", took.Round(time.Millisecond), strings.SplitN(msg, "\n", 2)[0])
+}
+
+func TestDialVsockRejects(t *testing.T) {
+	dir := t.TempDir()
+	uds := filepath.Join(dir, "v.sock")
+	ln, err := net.Listen("unix", uds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			buf := make([]byte, 64)
+			c.Read(buf)
+			c.Write([]byte("NO such port\n"))
+			c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := DialVsock(ctx, uds, 1024); err == nil || !strings.Contains(err.Error(), "NO such port") {
+		t.Errorf("DialVsock accepted a refusal: %v", err)
+	}
+	if _, err := DialVsock(ctx, filepath.Join(dir, "missing"), 1024); err == nil {
+		t.Error("DialVsock to a missing socket succeeded")
+	}
+}
