@@ -56,7 +56,7 @@ var (
 	buildErr  error
 )
 
-// binaries builds hyperd, hyperctl and hyper-agent once.
+// binaries builds every command (hyperd, hyperctl, the agent) once.
 func binaries(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -66,12 +66,12 @@ func binaries(t *testing.T) string {
 		}
 		_, file, _, _ := runtime.Caller(0)
 		repo := filepath.Dir(filepath.Dir(file))
-		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/hyperd", "./cmd/hyperctl", "./cmd/hyper-agent")
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/...")
 		cmd.Dir = repo
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/hyperd ./cmd/hyperctl ./cmd/hyper-agent: %v\n%s", err, out)
+			buildErr = fmt.Errorf("go build ./cmd/...: %v\n%s", err, out)
 		}
 	})
 	if buildErr != nil {
