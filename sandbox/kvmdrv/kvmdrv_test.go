@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -69,10 +70,18 @@ func TestCreateBootDeadline(t *testing.T) {
 		t.Error("the agent connector was called although no agent answered")
 	}
 	msg := err.Error()
-	for _, want := range []string{"did not answer within 45s", "console tail", "Linux version"} {
+	for _, want := range []string{"did not answer within 45s", "console tail"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error lacks %q:\n%s", want, msg)
 		}
+	}
+	// The tail must be the guest kernel's own output, captured from our UART.
+	if !regexp.MustCompile(`\[\s*\d+\.\d{6}\] `).MatchString(msg) {
+		t.Errorf("the console tail in the error has no kernel log line:\n%s", msg)
+	}
+	console, err := os.ReadFile(filepath.Join(state, consoleLog))
+	if err != nil || !strings.Contains(string(console), "Linux version") {
+		t.Errorf("console log kept in the state dir lacks the kernel banner (%v)", err)
 	}
 	if took > 75*time.Second {
 		t.Errorf("Create took %v with a 45s boot deadline", took)
