@@ -475,3 +475,30 @@ func TestBuild(t *testing.T) {
 		t.Fatalf("empty context: %d %s", code, body)
 	}
 }
+
+func TestTtyStreamsAreRaw(t *testing.T) {
+	e := newEnv(t)
+	c := ctx(t)
+	if _, err := e.c.CreatePod(c, []byte(`{"id":"tty","tty":true,"containers":[{"image":"busybox","name":"t","command":["err","raw bytes"]}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.c.Attach(c, "t", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.c.StartPod(c, "tty"); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(st.Reader)
+	st.Conn.Close()
+	if string(raw) != "raw bytes\n" {
+		t.Fatalf("tty attach not raw: %q", raw)
+	}
+	if code, _ := e.c.ExitCode(c, "t", ""); code != 1 {
+		t.Fatalf("exit %d", code)
+	}
+	code, body, hdr := e.raw("GET", "/container/logs?container=t&stdout=1&stderr=1", "")
+	if code != 200 || body != "raw bytes\n" || hdr.Get("Content-Type") != "application/vnd.docker.raw-stream" {
+		t.Fatalf("tty logs: %d %q %v", code, body, hdr)
+	}
+}
