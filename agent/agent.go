@@ -1,0 +1,562 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hyperhq/hyperd-go/agent/protocol"
+	"golang.org/x/sys/unix"
+)
+
+// AgentVersion is reported by OpVersion.
+const AgentVersion = "hyper-agent/0.1"
+
+// Transport produces the listener the agent serves on (vsock in a VM, a
+// unix socket in local mode, a serial-port harness in tests).
+type Transport interface {
+	Listen() (net.Listener, error)
+}
+
+// UnixTransport listens on a unix socket path.
+type UnixTransport struct{ Path string }
+
+// Listen implements Transport.
+func (u UnixTransport) Listen() (net.Listener, error) {
+	os.Remove(u.Path)
+	return net.Listen("unix", u.Path)
+}
+
+// Config of an agent.
+type Config struct {
+	// StateDir holds container scratch dirs and logs.
+	StateDir string
+	// CgroupRoot is the cgroup v2 directory containers are placed under;
+	// "" or not writable = no cgroups.
+	CgroupRoot string
+	// Self is the agent binary re-executed as "init" for container shims.
+	Self string
+	// PowerOff is called by OpShutdown after the reply went out.
+	PowerOff func()
+	Log      *log.Logger
+}
+
+// Server is the agent.
+type Server struct {
+	cfg    Config
+	reaper *reaper
+	mu     sync.Mutex
+	ctrs   map[string]*container
+	setup  protocol.PodSetup
+	cgroup bool
+	ln     net.Listener
+	quit   chan struct{}
+	qonce  sync.Once
+}
+
+// NewServer prepares an agent.
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.Log == nil {
+		cfg.Log = log.New(os.Stderr, "hyper-agent: ", log.LstdFlags)
+	}
+	if cfg.Self == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		cfg.Self = exe
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, reaper: newReaper(), ctrs: map[string]*container{}, quit: make(chan struct{})}
+	s.cgroup = setupCgroupRoot(cfg.CgroupRoot)
+	s.reaper.run()
+	return s, nil
+}
+
+// Serve accepts connections until Shutdown or a listener error.
+func (s *Server) Serve(ln net.Listener) error {
+	s.ln = ln
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			select {
+			case <-s.quit:
+				return nil
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		go s.handleConn(c)
+	}
+}
+
+// Done is closed when the agent was shut down.
+func (s *Server) Done() <-chan struct{} { return s.quit }
+
+func (s *Server) handleConn(c net.Conn) {
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	b, err := protocol.ReadFrame(c)
+	if err != nil {
+		c.Close()
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	h, err := protocol.DecodeHello(b)
+	if err != nil {
+		protocol.WriteJSON(c, protocol.HelloReply{Version: protocol.Version, Error: protocol.Errorf(protocol.CodeVersion, "%v", err)})
+		c.Close()
+		return
+	}
+	if h.Kind == protocol.KindControl {
+		if protocol.WriteJSON(c, protocol.HelloReply{Version: protocol.Version, Agent: AgentVersion}) != nil {
+			c.Close()
+			return
+		}
+		s.control(c)
+		return
+	}
+	s.stream(c, h)
+}
+
+func (s *Server) control(c net.Conn) {
+	defer c.Close()
+	var wmu sync.Mutex
+	for {
+		b, err := protocol.ReadFrame(c)
+		if err != nil {
+			return
+		}
+		req, err := protocol.DecodeRequest(b)
+		if err != nil {
+			wmu.Lock()
+			protocol.WriteJSON(c, protocol.Response{Error: protocol.Errorf(protocol.CodeBadRequest, "%v", err)})
+			wmu.Unlock()
+			continue
+		}
+		go func() {
+			res, perr := s.dispatch(req)
+			resp := protocol.Response{ID: req.ID, Error: perr}
+			if perr == nil && res != nil {
+				rb, err := json.Marshal(res)
+				if err != nil {
+					resp.Error = protocol.Errorf(protocol.CodeInternal, "%v", err)
+				} else {
+					resp.Result = rb
+				}
+			}
+			wmu.Lock()
+			protocol.WriteJSON(c, resp)
+			wmu.Unlock()
+			if req.Op == protocol.OpShutdown && perr == nil {
+				s.finish()
+			}
+		}()
+	}
+}
+
+func decode[T any](b json.RawMessage) (T, *protocol.Error) {
+	var v T
+	if len(b) == 0 {
+		return v, protocol.Errorf(protocol.CodeBadRequest, "missing body")
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return v, protocol.Errorf(protocol.CodeBadRequest, "bad body: %v", err)
+	}
+	return v, nil
+}
+
+func (s *Server) dispatch(req protocol.Request) (any, *protocol.Error) {
+	switch req.Op {
+	case protocol.OpVersion:
+		return protocol.VersionReply{Protocol: protocol.Version, Agent: AgentVersion}, nil
+	case protocol.OpPing:
+		return struct{}{}, nil
+	case protocol.OpSetupPod:
+		p, perr := decode[protocol.PodSetup](req.Body)
+		if perr != nil {
+			return nil, perr
+		}
+		return struct{}{}, s.podSetup(p)
+	case protocol.OpAdd:
+		spec, perr := decode[protocol.ContainerSpec](req.Body)
+		if perr != nil {
+			return nil, perr
+		}
+		return struct{}{}, s.add(spec)
+	case protocol.OpStart:
+		r, perr := decode[protocol.ContainerRef](req.Body)
+		if perr != nil {
+			return nil, perr
+		}
+		c, perr := s.get(r.Container)
+		if perr != nil {
+			return nil, perr
+		}
+		return struct{}{}, c.start()
+	case protocol.OpExec:
+		r, perr := decode[protocol.ExecRequest](req.Body)
+		if perr != nil {
+			return nil, perr
+		}
+		c, perr := s.get(r.Container)
+		if perr != nil {
+			return nil, perr
+		}
+		return struct{}{}, c.exec(r.Exec, r.Process)
+	case protocol.OpSignal:
+		r, perr := decode[protocol.SignalRequest](req.Body)
+		if perr != nil {
+			return nil, perr
+		}
+		c, perr := s.get(r.Container)
+		if perr != nil {
+			return nil, perr
+		}
+		return struct{}{}, c.signal(r.Exec, r.Signal)
+	case protocol.OpWait:
+		r, perr := decode[protocol.ContainerRef](req.Body)
+		if perr != nil {
+			return nil, perr
+		}
+		c, perr := s.get(r.Container)
+		if perr != nil {
+			return nil, perr
+		}
+		p, perr := c.proc(r.Exec)
+		if perr != nil {
+			return nil, perr
+		}
+		return p.wait(), nil
+	case protocol.OpResize:
+		r, perr := decode[protocol.ResizeRequest](req.Body)
+		if perr != nil {
+			return nil, perr
+		}
+		c, perr := s.get(r.Container)
+		if perr != nil {
+			return nil, perr
+		}
+		p, perr := c.proc(r.Exec)
+		if perr != nil {
+			return nil, perr
+		}
+		return struct{}{}, p.resize(r.Width, r.Height)
+	case protocol.OpStats:
+		return s.stats(), nil
+	case protocol.OpRemove:
+		r, perr := decode[protocol.ContainerRef](req.Body)
+		if perr != nil {
+			return nil, perr
+		}
+		return struct{}{}, s.remove(r.Container)
+	case protocol.OpShutdown:
+		s.mu.Lock()
+		ids := make([]string, 0, len(s.ctrs))
+		for id := range s.ctrs {
+			ids = append(ids, id)
+		}
+		s.mu.Unlock()
+		for _, id := range ids {
+			s.remove(id)
+		}
+		return struct{}{}, nil
+	}
+	return nil, protocol.Errorf(protocol.CodeBadRequest, "unknown op %q", req.Op)
+}
+
+func (s *Server) finish() {
+	s.qonce.Do(func() {
+		close(s.quit)
+		if s.ln != nil {
+			s.ln.Close()
+		}
+		if s.cfg.PowerOff != nil {
+			go s.cfg.PowerOff()
+		}
+	})
+}
+
+func (s *Server) podSetup(p protocol.PodSetup) *protocol.Error {
+	for _, d := range append(append([]string(nil), p.DNS...), p.DNSSearch...) {
+		if strings.ContainsAny(d, " \t\r\n") || d == "" {
+			return protocol.Errorf(protocol.CodeBadRequest, "bad dns entry %q", d)
+		}
+	}
+	if p.Hostname != "" {
+		if len(p.Hostname) > 64 {
+			return protocol.Errorf(protocol.CodeBadRequest, "hostname too long")
+		}
+		if err := unix.Sethostname([]byte(p.Hostname)); err != nil {
+			return protocol.Errorf(protocol.CodeInternal, "sethostname: %v", err)
+		}
+	}
+	s.mu.Lock()
+	s.setup = p
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Server) resolvConf() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var b strings.Builder
+	for _, d := range s.setup.DNS {
+		fmt.Fprintf(&b, "nameserver %s\n", d)
+	}
+	if len(s.setup.DNSSearch) > 0 {
+		fmt.Fprintf(&b, "search %s\n", strings.Join(s.setup.DNSSearch, " "))
+	}
+	return []byte(b.String())
+}
+
+func (s *Server) get(id string) (*container, *protocol.Error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.ctrs[id]
+	if !ok {
+		return nil, protocol.Errorf(protocol.CodeNotFound, "no such container: %s", id)
+	}
+	return c, nil
+}
+
+func validID(id string) bool {
+	if id == "" || len(id) > 128 || id == "." || id == ".." {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) stats() protocol.PodStats {
+	st := protocol.PodStats{Time: time.Now(), CPUCount: runtime.NumCPU(), MemTotal: memTotal()}
+	s.mu.Lock()
+	cs := make([]*container, 0, len(s.ctrs))
+	for _, c := range s.ctrs {
+		cs = append(cs, c)
+	}
+	s.mu.Unlock()
+	for _, c := range cs {
+		cst := protocol.ContainerStats{ID: c.id}
+		if c.cgroup != "" {
+			readCgroupStats(c.cgroup, &cst)
+		}
+		st.Containers = append(st.Containers, cst)
+	}
+	return st
+}
+
+func (s *Server) remove(id string) *protocol.Error {
+	c, perr := s.get(id)
+	if perr != nil {
+		return perr
+	}
+	c.kill()
+	s.mu.Lock()
+	delete(s.ctrs, id)
+	s.mu.Unlock()
+	c.cleanup()
+	return nil
+}
+
+// stream serves a non-control connection.
+func (s *Server) stream(c net.Conn, h protocol.Hello) {
+	fail := func(perr *protocol.Error) {
+		protocol.WriteJSON(c, protocol.HelloReply{Version: protocol.Version, Error: perr})
+		c.Close()
+	}
+	ok := func() error {
+		return protocol.WriteJSON(c, protocol.HelloReply{Version: protocol.Version, Agent: AgentVersion})
+	}
+	if h.Kind == protocol.KindDial {
+		if h.Network != "tcp" && h.Network != "udp" || h.Port <= 0 || h.Port > 65535 {
+			fail(protocol.Errorf(protocol.CodeBadRequest, "bad dial %s/%d", h.Network, h.Port))
+			return
+		}
+		t, err := net.DialTimeout(h.Network, net.JoinHostPort("127.0.0.1", fmt.Sprint(h.Port)), 10*time.Second)
+		if err != nil {
+			fail(protocol.Errorf(protocol.CodeNotFound, "%v", err))
+			return
+		}
+		if ok() != nil {
+			c.Close()
+			t.Close()
+			return
+		}
+		splice(c, t)
+		return
+	}
+	ctr, perr := s.get(h.Container)
+	if perr != nil {
+		fail(perr)
+		return
+	}
+	switch h.Kind {
+	case protocol.KindCommit:
+		if ok() != nil {
+			c.Close()
+			return
+		}
+		if err := writeLayer(c, ctr.upper); err != nil {
+			s.cfg.Log.Printf("commit %s: %v", ctr.id, err)
+			c.Close() // an incomplete tar: the client sees a truncated archive
+			return
+		}
+		closeWrite(c)
+		c.Close()
+	case protocol.KindLogs:
+		p, perr := ctr.proc("")
+		if perr != nil {
+			fail(perr)
+			return
+		}
+		opt := protocol.LogOptions{Stdout: true, Stderr: true, Tail: -1}
+		if h.Logs != nil {
+			opt = *h.Logs
+		}
+		if ok() != nil {
+			c.Close()
+			return
+		}
+		s.serveLogs(c, p, opt)
+	case protocol.KindStdin, protocol.KindStdout, protocol.KindStderr:
+		p, perr := ctr.proc(h.Exec)
+		if perr != nil {
+			fail(perr)
+			return
+		}
+		if h.Kind == protocol.KindStdin {
+			if !p.spec.OpenStdin {
+				fail(protocol.Errorf(protocol.CodeConflict, "process was not created with stdin open"))
+				return
+			}
+			if ok() != nil {
+				c.Close()
+				return
+			}
+			p.feedStdin(c)
+			return
+		}
+		if h.Kind == protocol.KindStderr && p.spec.Tty {
+			fail(protocol.Errorf(protocol.CodeConflict, "tty process has no stderr"))
+			return
+		}
+		if protocol.WriteJSON(c, protocol.HelloReply{Version: protocol.Version, Agent: AgentVersion, Tty: p.spec.Tty}) != nil {
+			c.Close()
+			return
+		}
+		want := byte(streamStdout)
+		if h.Kind == protocol.KindStderr {
+			want = streamStderr
+		}
+		s.serveOutput(c, p, want)
+	}
+}
+
+// serveOutput copies one stream of a process from its first byte.
+func (s *Server) serveOutput(c net.Conn, p *process, want byte) {
+	defer c.Close()
+	done := make(chan struct{})
+	go func() { // notice the client going away
+		io.Copy(io.Discard, c)
+		close(done)
+	}()
+	r := &outReader{o: p.out, follow: true, done: done}
+	for {
+		rec, err := r.next()
+		if err != nil {
+			break
+		}
+		if rec.stream != want {
+			continue
+		}
+		if _, err := c.Write(rec.data); err != nil {
+			return
+		}
+	}
+	closeWrite(c)
+}
+
+func (s *Server) serveLogs(c net.Conn, p *process, opt protocol.LogOptions) {
+	defer c.Close()
+	done := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, c)
+		close(done)
+	}()
+	streams := map[byte]bool{streamStdout: opt.Stdout, streamStderr: opt.Stderr}
+	r := &outReader{o: p.out, follow: opt.Follow, done: done}
+	r.off = p.out.startOffset(opt.Tail, opt.Since, streams)
+	for {
+		rec, err := r.next()
+		if err != nil {
+			break
+		}
+		if !streams[rec.stream] {
+			continue
+		}
+		name := "stdout"
+		if rec.stream == streamStderr {
+			name = "stderr"
+		}
+		if protocol.WriteJSON(c, protocol.LogRecord{Stream: name, Time: rec.time, Data: rec.data}) != nil {
+			return
+		}
+	}
+	closeWrite(c)
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+}
+
+func splice(a, b net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	cp := func(dst, src net.Conn) {
+		defer wg.Done()
+		io.Copy(dst, src)
+		closeWrite(dst)
+	}
+	go cp(a, b)
+	go cp(b, a)
+	wg.Wait()
+	a.Close()
+	b.Close()
+}
+
+func memTotal() uint64 {
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) != nil {
+		return 0
+	}
+	return uint64(si.Totalram) * uint64(si.Unit)
+}
+
+// statePath joins under the state dir.
+func (s *Server) statePath(p ...string) string {
+	return filepath.Join(append([]string{s.cfg.StateDir}, p...)...)
+}
+
+var _ = syscall.SIGKILL

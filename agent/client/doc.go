@@ -1,0 +1,5 @@
+// Package client is the daemon side of agent/PROTOCOL.md: Client implements
+// sandbox.Agent over a Dialer (unix socket for the local driver, vsock for
+// kvm). Requests on the control connection are concurrent; each stream
+// (stdio, logs, dial, commit) gets its own connection.
+package client

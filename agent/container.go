@@ -1,0 +1,575 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/creack/pty"
+	"github.com/hyperhq/hyperd-go/agent/protocol"
+	"golang.org/x/sys/unix"
+)
+
+type ctrState int
+
+const (
+	stateCreated ctrState = iota
+	stateRunning
+	stateStopped
+)
+
+type container struct {
+	s      *Server
+	id     string
+	spec   protocol.ContainerSpec
+	dir    string // scratch: upper, work, rootfs, lower
+	upper  string
+	rootfs string
+	lower  string // mount point of a block-device lower, "" for a directory
+	cgroup string
+
+	mu      sync.Mutex
+	state   ctrState
+	shimPid int
+	shimFD  int
+	shimW   sync.Mutex
+	shimEnd chan struct{}
+	procs   map[string]*process
+	pending map[string]chan shimMsg // started/error replies by id
+}
+
+type process struct {
+	c       *container
+	id      string
+	spec    protocol.Process
+	out     *output
+	stdin   *os.File // pipe write end or pty master; nil when not open
+	stdinMu sync.Mutex
+	ptm     *os.File
+	started time.Time
+	drained chan struct{}
+	done    chan struct{}
+	status  protocol.ExitStatus
+	once    sync.Once
+}
+
+func (s *Server) add(spec protocol.ContainerSpec) *protocol.Error {
+	if !validID(spec.ID) {
+		return protocol.Errorf(protocol.CodeBadRequest, "invalid container id %q", spec.ID)
+	}
+	if len(spec.Process.Args) == 0 {
+		return protocol.Errorf(protocol.CodeBadRequest, "container %s has no command", spec.ID)
+	}
+	if spec.Rootfs == "" {
+		return protocol.Errorf(protocol.CodeBadRequest, "container %s has no rootfs", spec.ID)
+	}
+	s.mu.Lock()
+	if _, dup := s.ctrs[spec.ID]; dup {
+		s.mu.Unlock()
+		return protocol.Errorf(protocol.CodeConflict, "container %s exists", spec.ID)
+	}
+	c := &container{s: s, id: spec.ID, spec: spec, dir: s.statePath("c", spec.ID), procs: map[string]*process{}, pending: map[string]chan shimMsg{}, shimFD: -1}
+	s.ctrs[spec.ID] = c
+	s.mu.Unlock()
+	if err := c.create(); err != nil {
+		s.mu.Lock()
+		delete(s.ctrs, spec.ID)
+		s.mu.Unlock()
+		c.cleanup()
+		return protocol.Errorf(protocol.CodeInternal, "create container %s: %v", spec.ID, err)
+	}
+	return nil
+}
+
+// create mounts the rootfs and starts the shim, which sets up the
+// container's namespaces and root and then waits for processes.
+func (c *container) create() error {
+	c.upper = filepath.Join(c.dir, "upper")
+	work := filepath.Join(c.dir, "work")
+	c.rootfs = filepath.Join(c.dir, "rootfs")
+	for _, d := range []string{c.upper, work, c.rootfs, filepath.Join(c.dir, "logs")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	lower := c.spec.Rootfs
+	if c.spec.RootfsType != "" {
+		c.lower = filepath.Join(c.dir, "lower")
+		if err := os.MkdirAll(c.lower, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount(c.spec.Rootfs, c.lower, c.spec.RootfsType, unix.MS_RDONLY, ""); err != nil {
+			c.lower = ""
+			return fmt.Errorf("mount %s (%s): %w", c.spec.Rootfs, c.spec.RootfsType, err)
+		}
+		lower = c.lower
+	} else if st, err := os.Stat(lower); err != nil || !st.IsDir() {
+		return fmt.Errorf("rootfs %s is not a directory", lower)
+	}
+	var fl uintptr
+	if c.spec.ReadOnlyFS {
+		fl = unix.MS_RDONLY
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, c.upper, work)
+	if err := unix.Mount("overlay", c.rootfs, "overlay", fl, opts); err != nil {
+		return fmt.Errorf("overlay: %w", err)
+	}
+	c.cgroup = c.s.makeCgroup(c.id)
+
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	devnull, err := os.OpenFile("/dev/null", os.O_RDWR, 0)
+	if err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return err
+	}
+	defer devnull.Close()
+	sys := &syscall.SysProcAttr{
+		Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC,
+	}
+	var cgfd *os.File
+	if c.cgroup != "" {
+		if cgfd, err = os.Open(c.cgroup); err == nil {
+			sys.UseCgroupFD = true
+			sys.CgroupFD = int(cgfd.Fd())
+			defer cgfd.Close()
+		}
+	}
+	stderr := os.Stderr.Fd()
+	attr := &syscall.ProcAttr{
+		Dir:   "/",
+		Env:   []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
+		Files: []uintptr{devnull.Fd(), devnull.Fd(), stderr, uintptr(fds[1])},
+		Sys:   sys,
+	}
+	pid, ch, err := c.s.reaper.start(c.s.cfg.Self, []string{"hyper-agent", "init"}, attr)
+	unix.Close(fds[1])
+	if err != nil {
+		unix.Close(fds[0])
+		return fmt.Errorf("start shim: %w", err)
+	}
+	c.shimPid, c.shimFD = pid, fds[0]
+	c.shimEnd = make(chan struct{})
+	hostname := c.spec.Hostname
+	if hostname == "" {
+		hostname, _ = os.Hostname()
+	}
+	cfg := &shimConfig{Rootfs: c.rootfs, Hostname: hostname, Mounts: c.spec.Mounts, Files: c.spec.Files,
+		ReadOnlyFS: c.spec.ReadOnlyFS, Sysctl: c.spec.Sysctl, ResolvConf: c.s.resolvConf()}
+	if err := sendShim(c.shimFD, shimMsg{Op: "config", Config: cfg}); err != nil {
+		unix.Kill(pid, unix.SIGKILL)
+		return err
+	}
+	m, _, err := recvShim(c.shimFD)
+	if err != nil || m.Op != "ready" {
+		unix.Kill(pid, unix.SIGKILL)
+		<-ch
+		if err == nil {
+			err = errors.New(m.Err)
+		}
+		return fmt.Errorf("container setup: %w", err)
+	}
+	go c.shimLoop(ch)
+	return nil
+}
+
+// shimLoop reads the shim's reports until it exits.
+func (c *container) shimLoop(exited <-chan syscall.WaitStatus) {
+	msgs := make(chan shimMsg)
+	go func() {
+		defer close(msgs)
+		for {
+			m, fds, err := recvShim(c.shimFD)
+			for _, f := range fds {
+				unix.Close(f)
+			}
+			if err != nil {
+				return
+			}
+			msgs <- m
+		}
+	}()
+	var shimStatus *syscall.WaitStatus
+	for msgs != nil || shimStatus == nil {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				msgs = nil
+				continue
+			}
+			c.onShim(m)
+		case ws := <-exited:
+			shimStatus = &ws
+			exited = nil
+		}
+	}
+	code, sig := exitCode(*shimStatus)
+	c.mu.Lock()
+	c.state = stateStopped
+	procs := make([]*process, 0, len(c.procs))
+	for _, p := range c.procs {
+		procs = append(procs, p)
+	}
+	for id, ch := range c.pending {
+		ch <- shimMsg{Op: "error", Err: "container exited"}
+		delete(c.pending, id)
+	}
+	c.mu.Unlock()
+	unix.Close(c.shimFD)
+	close(c.shimEnd)
+	for _, p := range procs {
+		if p.id == "" {
+			p.exit(code, sig)
+		} else {
+			p.exit(137, 9)
+		}
+	}
+}
+
+func (c *container) onShim(m shimMsg) {
+	switch m.Op {
+	case "started", "error":
+		c.mu.Lock()
+		ch, ok := c.pending[m.ID]
+		delete(c.pending, m.ID)
+		c.mu.Unlock()
+		if ok {
+			ch <- m
+		}
+	case "exit":
+		c.mu.Lock()
+		p := c.procs[m.ID]
+		c.mu.Unlock()
+		if p != nil {
+			p.exit(m.Code, m.Signal)
+		}
+	}
+}
+
+func (c *container) start() *protocol.Error {
+	c.mu.Lock()
+	if c.state != stateCreated {
+		c.mu.Unlock()
+		return protocol.Errorf(protocol.CodeConflict, "container %s was already started", c.id)
+	}
+	c.state = stateRunning
+	c.mu.Unlock()
+	return c.launch("", c.spec.Process)
+}
+
+func (c *container) exec(id string, p protocol.Process) *protocol.Error {
+	if !validID(id) {
+		return protocol.Errorf(protocol.CodeBadRequest, "invalid exec id %q", id)
+	}
+	if len(p.Args) == 0 {
+		return protocol.Errorf(protocol.CodeBadRequest, "exec without command")
+	}
+	c.mu.Lock()
+	st := c.state
+	c.mu.Unlock()
+	if st != stateRunning {
+		return protocol.Errorf(protocol.CodeConflict, "container %s is not running", c.id)
+	}
+	return c.launch(id, p)
+}
+
+// launch creates the stdio of a process, hands it to the shim and waits
+// for the shim's started/error reply.
+func (c *container) launch(id string, spec protocol.Process) *protocol.Error {
+	name := "main"
+	if id != "" {
+		name = "exec-" + id
+	}
+	out, err := newOutput(filepath.Join(c.dir, "logs", name+".log"))
+	if err != nil {
+		return protocol.Errorf(protocol.CodeInternal, "%v", err)
+	}
+	p := &process{c: c, id: id, spec: spec, out: out, done: make(chan struct{}), drained: make(chan struct{})}
+	var child []*os.File
+	closeChild := func() {
+		for _, f := range child {
+			f.Close()
+		}
+	}
+	var readers []*os.File
+	if spec.Tty {
+		ptm, pts, err := pty.Open()
+		if err != nil {
+			return protocol.Errorf(protocol.CodeInternal, "pty: %v", err)
+		}
+		if spec.Width > 0 && spec.Height > 0 {
+			pty.Setsize(ptm, &pty.Winsize{Cols: uint16(spec.Width), Rows: uint16(spec.Height)})
+		}
+		p.ptm = ptm
+		child = []*os.File{pts, pts, pts}
+		readers = []*os.File{ptm}
+		if spec.OpenStdin {
+			p.stdin = ptm
+		}
+	} else {
+		var in *os.File
+		if spec.OpenStdin {
+			r, w, err := os.Pipe()
+			if err != nil {
+				return protocol.Errorf(protocol.CodeInternal, "%v", err)
+			}
+			in, p.stdin = r, w
+		} else {
+			in, err = os.Open("/dev/null")
+			if err != nil {
+				return protocol.Errorf(protocol.CodeInternal, "%v", err)
+			}
+		}
+		or, ow, err := os.Pipe()
+		if err != nil {
+			in.Close()
+			return protocol.Errorf(protocol.CodeInternal, "%v", err)
+		}
+		er, ew, err := os.Pipe()
+		if err != nil {
+			in.Close()
+			or.Close()
+			ow.Close()
+			return protocol.Errorf(protocol.CodeInternal, "%v", err)
+		}
+		child = []*os.File{in, ow, ew}
+		readers = []*os.File{or, er}
+	}
+	reply := make(chan shimMsg, 1)
+	c.mu.Lock()
+	if _, dup := c.procs[id]; dup {
+		c.mu.Unlock()
+		closeChild()
+		for _, r := range readers {
+			r.Close()
+		}
+		return protocol.Errorf(protocol.CodeConflict, "exec %s exists", id)
+	}
+	c.procs[id] = p
+	c.pending[id] = reply
+	c.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for i, r := range readers {
+		stream := byte(streamStdout)
+		if i == 1 {
+			stream = streamStderr
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := r.Read(buf)
+				if n > 0 {
+					out.write(stream, buf[:n])
+				}
+				if err != nil {
+					break
+				}
+			}
+			if r != p.ptm {
+				r.Close()
+			}
+		}()
+	}
+	go func() {
+		wg.Wait()
+		close(p.drained)
+	}()
+	p.started = time.Now()
+	m := shimMsg{Op: "exec", ID: id, Proc: &spec}
+	c.shimW.Lock()
+	err = sendShim(c.shimFD, m, int(child[0].Fd()), int(child[1].Fd()), int(child[2].Fd()))
+	c.shimW.Unlock()
+	closeChild()
+	if err != nil {
+		c.mu.Lock()
+		delete(c.pending, id)
+		c.mu.Unlock()
+		p.exit(127, 0)
+		return protocol.Errorf(protocol.CodeInternal, "send to shim: %v", err)
+	}
+	r := <-reply
+	if r.Op == "error" {
+		c.mu.Lock()
+		delete(c.procs, id)
+		if id == "" && c.state == stateRunning {
+			c.state = stateCreated
+		}
+		c.mu.Unlock()
+		p.exit(127, 0)
+		if id != "" {
+			p.out.remove()
+		}
+		return protocol.Errorf(protocol.CodeBadRequest, "start %s: %s", c.id, r.Err)
+	}
+	return nil
+}
+
+// exit records the exit; the output is given up to 2s to drain (a
+// background child may hold a pipe).
+func (p *process) exit(code, sig int) {
+	p.once.Do(func() {
+		go func() {
+			select {
+			case <-p.drained:
+			case <-time.After(2 * time.Second):
+			}
+			p.out.finish()
+			if p.ptm != nil {
+				p.ptm.Close()
+			}
+			p.stdinMu.Lock()
+			if p.stdin != nil && p.stdin != p.ptm {
+				p.stdin.Close()
+			}
+			p.stdin = nil
+			p.stdinMu.Unlock()
+			p.status = protocol.ExitStatus{Code: code, Signal: sig, Started: p.started, Finished: time.Now()}
+			close(p.done)
+		}()
+	})
+}
+
+func (p *process) wait() protocol.ExitStatus {
+	<-p.done
+	return p.status
+}
+
+func (p *process) resize(w, h int) *protocol.Error {
+	if p.ptm == nil {
+		return protocol.Errorf(protocol.CodeConflict, "process has no tty")
+	}
+	if w <= 0 || h <= 0 || w > 65535 || h > 65535 {
+		return protocol.Errorf(protocol.CodeBadRequest, "bad size %dx%d", w, h)
+	}
+	select {
+	case <-p.done:
+		return protocol.Errorf(protocol.CodeConflict, "process exited")
+	default:
+	}
+	if err := pty.Setsize(p.ptm, &pty.Winsize{Cols: uint16(w), Rows: uint16(h)}); err != nil {
+		return protocol.Errorf(protocol.CodeInternal, "%v", err)
+	}
+	return nil
+}
+
+// feedStdin copies an attacher's stdin into the process; its EOF closes
+// the process's stdin (for a tty: sends ^D).
+func (p *process) feedStdin(c net.Conn) {
+	defer c.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			p.stdinMu.Lock()
+			in := p.stdin
+			p.stdinMu.Unlock()
+			if in == nil {
+				return
+			}
+			if _, werr := in.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			if err == io.EOF {
+				p.stdinMu.Lock()
+				if p.stdin != nil {
+					if p.stdin == p.ptm {
+						p.stdin.Write([]byte{4})
+					} else {
+						p.stdin.Close()
+						p.stdin = nil
+					}
+				}
+				p.stdinMu.Unlock()
+			}
+			return
+		}
+	}
+}
+
+func (c *container) proc(id string) (*process, *protocol.Error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.procs[id]
+	if !ok {
+		if id == "" {
+			return nil, protocol.Errorf(protocol.CodeConflict, "container %s was not started", c.id)
+		}
+		return nil, protocol.Errorf(protocol.CodeNotFound, "no such exec: %s", id)
+	}
+	return p, nil
+}
+
+func (c *container) signal(id string, sig int) *protocol.Error {
+	if sig <= 0 || sig > 64 {
+		return protocol.Errorf(protocol.CodeBadRequest, "bad signal %d", sig)
+	}
+	if _, perr := c.proc(id); perr != nil {
+		return perr
+	}
+	c.mu.Lock()
+	st, pid := c.state, c.shimPid
+	c.mu.Unlock()
+	if st != stateRunning {
+		return protocol.Errorf(protocol.CodeConflict, "container %s is not running", c.id)
+	}
+	if id == "" && sig == int(unix.SIGKILL) {
+		// killing the pid namespace's init kills everything in it
+		unix.Kill(pid, unix.SIGKILL)
+		return nil
+	}
+	c.shimW.Lock()
+	err := sendShim(c.shimFD, shimMsg{Op: "signal", ID: id, Sig: sig})
+	c.shimW.Unlock()
+	if err != nil {
+		return protocol.Errorf(protocol.CodeConflict, "container %s: %v", c.id, err)
+	}
+	return nil
+}
+
+// kill stops the shim (and with it the container) and waits for it.
+func (c *container) kill() {
+	c.mu.Lock()
+	pid, end := c.shimPid, c.shimEnd
+	c.mu.Unlock()
+	if end == nil {
+		return
+	}
+	unix.Kill(pid, unix.SIGKILL)
+	<-end
+}
+
+func (c *container) cleanup() {
+	c.mu.Lock()
+	procs := c.procs
+	c.procs = map[string]*process{}
+	c.mu.Unlock()
+	for _, p := range procs {
+		p.exit(137, 9)
+		<-p.done
+		p.out.remove()
+	}
+	if c.rootfs != "" {
+		unix.Unmount(c.rootfs, unix.MNT_DETACH)
+	}
+	if c.lower != "" {
+		unix.Unmount(c.lower, unix.MNT_DETACH)
+	}
+	if c.cgroup != "" {
+		os.Remove(c.cgroup)
+	}
+	os.RemoveAll(c.dir)
+}

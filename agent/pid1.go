@@ -1,0 +1,127 @@
+package agent
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/mdlayher/vsock"
+	"golang.org/x/sys/unix"
+)
+
+// VsockTransport listens on a vsock port (1024 for the daemon).
+type VsockTransport struct{ Port uint32 }
+
+// Listen implements Transport.
+func (v VsockTransport) Listen() (net.Listener, error) { return vsock.Listen(v.Port, nil) }
+
+// NotifyReady connects to the host (CID 2) on port and closes: the kvm
+// driver's ready signal.
+func NotifyReady(port uint32) error {
+	c, err := vsock.Dial(vsock.Host, port, nil)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// InitVM prepares the guest as PID 1: the pseudo filesystems, cgroup2,
+// kernel modules from /lib/modules/order, the loopback interface.
+func InitVM() error {
+	mounts := []struct {
+		src, dst, fstype string
+		flags            uintptr
+		data             string
+	}{
+		{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+		{"sysfs", "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+		{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID, "mode=0755"},
+		{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "ptmxmode=0666,mode=0620"},
+		{"tmpfs", "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
+		{"tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
+		{"cgroup2", "/sys/fs/cgroup", "cgroup2", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+	}
+	for _, m := range mounts {
+		os.MkdirAll(m.dst, 0o755)
+		if err := unix.Mount(m.src, m.dst, m.fstype, m.flags, m.data); err != nil && err != unix.EBUSY {
+			return fmt.Errorf("mount %s: %w", m.dst, err)
+		}
+	}
+	os.Symlink("/proc/self/fd", "/dev/fd")
+	if err := LoadModules("/lib/modules"); err != nil {
+		return err
+	}
+	return LoopbackUp()
+}
+
+// LoadModules loads dir/NAME for each line NAME of dir/order with
+// finit_module; EEXIST (built in or loaded) is fine.
+func LoadModules(dir string) error {
+	f, err := os.Open(filepath.Join(dir, "order"))
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		name := strings.TrimSpace(sc.Text())
+		if name == "" || strings.HasPrefix(name, "#") {
+			continue
+		}
+		m, err := os.Open(filepath.Join(dir, filepath.Base(name)))
+		if err != nil {
+			return fmt.Errorf("module %s: %w", name, err)
+		}
+		err = unix.FinitModule(int(m.Fd()), "", 0)
+		m.Close()
+		if err != nil && err != unix.EEXIST {
+			return fmt.Errorf("finit_module %s: %w", name, err)
+		}
+	}
+	return sc.Err()
+}
+
+// LoopbackUp sets IFF_UP on lo.
+func LoopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("lo flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("lo up: %w", err)
+	}
+	return nil
+}
+
+// PowerOff syncs and powers the machine off (PID 1 in a VM).
+func PowerOff() {
+	unix.Sync()
+	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+}
+
+// PrepareLocal sets up the agent's own namespaces in local mode: private
+// mounts, a fresh /proc for the new pid namespace, lo up.
+func PrepareLocal() error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make / private: %w", err)
+	}
+	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mount /proc: %w", err)
+	}
+	return LoopbackUp()
+}

@@ -1,0 +1,279 @@
+package agent
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// shimFD is the agent socket inherited by "hyper-agent init".
+const shimFD = 3
+
+// RunInit is the container shim ("hyper-agent init"): it runs as PID 1 of
+// the container's new pid/mount/uts/ipc namespaces, builds the container's
+// root (mounts, pivot_root), then starts the main process and execs on the
+// agent's request and reports their exits. It returns only on error; when
+// the main process exits it exits, which kills the whole pid namespace.
+func RunInit() error {
+	runtime.LockOSThread()
+	m, _, err := recvShim(shimFD)
+	if err != nil {
+		return err
+	}
+	if m.Op != "config" || m.Config == nil {
+		return fmt.Errorf("shim: expected config, got %q", m.Op)
+	}
+	if err := setupRoot(m.Config); err != nil {
+		sendShim(shimFD, shimMsg{Op: "error", Err: err.Error()})
+		return err
+	}
+	s := &shim{r: newReaper(), ids: map[int]string{}, pids: map[string]int{}}
+	if err := sendShim(shimFD, shimMsg{Op: "ready"}); err != nil {
+		return err
+	}
+	s.r.run()
+	for {
+		m, fds, err := recvShim(shimFD)
+		if err != nil {
+			// the agent is gone: take the container down with us
+			os.Exit(137)
+		}
+		switch m.Op {
+		case "exec":
+			s.exec(m, fds)
+		case "signal":
+			s.mu.Lock()
+			pid, ok := s.pids[m.ID]
+			s.mu.Unlock()
+			if ok && m.Sig > 0 && m.Sig < 65 {
+				unix.Kill(pid, unix.Signal(m.Sig))
+			}
+		}
+		for _, f := range fds {
+			unix.Close(f)
+		}
+	}
+}
+
+type shim struct {
+	r    *reaper
+	mu   sync.Mutex
+	ids  map[int]string
+	pids map[string]int
+	wmu  sync.Mutex
+}
+
+func (s *shim) send(m shimMsg) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	sendShim(shimFD, m)
+}
+
+func (s *shim) exec(m shimMsg, fds []int) {
+	fail := func(err error) { s.send(shimMsg{Op: "error", ID: m.ID, Err: err.Error()}) }
+	if m.Proc == nil || len(m.Proc.Args) == 0 {
+		fail(fmt.Errorf("no command"))
+		return
+	}
+	if len(fds) != 3 {
+		fail(fmt.Errorf("expected 3 stdio fds, got %d", len(fds)))
+		return
+	}
+	p := m.Proc
+	cred, home, err := resolveUser(p.User)
+	if err != nil {
+		fail(err)
+		return
+	}
+	env := append([]string(nil), p.Env...)
+	if envGet(env, "PATH") == "" {
+		env = append(env, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	}
+	if envGet(env, "HOME") == "" {
+		env = append(env, "HOME="+home)
+	}
+	if p.Tty && envGet(env, "TERM") == "" {
+		env = append(env, "TERM=xterm")
+	}
+	if h, err := os.Hostname(); err == nil && envGet(env, "HOSTNAME") == "" {
+		env = append(env, "HOSTNAME="+h)
+	}
+	path, err := lookPath(p.Args[0], envGet(env, "PATH"))
+	if err != nil {
+		fail(err)
+		return
+	}
+	cwd := p.Cwd
+	if cwd == "" {
+		cwd = "/"
+	}
+	sys := &syscall.SysProcAttr{Setsid: true, Credential: cred}
+	if p.Tty {
+		sys.Setctty = true
+		sys.Ctty = 0
+	}
+	attr := &syscall.ProcAttr{Dir: cwd, Env: env, Files: []uintptr{uintptr(fds[0]), uintptr(fds[1]), uintptr(fds[2])}, Sys: sys}
+	// hold the reaper while registering so a fast exit is not lost
+	s.mu.Lock()
+	pid, ch, err := s.r.start(path, p.Args, attr)
+	if err != nil {
+		s.mu.Unlock()
+		fail(fmt.Errorf("exec %s: %w", p.Args[0], err))
+		return
+	}
+	s.ids[pid] = m.ID
+	s.pids[m.ID] = pid
+	s.mu.Unlock()
+	s.send(shimMsg{Op: "started", ID: m.ID, Pid: pid})
+	go func() {
+		ws := <-ch
+		code, sig := exitCode(ws)
+		s.mu.Lock()
+		delete(s.ids, pid)
+		delete(s.pids, m.ID)
+		s.mu.Unlock()
+		s.send(shimMsg{Op: "exit", ID: m.ID, Code: code, Signal: sig})
+		if m.ID == "" {
+			os.Exit(0)
+		}
+	}()
+}
+
+func envGet(env []string, k string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(env[i], k+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func lookPath(name, path string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	for _, d := range filepath.SplitList(path) {
+		if d == "" {
+			d = "."
+		}
+		p := filepath.Join(d, name)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: executable file not found in $PATH", name)
+}
+
+// resolveUser resolves Docker's user forms (name, uid, uid:gid, name:group)
+// against the container's /etc/passwd and /etc/group.
+func resolveUser(u string) (*syscall.Credential, string, error) {
+	if u == "" {
+		u = "0"
+	}
+	user, group, hasGroup := strings.Cut(u, ":")
+	passwd := readColonFile("/etc/passwd")
+	uid, gid := -1, -1
+	home := "/"
+	if n, err := strconv.Atoi(user); err == nil && n >= 0 {
+		uid = n
+		for _, f := range passwd {
+			if len(f) >= 6 && f[2] == user {
+				gid, _ = strconv.Atoi(f[3])
+				home = f[5]
+				break
+			}
+		}
+		if gid < 0 {
+			gid = 0
+		}
+	} else {
+		for _, f := range passwd {
+			if len(f) >= 6 && f[0] == user {
+				uid, _ = strconv.Atoi(f[2])
+				gid, _ = strconv.Atoi(f[3])
+				home = f[5]
+				break
+			}
+		}
+		if uid < 0 {
+			return nil, "", fmt.Errorf("unable to find user %s: no matching entries in passwd file", user)
+		}
+	}
+	groups := readColonFile("/etc/group")
+	if hasGroup {
+		if n, err := strconv.Atoi(group); err == nil && n >= 0 {
+			gid = n
+		} else {
+			gid = -1
+			for _, f := range groups {
+				if len(f) >= 3 && f[0] == group {
+					gid, _ = strconv.Atoi(f[2])
+					break
+				}
+			}
+			if gid < 0 {
+				return nil, "", fmt.Errorf("unable to find group %s: no matching entries in group file", group)
+			}
+		}
+	}
+	if uid < 0 || gid < 0 || uid > 1<<31-2 || gid > 1<<31-2 {
+		return nil, "", fmt.Errorf("invalid user %q", u)
+	}
+	var extra []uint32
+	name := user
+	for _, f := range groups {
+		if len(f) >= 4 && f[3] != "" {
+			for _, m := range strings.Split(f[3], ",") {
+				if m == name {
+					if g, err := strconv.Atoi(f[2]); err == nil && g >= 0 {
+						extra = append(extra, uint32(g))
+					}
+				}
+			}
+		}
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: extra}, home, nil
+}
+
+func readColonFile(path string) [][]string {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out [][]string
+	sc := bufio.NewScanner(&limitReader{f, 4 << 20})
+	for sc.Scan() {
+		l := sc.Text()
+		if l == "" || l[0] == '#' {
+			continue
+		}
+		out = append(out, strings.Split(l, ":"))
+	}
+	return out
+}
+
+type limitReader struct {
+	f *os.File
+	n int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, fmt.Errorf("file too large")
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.f.Read(p)
+	l.n -= int64(n)
+	return n, err
+}

@@ -1,0 +1,83 @@
+// Command hyper-agent is the guest agent: PID 1 in a pod VM (vsock), a
+// namespaced child of hyperd in local mode (unix socket), and, as
+// "hyper-agent init", the per-container shim.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log"
+	"os"
+
+	"github.com/hyperhq/hyperd-go/agent"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "init" {
+		if err := agent.RunInit(); err != nil {
+			fmt.Fprintln(os.Stderr, "hyper-agent init:", err)
+		}
+		os.Exit(1)
+	}
+	if os.Getpid() == 1 && len(os.Args) == 1 {
+		vmMain()
+		return
+	}
+	fs := flag.NewFlagSet("hyper-agent", flag.ExitOnError)
+	sock := fs.String("socket", "", "unix socket to listen on (local mode)")
+	state := fs.String("state-dir", "", "directory for container scratch and logs")
+	cg := fs.String("cgroup-root", "", "cgroup v2 directory for containers (\"\" = none)")
+	vm := fs.Bool("vm", false, "run as PID 1 of a VM (vsock)")
+	fs.Parse(os.Args[1:])
+	if *vm {
+		vmMain()
+		return
+	}
+	if *sock == "" || *state == "" {
+		log.Fatal("hyper-agent: --socket and --state-dir are required in local mode")
+	}
+	if os.Getpid() == 1 {
+		if err := agent.PrepareLocal(); err != nil {
+			log.Fatalf("hyper-agent: %v", err)
+		}
+	}
+	s, err := agent.NewServer(agent.Config{StateDir: *state, CgroupRoot: *cg})
+	if err != nil {
+		log.Fatalf("hyper-agent: %v", err)
+	}
+	ln, err := agent.UnixTransport{Path: *sock}.Listen()
+	if err != nil {
+		log.Fatalf("hyper-agent: %v", err)
+	}
+	if err := s.Serve(ln); err != nil {
+		log.Fatalf("hyper-agent: %v", err)
+	}
+	os.Remove(*sock)
+}
+
+func vmMain() {
+	l := log.New(os.Stderr, "hyper-agent: ", 0)
+	if err := agent.InitVM(); err != nil {
+		l.Printf("init: %v", err) // keep going: the daemon learns more from a live agent
+	}
+	os.MkdirAll("/run/hyper", 0o755)
+	s, err := agent.NewServer(agent.Config{StateDir: "/run/hyper", CgroupRoot: "/sys/fs/cgroup/hyperd", Self: "/init", PowerOff: agent.PowerOff, Log: l})
+	if err != nil {
+		l.Printf("%v", err)
+		agent.PowerOff()
+	}
+	ln, err := agent.VsockTransport{Port: 1024}.Listen()
+	if err != nil {
+		l.Printf("vsock listen: %v", err)
+		agent.PowerOff()
+	}
+	if err := agent.NotifyReady(1025); err != nil {
+		l.Printf("ready signal: %v", err)
+	}
+	if err := s.Serve(ln); err != nil {
+		l.Printf("serve: %v", err)
+	}
+	<-s.Done()
+	select {} // PowerOff runs; PID 1 must not exit
+}
+
