@@ -28,9 +28,17 @@ const AgentPort = 1024
 // that has not set up its vsock device measurably stalls the boot.
 const ReadyPort = 1025
 
-// Connector turns a connected byte stream to the agent into an agent
-// client (agent/client in the daemon).
-type Connector func(ctx context.Context, conn net.Conn) (sandbox.Agent, error)
+// Dialer opens a new byte stream to the guest agent.
+type Dialer func(ctx context.Context) (net.Conn, error)
+
+// Connector makes an agent client (agent/client in the daemon) that opens
+// its connections with dial: one for control, one per stream.
+type Connector func(ctx context.Context, dial Dialer) (sandbox.Agent, error)
+
+// agentDialer reaches the agent port through the VM's hybrid vsock socket.
+func agentDialer(uds string) Dialer {
+	return func(ctx context.Context) (net.Conn, error) { return DialVsock(ctx, uds, AgentPort) }
+}
 
 // Driver starts VMs as "hyperd vm run" child processes.
 type Driver struct {
@@ -171,14 +179,9 @@ func (d *Driver) waitAgent(ctx context.Context, s *vmSandbox, ready net.Listener
 			return nil, err
 		}
 	}
-	conn, err := DialVsock(ctx, s.uds, AgentPort)
+	a, err := d.Connect(ctx, agentDialer(s.uds))
 	if err != nil {
-		return nil, fmt.Errorf("the agent signalled ready but CONNECT %d failed: %w", AgentPort, err)
-	}
-	a, err := d.Connect(ctx, conn)
-	if err != nil {
-		conn.Close()
-		return nil, err
+		return nil, fmt.Errorf("the agent signalled ready but connecting to port %d failed: %w", AgentPort, err)
 	}
 	if _, err := a.Ping(ctx); err != nil {
 		a.Close()
@@ -242,14 +245,9 @@ func (d *Driver) Reattach(ctx context.Context, h sandbox.Handle) (sandbox.Sandbo
 		return nil, fmt.Errorf("kvm driver: the VM process %d of %s is gone; console tail:\n%s", pid, h.ID, tail(s.console, 20))
 	}
 	go s.watch()
-	conn, err := DialVsock(ctx, s.uds, AgentPort)
+	a, err := d.Connect(ctx, agentDialer(s.uds))
 	if err != nil {
 		return nil, fmt.Errorf("kvm driver: reconnecting to the agent of %s: %w", h.ID, err)
-	}
-	a, err := d.Connect(ctx, conn)
-	if err != nil {
-		conn.Close()
-		return nil, err
 	}
 	s.agent = a
 	return s, nil

@@ -54,7 +54,7 @@ func TestCreateBootDeadline(t *testing.T) {
 	}
 	connected := false
 	d := &Driver{Hyperd: hyperd, Kernel: kernel, Initrd: initrd, BootTimeout: 45 * time.Second,
-		Connect: func(ctx context.Context, c net.Conn) (sandbox.Agent, error) {
+		Connect: func(ctx context.Context, dial Dialer) (sandbox.Agent, error) {
 			connected = true
 			return nil, errors.New("unexpected agent connection")
 		}}
