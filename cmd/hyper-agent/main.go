@@ -80,4 +80,3 @@ func vmMain() {
 	<-s.Done()
 	select {} // PowerOff runs; PID 1 must not exit
 }
-

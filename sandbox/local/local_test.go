@@ -364,7 +364,6 @@ func TestLargeOutput(t *testing.T) {
 	}
 }
 
-
 func TestStdinEOF(t *testing.T) {
 	p := newPod(t)
 	p.run("cat", sandbox.Process{Args: []string{"cat"}, OpenStdin: true})
