@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -83,6 +84,8 @@ func busyboxRootfs(t testing.TB) string {
 	os.WriteFile(filepath.Join(root, "etc/group"), []byte("root:x:0:\nnogroup:x:65534:\n"), 0o644)
 	os.WriteFile(filepath.Join(root, "etc/old"), []byte("old\n"), 0o644)
 	os.WriteFile(filepath.Join(root, "etc/gone"), []byte("gone\n"), 0o644)
+	os.MkdirAll(filepath.Join(root, "var/lib"), 0o755)
+	os.WriteFile(filepath.Join(root, "var/lib/old"), []byte("old\n"), 0o644)
 	return root
 }
 
@@ -293,6 +296,9 @@ func TestExecAndLogs(t *testing.T) {
 				}
 				return
 			}
+			// stdout and stderr are separate pipes: their relative order is not defined
+			sort.Strings(got)
+			sort.Strings(tt.want)
 			if strings.Join(got, "|") != strings.Join(tt.want, "|") {
 				t.Errorf("got %q, want %q", got, tt.want)
 			}
@@ -437,7 +443,7 @@ func TestLocalhostBetweenContainers(t *testing.T) {
 
 func TestCommit(t *testing.T) {
 	p := newPod(t)
-	p.run("c", sandbox.Process{Args: []string{"sh", "-c", "echo new > /etc/old && rm /etc/gone && mkdir -p /data && echo x > /data/f"}})
+	p.run("c", sandbox.Process{Args: []string{"sh", "-c", "echo new > /etc/old && rm /etc/gone && mkdir -p /data && echo x > /data/f && rm -rf /var && mkdir /var && echo y > /var/new"}})
 	if st := p.wait("c", ""); st.Code != 0 {
 		t.Fatalf("exit %d", st.Code)
 	}
@@ -459,14 +465,16 @@ func TestCommit(t *testing.T) {
 		b, _ := io.ReadAll(tr)
 		got[h.Name] = string(b)
 	}
-	want := map[string]string{"etc/old": "new\n", "etc/.wh.gone": "", "data/f": "x\n"}
+	want := map[string]string{"etc/old": "new\n", "etc/.wh.gone": "", "data/f": "x\n", "var/.wh..wh..opq": "", "var/new": "y\n"}
 	for k, v := range want {
 		if g, ok := got[k]; !ok || g != v {
 			t.Errorf("tar entry %s = %q (present %v), want %q; entries %v", k, g, ok, v, keys(got))
 		}
 	}
-	if _, ok := got["etc/gone"]; ok {
-		t.Error("deleted file is in the layer")
+	for _, k := range []string{"etc/gone", "var/lib/old", "bin/busybox"} {
+		if _, ok := got[k]; ok {
+			t.Errorf("%s is in the layer", k)
+		}
 	}
 }
 
@@ -476,4 +484,93 @@ func keys(m map[string]string) []string {
 		k = append(k, n)
 	}
 	return k
+}
+
+func TestReattachAndStats(t *testing.T) {
+	p := newPod(t)
+	p.run("s", sandbox.Process{Args: []string{"sh", "-c", "echo before; read x; echo after $x"}, OpenStdin: true})
+	h := p.sb.Handle()
+	if h.Driver != "local" || h.Data["pid"] == "" || h.Data["socket"] == "" {
+		t.Fatalf("handle %+v", h)
+	}
+	// a new daemon process: a fresh driver and client from the handle
+	sb2, err := New(agentBin).Reattach(ctx(t), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2 := sb2.Agent()
+	sio, err := a2.Attach(ctx(t), "s", "", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sio.Stdin.Write([]byte("again\n"))
+	sio.Stdin.Close()
+	if out := readAll(t, sio.Stdout); out != "before\nafter again\n" {
+		t.Errorf("after reattach: %q", out)
+	}
+	st, err := a2.Stats(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Containers) != 1 || st.Containers[0].ID != "s" || st.CPUCount < 1 || st.MemTotal == 0 {
+		t.Errorf("stats %+v", st)
+	}
+	hs, err := sb2.HostStats()
+	if err != nil || hs.RSSBytes == 0 {
+		t.Errorf("host stats %+v %v", hs, err)
+	}
+	// the old handle's process is the same: stopping via the reattached one ends both
+	if err := sb2.Stop(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, sb := range []sandbox.Sandbox{sb2, p.sb} {
+		select {
+		case <-sb.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatal("sandbox not done after Stop")
+		}
+	}
+	if _, err := New(agentBin).Reattach(ctx(t), h); err == nil {
+		t.Error("reattach to a stopped sandbox succeeded")
+	}
+}
+
+func TestErrors(t *testing.T) {
+	p := newPod(t)
+	p.run("r", sandbox.Process{Args: []string{"sleep", "1000"}})
+	c := ctx(t)
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"unknown container", p.a.StartContainer(c, "nope"), "not_found"},
+		{"duplicate", p.a.AddContainer(c, sandbox.ContainerSpec{ID: "r", Rootfs: p.rootfs, Process: sandbox.Process{Args: []string{"true"}}}), "conflict"},
+		{"bad id", p.a.AddContainer(c, sandbox.ContainerSpec{ID: "../x", Rootfs: p.rootfs, Process: sandbox.Process{Args: []string{"true"}}}), "bad_request"},
+		{"no rootfs", p.a.AddContainer(c, sandbox.ContainerSpec{ID: "x", Rootfs: "/nonexistent", Process: sandbox.Process{Args: []string{"true"}}}), "internal"},
+		{"start twice", p.a.StartContainer(c, "r"), "conflict"},
+		{"unknown exec", p.a.Signal(c, "r", "nope", 15), "not_found"},
+		{"resize without tty", p.a.Resize(c, "r", "", 10, 10), "conflict"},
+		{"unknown user", p.a.Exec(c, "r", "u", sandbox.Process{Args: []string{"true"}, User: "nosuchuser"}), "bad_request"},
+	}
+	for _, tt := range tests {
+		if tt.err == nil || !strings.Contains(tt.err.Error(), tt.want) {
+			t.Errorf("%s: err %v, want code %s", tt.name, tt.err, tt.want)
+		}
+	}
+	// a cancelled context ends a blocked Wait, and the connection stays usable
+	wc, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := p.a.Wait(wc, "r", ""); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("wait with deadline: %v", err)
+	}
+	if _, err := p.a.Ping(ctx(t)); err != nil {
+		t.Errorf("ping after cancelled wait: %v", err)
+	}
+	if err := p.a.RemoveContainer(ctx(t), "r"); err != nil {
+		t.Errorf("remove running container: %v", err)
+	}
+	if _, err := p.a.Wait(ctx(t), "r", ""); err == nil {
+		t.Error("wait on a removed container succeeded")
+	}
 }
