@@ -392,36 +392,31 @@ func TestStdinEOF(t *testing.T) {
 
 func TestLocalhostBetweenContainers(t *testing.T) {
 	p := newPod(t)
-	p.run("server", sandbox.Process{Args: []string{"sh", "-c", "echo pong | nc -l -p 8080"}})
+	p.run("server", sandbox.Process{Args: []string{"nc", "-l", "-p", "8080", "-e", "sh", "-c", "read x; echo pong-$x"}})
 	var out string
 	for i := 0; i < 50; i++ {
 		id := fmt.Sprintf("client%d", i)
-		p.run(id, sandbox.Process{Args: []string{"sh", "-c", "echo ping | nc 127.0.0.1 8080"}})
+		p.run(id, sandbox.Process{Args: []string{"sh", "-c", "(echo ping; sleep 5) | nc 127.0.0.1 8080"}})
 		sio, err := p.a.Attach(ctx(t), id, "", false)
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = readAll(t, sio.Stdout)
-		st := p.wait(id, "")
-		if st.Code == 0 && out == "pong\n" {
+		out = readUntil(sio.Stdout, "\n")
+		p.a.Signal(ctx(t), id, "", 9)
+		p.wait(id, "")
+		if out == "pong-ping\n" {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if out != "pong\n" {
+	if out != "pong-ping\n" {
 		t.Fatalf("client got %q", out)
 	}
-	lr, err := p.a.Logs(ctx(t), "server", sandbox.LogOptions{Stdout: true, Tail: -1, Follow: true})
-	if err != nil {
-		t.Fatal(err)
+	if st := p.wait("server", ""); st.Code != 0 {
+		t.Errorf("server exit %d", st.Code)
 	}
-	r, err := lr.Next()
-	if err != nil || string(r.Data) != "ping\n" {
-		t.Fatalf("server got %q, %v", r.Data, err)
-	}
-	lr.Close()
-	// and the daemon's port-mapping path: Dial inside the pod
-	p.run("server2", sandbox.Process{Args: []string{"sh", "-c", "echo hi | nc -l -p 8081"}})
+	// the daemon's port-mapping path: Dial inside the pod
+	p.run("server2", sandbox.Process{Args: []string{"nc", "-l", "-p", "8081", "-e", "sh", "-c", "read x; echo hi-$x"}})
 	var conn io.ReadWriteCloser
 	for i := 0; i < 50 && conn == nil; i++ {
 		c, err := p.a.Dial(ctx(t), "tcp", 8081)
@@ -435,7 +430,7 @@ func TestLocalhostBetweenContainers(t *testing.T) {
 		t.Fatal("dial 8081 never succeeded")
 	}
 	conn.Write([]byte("x\n"))
-	if got := readAll(t, conn); got != "hi\n" {
+	if got := readAll(t, conn); got != "hi-x\n" {
 		t.Errorf("dial read %q", got)
 	}
 	conn.Close()
@@ -573,4 +568,18 @@ func TestErrors(t *testing.T) {
 	if _, err := p.a.Wait(ctx(t), "r", ""); err == nil {
 		t.Error("wait on a removed container succeeded")
 	}
+}
+
+// readUntil reads r until it saw sep or EOF.
+func readUntil(r io.Reader, sep string) string {
+	var b []byte
+	buf := make([]byte, 256)
+	for !strings.Contains(string(b), sep) {
+		n, err := r.Read(buf)
+		b = append(b, buf[:n]...)
+		if err != nil {
+			break
+		}
+	}
+	return string(b)
 }
