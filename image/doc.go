@@ -1,0 +1,25 @@
+// Package image is hyperd's image store and registry client.
+//
+// Layout under the store root (normally <data-root>/image):
+//
+//	blobs/sha256/<hex>   content-addressed blobs (OCI image layout): manifests,
+//	                     configs and layers exactly as pulled, loaded or committed
+//	images.db            bbolt: images (id -> record), refs (canonical reference -> id),
+//	                     layers (layer digest -> diff id and uncompressed size)
+//	rootfs/<hex>/        flattened, unpacked root filesystem per image id (local driver)
+//	disk/<hex>.ext4      read-only ext4 disk image per image id (kvm driver)
+//	tmp/                 partial downloads and builds; never referenced, wiped on Open
+//
+// An image id is the sha256 digest of its config ("sha256:<hex>"), as in Docker.
+// References follow Docker's rules: "busybox" is docker.io/library/busybox:latest.
+// Registries on loopback addresses are reached over plain HTTP; others only when listed
+// in Store.InsecureRegistries.
+//
+// Blobs are always written to tmp/, verified (digest, and diff id for layers), and only
+// then renamed into blobs/, so a half-pulled blob is never visible. The registry protocol
+// is github.com/google/go-containerregistry; layers are decompressed with
+// github.com/klauspost/compress (gzip, zstd).
+//
+// Errors wrap ErrNotFound, ErrConflict or ErrInvalid so callers can map them to HTTP
+// 404, 409 and 400.
+package image
