@@ -480,7 +480,11 @@ func (s *Server) serveOutput(c net.Conn, p *process, want byte) {
 		io.Copy(io.Discard, c)
 		close(done)
 	}()
-	r := &outReader{o: p.out, follow: true, done: done}
+	r, err := p.out.open(true, done)
+	if err != nil {
+		return
+	}
+	defer r.close()
 	for {
 		rec, err := r.next()
 		if err != nil {
@@ -504,8 +508,12 @@ func (s *Server) serveLogs(c net.Conn, p *process, opt protocol.LogOptions) {
 		close(done)
 	}()
 	streams := map[byte]bool{streamStdout: opt.Stdout, streamStderr: opt.Stderr}
-	r := &outReader{o: p.out, follow: opt.Follow, done: done}
-	r.off = p.out.startOffset(opt.Tail, opt.Since, streams)
+	r, err := p.out.open(opt.Follow, done)
+	if err != nil {
+		return
+	}
+	defer r.close()
+	r.off = p.out.startOffset(r.f, opt.Tail, opt.Since, streams)
 	for {
 		rec, err := r.next()
 		if err != nil {

@@ -23,7 +23,8 @@ const recHeader = 13
 // wait on notify, which is closed and replaced on every append.
 type output struct {
 	mu     sync.Mutex
-	f      *os.File
+	path   string
+	f      *os.File // write side, closed by finish (exec records can pile up)
 	size   int64
 	index  []recIndex
 	closed bool
@@ -40,7 +41,7 @@ func newOutput(path string) (*output, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &output{f: f, notify: make(chan struct{})}, nil
+	return &output{path: path, f: f, notify: make(chan struct{})}, nil
 }
 
 func (o *output) write(stream byte, p []byte) error {
@@ -71,6 +72,7 @@ func (o *output) finish() {
 	defer o.mu.Unlock()
 	if !o.closed {
 		o.closed = true
+		o.f.Close()
 		close(o.notify)
 	}
 }
@@ -83,8 +85,16 @@ func (o *output) isFinished() bool {
 
 func (o *output) remove() {
 	o.finish()
-	o.f.Close()
-	os.Remove(o.f.Name())
+	os.Remove(o.path)
+}
+
+// open returns a reader from offset 0; the caller closes it.
+func (o *output) open(follow bool, done <-chan struct{}) (*outReader, error) {
+	f, err := os.Open(o.path)
+	if err != nil {
+		return nil, err
+	}
+	return &outReader{o: o, f: f, follow: follow, done: done}, nil
 }
 
 func (o *output) state() (int64, bool, <-chan struct{}) {
@@ -95,7 +105,7 @@ func (o *output) state() (int64, bool, <-chan struct{}) {
 
 // startOffset returns the offset of the first record to deliver for tail
 // (<0 all) and since.
-func (o *output) startOffset(tail int, since time.Time, streams map[byte]bool) int64 {
+func (o *output) startOffset(f *os.File, tail int, since time.Time, streams map[byte]bool) int64 {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	idx := o.index
@@ -113,7 +123,7 @@ func (o *output) startOffset(tail int, since time.Time, streams map[byte]bool) i
 		n := 0
 		i := len(idx) - 1
 		for ; i >= 0 && n < tail; i-- {
-			if _, err := o.f.ReadAt(hdr[:], idx[i].off); err == nil && streams[hdr[8]] {
+			if _, err := f.ReadAt(hdr[:], idx[i].off); err == nil && streams[hdr[8]] {
 				n++
 			}
 		}
@@ -137,6 +147,7 @@ type record struct {
 // reader iterates records from an offset.
 type outReader struct {
 	o      *output
+	f      *os.File
 	off    int64
 	follow bool
 	done   <-chan struct{} // reader cancelled
@@ -149,12 +160,12 @@ func (r *outReader) next() (record, error) {
 		size, closed, notify := r.o.state()
 		if r.off+recHeader <= size {
 			var hdr [recHeader]byte
-			if _, err := r.o.f.ReadAt(hdr[:], r.off); err != nil {
+			if _, err := r.f.ReadAt(hdr[:], r.off); err != nil {
 				return record{}, err
 			}
 			n := int64(binary.BigEndian.Uint32(hdr[9:]))
 			data := make([]byte, n)
-			if _, err := r.o.f.ReadAt(data, r.off+recHeader); err != nil {
+			if _, err := r.f.ReadAt(data, r.off+recHeader); err != nil {
 				return record{}, err
 			}
 			r.off += recHeader + n
@@ -170,3 +181,5 @@ func (r *outReader) next() (record, error) {
 		}
 	}
 }
+
+func (r *outReader) close() { r.f.Close() }

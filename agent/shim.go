@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -175,11 +176,14 @@ func lookPath(name, path string) (string, error) {
 // resolveUser resolves Docker's user forms (name, uid, uid:gid, name:group)
 // against the container's /etc/passwd and /etc/group.
 func resolveUser(u string) (*syscall.Credential, string, error) {
+	return resolveUserFrom(u, readColonFile("/etc/passwd"), readColonFile("/etc/group"))
+}
+
+func resolveUserFrom(u string, passwd, groups [][]string) (*syscall.Credential, string, error) {
 	if u == "" {
 		u = "0"
 	}
 	user, group, hasGroup := strings.Cut(u, ":")
-	passwd := readColonFile("/etc/passwd")
 	uid, gid := -1, -1
 	home := "/"
 	if n, err := strconv.Atoi(user); err == nil && n >= 0 {
@@ -207,7 +211,6 @@ func resolveUser(u string) (*syscall.Credential, string, error) {
 			return nil, "", fmt.Errorf("unable to find user %s: no matching entries in passwd file", user)
 		}
 	}
-	groups := readColonFile("/etc/group")
 	if hasGroup {
 		if n, err := strconv.Atoi(group); err == nil && n >= 0 {
 			gid = n
@@ -249,8 +252,12 @@ func readColonFile(path string) [][]string {
 		return nil
 	}
 	defer f.Close()
+	return parseColon(&limitReader{f, 4 << 20})
+}
+
+func parseColon(r io.Reader) [][]string {
 	var out [][]string
-	sc := bufio.NewScanner(&limitReader{f, 4 << 20})
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		l := sc.Text()
 		if l == "" || l[0] == '#' {
@@ -262,7 +269,7 @@ func readColonFile(path string) [][]string {
 }
 
 type limitReader struct {
-	f *os.File
+	f io.Reader
 	n int64
 }
 

@@ -1,0 +1,157 @@
+package agent
+
+import (
+	"archive/tar"
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestResolveUser(t *testing.T) {
+	passwd := parseColon(strings.NewReader("root:x:0:0:root:/root:/bin/sh\n# comment\napp:x:1000:1001:App:/home/app:/bin/sh\nshort:x\n"))
+	group := parseColon(strings.NewReader("root:x:0:\napp:x:1001:\nextra:x:2000:app,other\nstaff:x:50:\n"))
+	tests := []struct {
+		user      string
+		uid, gid  uint32
+		groups    []uint32
+		home      string
+		wantError bool
+	}{
+		{"", 0, 0, nil, "/root", false},
+		{"root", 0, 0, nil, "/root", false},
+		{"app", 1000, 1001, []uint32{2000}, "/home/app", false},
+		{"1000", 1000, 1001, nil, "/home/app", false},
+		{"4242", 4242, 0, nil, "/", false},
+		{"app:staff", 1000, 50, []uint32{2000}, "/home/app", false},
+		{"123:456", 123, 456, nil, "/", false},
+		{"nobody", 0, 0, nil, "", true},
+		{"app:nogroup", 0, 0, nil, "", true},
+		{"-1", 0, 0, nil, "", true},
+		{"99999999999", 0, 0, nil, "", true},
+	}
+	for _, tt := range tests {
+		cred, home, err := resolveUserFrom(tt.user, passwd, group)
+		if tt.wantError {
+			if err == nil {
+				t.Errorf("%q: no error", tt.user)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tt.user, err)
+			continue
+		}
+		if cred.Uid != tt.uid || cred.Gid != tt.gid || home != tt.home || !reflect.DeepEqual(cred.Groups, tt.groups) {
+			t.Errorf("%q: got %d:%d %v %s, want %d:%d %v %s", tt.user, cred.Uid, cred.Gid, cred.Groups, home, tt.uid, tt.gid, tt.groups, tt.home)
+		}
+	}
+}
+
+func TestOutputTailSince(t *testing.T) {
+	o, err := newOutput(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.write(streamStdout, []byte("a"))
+	o.write(streamStderr, []byte("b"))
+	time.Sleep(2 * time.Millisecond)
+	mid := time.Now()
+	o.write(streamStdout, []byte("c"))
+	o.write(streamStderr, []byte("d"))
+	o.finish()
+	all := map[byte]bool{streamStdout: true, streamStderr: true}
+	out := map[byte]bool{streamStdout: true}
+	tests := []struct {
+		name    string
+		tail    int
+		since   time.Time
+		streams map[byte]bool
+		want    string
+	}{
+		{"all", -1, time.Time{}, all, "abcd"},
+		{"tail 2", 2, time.Time{}, all, "cd"},
+		{"tail 0", 0, time.Time{}, all, ""},
+		{"tail 1 stdout", 1, time.Time{}, out, "c"},
+		{"tail beyond", 10, time.Time{}, all, "abcd"},
+		{"since", -1, mid, all, "cd"},
+		{"since and tail", 1, mid, all, "d"},
+	}
+	for _, tt := range tests {
+		r, err := o.open(false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.off = o.startOffset(r.f, tt.tail, tt.since, tt.streams)
+		var got string
+		for {
+			rec, err := r.next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.streams[rec.stream] {
+				got += string(rec.data)
+			}
+		}
+		r.close()
+		if got != tt.want {
+			t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestWriteLayer(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (mknod of an overlay whiteout)")
+	}
+	up := t.TempDir()
+	os.MkdirAll(filepath.Join(up, "etc"), 0o755)
+	os.WriteFile(filepath.Join(up, "etc/conf"), []byte("data"), 0o640)
+	os.Symlink("conf", filepath.Join(up, "etc/link"))
+	if err := unix.Mknod(filepath.Join(up, "etc/deleted"), unix.S_IFCHR|0o000, 0); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := writeLayer(&buf, up); err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(&buf)
+	got := map[string]string{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(tr)
+		got[h.Name] = string(h.Typeflag) + ":" + string(b) + ":" + h.Linkname
+	}
+	want := map[string]string{
+		"etc/":            string(tar.TypeDir) + "::",
+		"etc/conf":        string(tar.TypeReg) + ":data:",
+		"etc/link":        string(tar.TypeSymlink) + "::conf",
+		"etc/.wh.deleted": string(tar.TypeReg) + "::",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("layer %v, want %v", got, want)
+	}
+}
+
+func TestValidID(t *testing.T) {
+	for id, ok := range map[string]bool{"abc": true, "a-b_c.1": true, "": false, ".": false, "..": false, "a/b": false, "a b": false, strings.Repeat("x", 129): false} {
+		if validID(id) != ok {
+			t.Errorf("validID(%q) = %v", id, !ok)
+		}
+	}
+}
