@@ -2,7 +2,10 @@ package virtio
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"io"
+	"sync"
 )
 
 // Console device constants, §5.3.
@@ -23,14 +26,34 @@ const (
 )
 
 // Console is a single-port virtio console (§5.3): what the guest transmits
-// goes to an io.Writer (the per-VM log file); Input feeds the receive queue.
+// goes to an io.Writer (the per-VM log file); Input or ServeInput feeds the
+// receive queue.
 type Console struct {
 	base
-	out io.Writer
+	out    io.Writer
+	rxWait *sync.Cond // on base.mu: receive buffers posted, or Close
+	closed bool
 }
 
+// ErrConsoleClosed is returned by ServeInput after Close.
+var ErrConsoleClosed = errors.New("virtio-console: closed")
+
 // NewConsole returns a console writing guest output to out.
-func NewConsole(out io.Writer) *Console { return &Console{out: out} }
+func NewConsole(out io.Writer) *Console {
+	d := &Console{out: out}
+	d.rxWait = sync.NewCond(&d.mu)
+	return d
+}
+
+// Close makes a running ServeInput return ErrConsoleClosed (pending input is
+// dropped). Transmit keeps working.
+func (d *Console) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closed = true
+	d.rxWait.Broadcast()
+	return nil
+}
 
 // NewConsoleMMIO returns a console behind an MMIO transport.
 func NewConsoleMMIO(mem *Memory, irq Interrupt, out io.Writer) (*MMIO, *Console) {
@@ -59,16 +82,28 @@ func (d *Console) WriteConfig(off uint64, data []byte) {
 	d.out.Write(data[:1])
 }
 
-func (d *Console) Activate(qs []*Queue, f uint64) error { d.activate(qs, f); return nil }
-func (d *Console) Reset()                               { d.activate(nil, 0) }
+func (d *Console) Activate(qs []*Queue, f uint64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.queues, d.features = qs, f
+	d.rxWait.Broadcast()
+	return nil
+}
 
-// Notify handles the transmit queue; receive buffers are consumed by Input.
+func (d *Console) Reset() { d.activate(nil, 0) }
+
+// Notify handles the transmit queue, and wakes ServeInput when the driver
+// posts receive buffers.
 func (d *Console) Notify(qi int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if qi == consoleRxQ {
+		d.rxWait.Broadcast()
+		return
+	}
 	if qi != consoleTxQ {
 		return
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	q := d.queue(qi)
 	if q == nil {
 		return
@@ -91,6 +126,41 @@ func (d *Console) Notify(qi int) {
 func (d *Console) Input(p []byte) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	return d.input(p)
+}
+
+// ServeInput copies r into the guest's receive queue, waiting for the
+// driver to post buffers (across device resets), until r returns an error
+// or Close is called. It returns nil at io.EOF once everything read was
+// delivered, ErrConsoleClosed after Close, or r's error. Run it on its own
+// goroutine; to stop it, Close the console (and close r if its Read blocks).
+func (d *Console) ServeInput(r io.Reader) error {
+	buf := make([]byte, 4096)
+	for {
+		n, rerr := r.Read(buf)
+		p := buf[:n]
+		d.mu.Lock()
+		for len(p) > 0 && !d.closed {
+			p = p[d.input(p):]
+			if len(p) > 0 {
+				d.rxWait.Wait()
+			}
+		}
+		closed := d.closed
+		d.mu.Unlock()
+		switch {
+		case closed:
+			return ErrConsoleClosed
+		case errors.Is(rerr, io.EOF):
+			return nil
+		case rerr != nil:
+			return fmt.Errorf("virtio-console: input: %w", rerr)
+		}
+	}
+}
+
+// input delivers what fits of p. Called with d.mu held.
+func (d *Console) input(p []byte) int {
 	q := d.queue(consoleRxQ)
 	if q == nil {
 		return 0

@@ -3,8 +3,11 @@ package virtio
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"io"
 	"sync"
 	"testing"
+	"time"
 )
 
 type syncBuf struct {
@@ -89,5 +92,53 @@ func TestConsoleInputAndConfig(t *testing.T) {
 	}
 	if got := string(d.bytesAt(b1, 0, 4)) + string(d.bytesAt(b2, 0, 4)); got != "01234567" {
 		t.Fatalf("guest received %q", got)
+	}
+}
+
+// TestConsoleServeInput feeds a reader into the receive queue: input that
+// arrives before DRIVER_OK or before buffers are posted waits for them.
+func TestConsoleServeInput(t *testing.T) {
+	mem := newTestMemory()
+	irq := &countIRQ{}
+	tr, con := NewConsoleMMIO(mem, irq, &syncBuf{})
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- con.ServeInput(pr) }()
+	go pw.Write([]byte("hello world"))
+
+	d := newDriver(t, mem, tr, irq)
+	d.negotiate(ConsoleFEmergWrite, 16)
+	b1 := d.post(consoleRxQ, false, wseg(4))
+	d.kick(consoleRxQ)
+	if u := d.waitUsed(consoleRxQ, 1, 5*time.Second); u[0].len != 4 || string(d.bytesAt(b1, 0, 4)) != "hell" {
+		t.Fatalf("first buffer: used %v, %q", u, d.bytesAt(b1, 0, 4))
+	}
+	b2 := d.post(consoleRxQ, false, wseg(16))
+	d.kick(consoleRxQ)
+	if u := d.waitUsed(consoleRxQ, 1, 5*time.Second); u[0].len != 7 || string(d.bytesAt(b2, 0, 7)) != "o world" {
+		t.Fatalf("second buffer: used %v, %q", u, d.bytesAt(b2, 0, 7))
+	}
+	pw.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("ServeInput at EOF: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("ServeInput did not return at EOF")
+	}
+
+	// Input waiting for buffers ends with Close.
+	pr2, pw2 := io.Pipe()
+	go func() { done <- con.ServeInput(pr2) }()
+	pw2.Write([]byte("stuck")) // read by ServeInput, no buffer posted
+	con.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrConsoleClosed) {
+			t.Fatalf("ServeInput after Close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("ServeInput did not return after Close")
 	}
 }

@@ -21,7 +21,8 @@
 //
 //   - Memory: NewMemory(ram) wraps guest RAM mapped at GPA 0.
 //   - Devices (each implements Device; Blk and Vsock have Close):
-//     NewConsole(w io.Writer) (Input feeds the guest), NewRng(),
+//     NewConsole(w io.Writer) (Input or ServeInput(r) feeds the guest),
+//     NewRng(),
 //     OpenBlk(path, readOnly), NewVsock(VsockConfig{GuestCID, UDS, ...}).
 //   - Transport: NewMMIO(dev, mem, irq) for any Device, or the shorthands
 //     NewConsoleMMIO, NewRngMMIO, NewBlkMMIO and NewVsockMMIO, which return
