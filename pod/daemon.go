@@ -759,7 +759,9 @@ func (d *Daemon) startPodLocked(ctx context.Context, p *podState) error {
 			return fail(fmt.Errorf("rootfs of image %s for container %s: %w", c.rec.Image, c.rec.Name, err))
 		}
 		rootfs[c.rec.ID] = [2]string{path, fstype}
-		cfg.Disks = append(cfg.Disks, sandbox.Disk{HostPath: path, ReadOnly: true})
+		if !hasDisk(cfg.Disks, path) {
+			cfg.Disks = append(cfg.Disks, sandbox.Disk{HostPath: path, ReadOnly: true})
+		}
 	}
 	volPaths := map[string]VolumeSpec{}
 	for _, v := range spec.Volumes {
@@ -874,6 +876,15 @@ func (d *Daemon) prepareVolume(podID string, v VolumeSpec) (VolumeSpec, error) {
 	return v, nil
 }
 
+func hasDisk(ds []sandbox.Disk, p string) bool {
+	for _, d := range ds {
+		if d.HostPath == p {
+			return true
+		}
+	}
+	return false
+}
+
 func fileContent(ctx context.Context, f FileSpec) ([]byte, error) {
 	if f.URI != "" {
 		return fetchURI(ctx, f.URI)
@@ -930,9 +941,9 @@ func (d *Daemon) agentSpec(sb sandbox.Sandbox, c *ctrState, hostname string, roo
 	return cs, nil
 }
 
-// addAndStart adds a container to the sandbox, hands the agent's stdio to
-// attachers waiting since before the start, starts the log follower and the
-// process, and watches it.
+// addAndStart adds a container to the sandbox, starts the process, hands
+// the agent's stdio to attachers waiting since before the start, and
+// watches the process (log follower, exit).
 func (d *Daemon) addAndStart(ctx context.Context, p *podState, c *ctrState, sb sandbox.Sandbox, cs sandbox.ContainerSpec, add bool) error {
 	ag := sb.Agent()
 	if add {
@@ -944,6 +955,12 @@ func (d *Daemon) addAndStart(ctx context.Context, p *podState, c *ctrState, sb s
 		d.saveCtr(c)
 		d.mu.Unlock()
 	}
+	if err := ag.StartContainer(ctx, c.rec.ID); err != nil {
+		return fmt.Errorf("start container %s: %w", c.rec.Name, err)
+	}
+	// Attachers that waited for the start get the agent's stdio now; the
+	// agent replays a process's output from its first byte to every
+	// attacher (sandbox.Agent contract), so nothing is lost.
 	d.mu.Lock()
 	waiters := c.waiters
 	c.waiters = nil
@@ -960,9 +977,6 @@ func (d *Daemon) addAndStart(ctx context.Context, p *podState, c *ctrState, sb s
 				closeStdio(st)
 			}
 		}
-	}
-	if err := ag.StartContainer(ctx, c.rec.ID); err != nil {
-		return fmt.Errorf("start container %s: %w", c.rec.Name, err)
 	}
 	d.mu.Lock()
 	c.rec.Phase, c.rec.Started, c.rec.Exited, c.rec.ExitCode = PhaseRunning, time.Now(), false, 0
