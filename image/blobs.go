@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -216,3 +217,9 @@ func (c closers) Close() error {
 }
 
 func openFile(p string) (io.ReadCloser, error) { return os.Open(p) }
+
+type hashWriter struct{ h hash.Hash }
+
+func newHashWriter() *hashWriter                  { return &hashWriter{sha256.New()} }
+func (w *hashWriter) Write(p []byte) (int, error) { return w.h.Write(p) }
+func (w *hashWriter) digest() string              { return "sha256:" + hex.EncodeToString(w.h.Sum(nil)) }

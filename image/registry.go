@@ -322,8 +322,10 @@ func (l *storedLayer) Digest() (v1.Hash, error) { return v1.NewHash(l.l.Digest) 
 func (l *storedLayer) Compressed() (io.ReadCloser, error) {
 	return openFile(l.s.blobPath(l.l.Digest))
 }
-func (l *storedLayer) Size() (int64, error)                { return l.l.Size, nil }
-func (l *storedLayer) MediaType() (types.MediaType, error) { return types.MediaType(l.l.MediaType), nil }
+func (l *storedLayer) Size() (int64, error) { return l.l.Size, nil }
+func (l *storedLayer) MediaType() (types.MediaType, error) {
+	return types.MediaType(l.l.MediaType), nil
+}
 
 func (s *Store) v1Image(rec *imageRec) (v1.Image, error) {
 	man, err := s.readBlob(rec.Manifest)

@@ -105,7 +105,13 @@ func ApplyLayer(dir string, r io.Reader) error {
 			name = "."
 		}
 		base := path.Base(name)
-		parent := path.Dir(name)
+		parent, err := resolveIn(root, path.Dir(name))
+		if err != nil {
+			return fmt.Errorf("%s: %w", hdr.Name, err)
+		}
+		if name != "." {
+			name = path.Join(parent, base)
+		}
 		if base == ".wh..wh..opq" {
 			ents, err := fs.ReadDir(root.FS(), parent)
 			if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -183,7 +189,10 @@ func ApplyLayer(dir string, r io.Reader) error {
 				return err
 			}
 		case tar.TypeLink:
-			target := path.Clean("/" + hdr.Linkname)[1:]
+			target, err := resolveIn(root, path.Clean("/" + hdr.Linkname)[1:])
+			if err != nil {
+				return fmt.Errorf("hard link %s: %w", hdr.Name, err)
+			}
 			if err := root.Link(target, name); err != nil {
 				return fmt.Errorf("hard link %s -> %s: %w", hdr.Name, hdr.Linkname, err)
 			}
@@ -298,4 +307,48 @@ func (s *Store) DiskImage(ctx context.Context, id string) (string, string, error
 		return "", "", err
 	}
 	return dst, "ext4", nil
+}
+
+// resolveIn resolves the directory p inside root as if root were "/" (chroot
+// semantics): symlinks among its components are followed, absolute ones relative to
+// root and ".." never above it. The result has no symlink components.
+func resolveIn(root *os.Root, p string) (string, error) {
+	todo := strings.Split(path.Clean("/" + p)[1:], "/")
+	cur := ""
+	links := 0
+	for len(todo) > 0 {
+		c := todo[0]
+		todo = todo[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			cur = path.Dir(cur)
+			if cur == "." || cur == "/" {
+				cur = ""
+			}
+			continue
+		}
+		next := path.Join(cur, c)
+		fi, err := root.Lstat(next)
+		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+			cur = next // missing components are created later as directories
+			continue
+		}
+		if links++; links > 255 {
+			return "", fmt.Errorf("too many levels of symbolic links in %s", p)
+		}
+		target, err := root.Readlink(next)
+		if err != nil {
+			return "", err
+		}
+		if strings.HasPrefix(target, "/") {
+			cur = ""
+		}
+		todo = append(strings.Split(target, "/"), todo...)
+	}
+	if cur == "" {
+		return ".", nil
+	}
+	return cur, nil
 }

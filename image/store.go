@@ -54,7 +54,7 @@ type RemoveItem struct {
 type layerRec struct {
 	Digest    string `json:"digest"`
 	MediaType string `json:"mediaType"`
-	Size      int64  `json:"size"`  // blob size
+	Size      int64  `json:"size"` // blob size
 	DiffID    string `json:"diffID"`
 	USize     int64  `json:"usize"` // uncompressed size
 }
