@@ -238,7 +238,6 @@ func TestCoreOnLocalDriver(t *testing.T) {
 			t.Errorf("rm %s: %v", p, err)
 		}
 	}
-	_ = exec.Command
 }
 
 type lockedWriter struct {
@@ -250,4 +249,101 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(b)
+}
+
+// TestCoreRestartOnLocalDriver: a daemon that goes away without stopping
+// anything (its state as after kill -9) is replaced by a new one on the same
+// data root: the running pod is reattached through the real local driver,
+// its logs are not duplicated, exec and restart policies work, and a pod
+// whose agent was killed meanwhile is marked failed.
+func TestCoreRestartOnLocalDriver(t *testing.T) {
+	requireHost(t)
+	bin := binaries(t)
+	agent := filepath.Join(bin, "hyper-agent")
+	rootfs := t.TempDir()
+	unpackBusybox(t, rootfs)
+	dataRoot, err := os.MkdirTemp("/tmp", "hcore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dataRoot)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	imgs := &dirImages{root: rootfs, commits: map[string]int{}}
+	open := func() *pod.Daemon {
+		d, err := pod.New(pod.Config{DataRoot: dataRoot, Driver: local.New(agent), Images: imgs, Logger: log, StopTimeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	d1 := open()
+	create := func(d *pod.Daemon, js string) {
+		s, _ := pod.DecodePodSpec([]byte(js))
+		id, err := d.CreatePod(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.StartPod(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create(d1, `{"id":"keep","containers":[{"image":"busybox","name":"k","command":["sh","-c","echo before; sleep 1000"]}]}`)
+	create(d1, `{"id":"lose","containers":[{"image":"busybox","name":"l","command":["sleep","1000"]}]}`)
+	create(d1, `{"id":"again","restartPolicy":"onFailure","containers":[{"image":"busybox","name":"a","command":["sh","-c","echo run; exit 1"]}]}`)
+	logsOf := func(d *pod.Daemon, cid string) string {
+		var b strings.Builder
+		d.Logs(ctx, cid, pod.LogOptions{Stdout: true, Stderr: true, Tail: -1}, func(e pod.LogEntry) error { b.Write(e.Data); return nil })
+		return b.String()
+	}
+	for i := 0; i < 100 && logsOf(d1, "k") != "before\n"; i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	// restart policy: the container runs again and again
+	for i := 0; i < 100 && strings.Count(logsOf(d1, "a"), "run\n") < 2; i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := strings.Count(logsOf(d1, "a"), "run\n"); n < 2 {
+		t.Errorf("onFailure container ran %d times", n)
+	}
+	d1.Close()
+	// kill the "lose" pod's agent while no daemon runs
+	out, _ := exec.Command("sh", "-c", "pgrep -f 'hyper-agent --socket "+filepath.Join(dataRoot, "pods", "lose")+"'").Output()
+	for _, pid := range strings.Fields(string(out)) {
+		exec.Command("kill", "-9", pid).Run()
+	}
+	if len(strings.Fields(string(out))) == 0 {
+		t.Fatalf("could not find the agent process of pod lose")
+	}
+	time.Sleep(200 * time.Millisecond)
+	d2 := open()
+	defer d2.Close()
+	if pi, _ := d2.PodInfo("keep"); pi.Status.Phase != "Running" {
+		t.Errorf("keep after restart: %+v", pi.Status)
+	}
+	if pi, _ := d2.PodInfo("lose"); pi.Status.Phase != "Failed" || pi.Status.Reason != "SandboxLost" {
+		t.Errorf("lose after restart: %+v", pi.Status)
+	}
+	eid, err := d2.ExecCreate("k", []string{"echo", "after"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _, err := d2.ExecStart(ctx, "k", eid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(st.Stdout)
+	if string(b) != "after\n" {
+		t.Errorf("exec after reattach: %q", b)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := logsOf(d2, "k"); got != "before\n" {
+		t.Errorf("logs after reattach: %q", got)
+	}
+	for _, p := range []string{"keep", "lose", "again"} {
+		if err := d2.RemovePod(ctx, p); err != nil {
+			t.Errorf("rm %s: %v", p, err)
+		}
+	}
 }
