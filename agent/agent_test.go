@@ -155,3 +155,34 @@ func TestValidID(t *testing.T) {
 		}
 	}
 }
+
+func TestResolveSymlinksIn(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "usr/lib"), 0o755)
+	os.Symlink("/usr/lib", filepath.Join(root, "lib"))
+	os.Symlink("../../..", filepath.Join(root, "usr/lib/up"))
+	os.Symlink("/nonexistent/dir", filepath.Join(root, "dangling"))
+	os.Symlink("loop", filepath.Join(root, "loop"))
+	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(rfd)
+	tests := []struct {
+		in, want string
+		err      bool
+	}{
+		{"/usr/lib", "/usr/lib", false},
+		{"lib/x", "/usr/lib/x", false},
+		{"/usr/lib/up/etc", "/etc", false},
+		{"/../../etc", "/etc", false},
+		{"/dangling/vol", "/nonexistent/dir/vol", false},
+		{"/loop/x", "", true},
+	}
+	for _, tt := range tests {
+		got, err := resolveSymlinksIn(rfd, tt.in)
+		if (err != nil) != tt.err || got != tt.want {
+			t.Errorf("%s: %q %v, want %q", tt.in, got, err, tt.want)
+		}
+	}
+}

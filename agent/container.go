@@ -112,12 +112,9 @@ func (c *container) create() error {
 	} else if st, err := os.Stat(lower); err != nil || !st.IsDir() {
 		return fmt.Errorf("rootfs %s is not a directory", lower)
 	}
-	var fl uintptr
-	if c.spec.ReadOnlyFS {
-		fl = unix.MS_RDONLY
-	}
+	// ReadOnlyFS is applied by the shim once mount points and files exist.
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, c.upper, work)
-	if err := unix.Mount("overlay", c.rootfs, "overlay", fl, opts); err != nil {
+	if err := unix.Mount("overlay", c.rootfs, "overlay", 0, opts); err != nil {
 		return fmt.Errorf("overlay: %w", err)
 	}
 	c.cgroup = c.s.makeCgroup(c.id)

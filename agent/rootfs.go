@@ -18,7 +18,11 @@ func openInRoot(root, path string, file bool) (*os.File, error) {
 		return nil, err
 	}
 	defer unix.Close(rfd)
-	parts := strings.Split(filepath.Clean("/"+path), "/")
+	clean, err := resolveSymlinksIn(rfd, path)
+	if err != nil {
+		return nil, err
+	}
+	parts := strings.Split(clean, "/")
 	cur := ""
 	for i, p := range parts {
 		if p == "" {
@@ -52,6 +56,63 @@ func openInRoot(root, path string, file bool) (*os.File, error) {
 		unix.Close(fd)
 	}
 	return os.Open(root)
+}
+
+// resolveSymlinksIn expands the symlinks of path as seen from root (an
+// absolute target restarts at root, ".." stops at root), so that a
+// dangling image symlink leads to a directory created inside the root. The
+// result is clean and absolute; openat2(RESOLVE_IN_ROOT) still guards
+// every later open against races.
+func resolveSymlinksIn(rfd int, path string) (string, error) {
+	todo := strings.Split(path, "/")
+	cur := "/"
+	hops := 0
+	for len(todo) > 0 {
+		p := todo[0]
+		todo = todo[1:]
+		switch p {
+		case "", ".":
+			continue
+		case "..":
+			cur = filepath.Dir(cur)
+			continue
+		}
+		next := filepath.Join(cur, p)
+		fd, err := unix.Openat2(rfd, next, &unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
+		if err == unix.ENOENT {
+			cur = next
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("open %s: %w", next, err)
+		}
+		var st unix.Stat_t
+		err = unix.Fstat(fd, &st)
+		if err == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			buf := make([]byte, 4096)
+			var n int
+			n, err = unix.Readlinkat(fd, "", buf)
+			unix.Close(fd)
+			if err != nil {
+				return "", fmt.Errorf("readlink %s: %w", next, err)
+			}
+			if hops++; hops > 40 {
+				return "", fmt.Errorf("%s: too many symlinks", path)
+			}
+			target := string(buf[:n])
+			if strings.HasPrefix(target, "/") {
+				cur = "/"
+			}
+			todo = append(strings.Split(target, "/"), todo...)
+			continue
+		}
+		unix.Close(fd)
+		if err != nil {
+			return "", err
+		}
+		cur = next
+	}
+	return cur, nil
 }
 
 func fdPath(f *os.File) string { return fmt.Sprintf("/proc/self/fd/%d", f.Fd()) }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -54,7 +55,11 @@ func requireRoot(t testing.TB) {
 // busyboxRootfs builds a rootfs of busybox-static with its applet links.
 func busyboxRootfs(t testing.TB) string {
 	t.Helper()
-	root := t.TempDir()
+	return busyboxRootfsIn(t, t.TempDir())
+}
+
+func busyboxRootfsIn(t testing.TB, root string) string {
+	t.Helper()
 	for _, d := range []string{"bin", "etc", "tmp", "proc", "sys", "dev"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			t.Fatal(err)
@@ -582,4 +587,102 @@ func readUntil(r io.Reader, sep string) string {
 		}
 	}
 	return string(b)
+}
+
+func TestVolumesFilesReadOnly(t *testing.T) {
+	p := newPod(t)
+	vol := t.TempDir()
+	os.WriteFile(filepath.Join(vol, "in"), []byte("from host\n"), 0o644)
+	outside := t.TempDir()
+	// an image symlink pointing out of the root must resolve inside it
+	os.Symlink(outside, filepath.Join(p.rootfs, "escape"))
+	spec := sandbox.ContainerSpec{ID: "v", Rootfs: p.rootfs, ReadOnlyFS: true,
+		Mounts: []sandbox.Mount{{Source: vol, Dest: "/data"}, {Source: vol, Dest: "/ro", ReadOnly: true}, {Source: vol, Dest: "/escape/vol"}},
+		Files:  []sandbox.File{{Path: "/etc/app.conf", Content: []byte("k=v\n"), Mode: 0o600, UID: 65534}},
+		Process: sandbox.Process{Args: []string{"sh", "-c",
+			"cat /data/in; echo written > /data/out; cat /etc/app.conf; stat -c '%a %u' /etc/app.conf; " +
+				"touch /ro/x 2>/dev/null || echo ro-volume; touch /newfile 2>/dev/null || echo ro-rootfs; cat /escape/vol/in"}}}
+	if err := p.a.AddContainer(ctx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.a.StartContainer(ctx(t), "v"); err != nil {
+		t.Fatal(err)
+	}
+	sio, err := p.a.Attach(ctx(t), "v", "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "from host\nk=v\n600 65534\nro-volume\nro-rootfs\nfrom host\n"
+	if out := readAll(t, sio.Stdout); out != want {
+		t.Errorf("got %q, want %q", out, want)
+	}
+	if b, err := os.ReadFile(filepath.Join(vol, "out")); err != nil || string(b) != "written\n" {
+		t.Errorf("volume write: %q %v", b, err)
+	}
+	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+		t.Errorf("a mount escaped the container root through a symlink: %v", ents)
+	}
+}
+
+// TestSurvivesDaemonKill: a "daemon" process creates the sandbox and is
+// killed with SIGKILL; a new driver reattaches from the handle.
+func TestSurvivesDaemonKill(t *testing.T) {
+	requireRoot(t)
+	state, err := os.MkdirTemp("", "hyp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(state)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperDaemon$")
+	cmd.Env = append(os.Environ(), "HYPER_HELPER_DAEMON="+state, "HYPER_AGENT_BIN="+agentBin)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line := readUntil(stdout, "\n")
+	cmd.Process.Kill()
+	cmd.Wait()
+	var h sandbox.Handle
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(strings.TrimSpace(line), "HANDLE ")), &h); err != nil {
+		t.Fatalf("helper said %q: %v", line, err)
+	}
+	sb, err := New(agentBin).Reattach(ctx(t), h)
+	if err != nil {
+		t.Fatalf("reattach after the daemon was killed: %v", err)
+	}
+	defer sb.Stop(ctx(t))
+	lr, err := sb.Agent().Logs(ctx(t), "c", sandbox.LogOptions{Stdout: true, Tail: -1, Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lr.Close()
+	if r, err := lr.Next(); err != nil || string(r.Data) != "alive\n" {
+		t.Fatalf("log %q %v", r.Data, err)
+	}
+}
+
+// TestHelperDaemon is the killed daemon of TestSurvivesDaemonKill.
+func TestHelperDaemon(t *testing.T) {
+	state := os.Getenv("HYPER_HELPER_DAEMON")
+	if state == "" {
+		return // only meaningful as the helper process
+	}
+	rootfs := busyboxRootfsIn(t, filepath.Join(state, "rootfs"))
+	sb, err := New(os.Getenv("HYPER_AGENT_BIN")).Create(ctx(t), sandbox.Config{ID: filepath.Base(state), StateDir: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := sb.Agent()
+	if err := a.AddContainer(ctx(t), sandbox.ContainerSpec{ID: "c", Rootfs: rootfs, Process: sandbox.Process{Args: []string{"sh", "-c", "echo alive; exec sleep 1000"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.StartContainer(ctx(t), "c"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(sb.Handle())
+	fmt.Printf("HANDLE %s\n", b)
+	select {}
 }
