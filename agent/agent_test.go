@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hyperhq/hyperd-go/agent/protocol"
 	"golang.org/x/sys/unix"
 )
 
@@ -184,5 +185,25 @@ func TestResolveSymlinksIn(t *testing.T) {
 		if (err != nil) != tt.err || got != tt.want {
 			t.Errorf("%s: %q %v, want %q", tt.in, got, err, tt.want)
 		}
+	}
+}
+
+func TestReadCgroupStats(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{
+		"cpu.stat":       "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 0\n",
+		"memory.current": "8192\n",
+		"memory.max":     "max\n",
+		"memory.stat":    "anon 4096\ninactive_file 1024\n",
+		"pids.current":   "3\n",
+	}
+	for n, c := range files {
+		os.WriteFile(filepath.Join(dir, n), []byte(c), 0o644)
+	}
+	var st protocol.ContainerStats
+	readCgroupStats(dir, &st)
+	want := protocol.ContainerStats{CPUUsageNS: 1500000, CPUUserNS: 1000000, CPUSystemNS: 500000, MemoryUsage: 8192, WorkingSet: 7168, Pids: 3}
+	if st != want {
+		t.Errorf("got %+v, want %+v", st, want)
 	}
 }

@@ -686,3 +686,40 @@ func TestHelperDaemon(t *testing.T) {
 	fmt.Printf("HANDLE %s\n", b)
 	select {}
 }
+
+// TestBlockDeviceLower: the kvm path's rootfs (an ext4 block device as the
+// overlay lower) exercised with a loop device.
+func TestBlockDeviceLower(t *testing.T) {
+	p := newPod(t)
+	img := filepath.Join(t.TempDir(), "rootfs.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", p.rootfs, img, "16M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4 (e2fsprogs): %v %s", err, out)
+	}
+	out, err := exec.Command("losetup", "-f", "--show", "-r", img).Output()
+	if err != nil {
+		t.Fatalf("losetup: %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	spec := sandbox.ContainerSpec{ID: "blk", Rootfs: dev, RootfsType: "ext4",
+		Process: sandbox.Process{Args: []string{"sh", "-c", "cat /etc/old; echo changed > /etc/old; cat /etc/old"}}}
+	if err := p.a.AddContainer(ctx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.a.StartContainer(ctx(t), "blk"); err != nil {
+		t.Fatal(err)
+	}
+	sio, err := p.a.Attach(ctx(t), "blk", "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, sio.Stdout); got != "old\nchanged\n" {
+		t.Errorf("got %q", got)
+	}
+	if st := p.wait("blk", ""); st.Code != 0 {
+		t.Errorf("exit %d", st.Code)
+	}
+	if err := p.a.RemoveContainer(ctx(t), "blk"); err != nil {
+		t.Fatal(err)
+	}
+}
