@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -209,3 +210,5 @@ func run(t testing.TB, name string, args ...string) string {
 }
 
 type boltTx = bolt.Tx
+
+func errorsIs(err, target error) bool { return errors.Is(err, target) }
