@@ -221,7 +221,10 @@ func (c *container) shimLoop(exited <-chan syscall.WaitStatus) {
 		delete(c.pending, id)
 	}
 	c.mu.Unlock()
+	c.shimW.Lock() // no sender may use the fd number after it is closed
 	unix.Close(c.shimFD)
+	c.shimFD = -1
+	c.shimW.Unlock()
 	close(c.shimEnd)
 	for _, p := range procs {
 		if p.id == "" {
@@ -343,13 +346,21 @@ func (c *container) launch(id string, spec protocol.Process) *protocol.Error {
 	}
 	reply := make(chan shimMsg, 1)
 	c.mu.Lock()
-	if _, dup := c.procs[id]; dup {
+	_, dup := c.procs[id]
+	if dup || c.state == stateStopped {
 		c.mu.Unlock()
 		closeChild()
 		for _, r := range readers {
 			r.Close()
 		}
-		return protocol.Errorf(protocol.CodeConflict, "exec %s exists", id)
+		if p.stdin != nil && p.stdin != p.ptm {
+			p.stdin.Close()
+		}
+		out.remove()
+		if dup {
+			return protocol.Errorf(protocol.CodeConflict, "exec %s exists", id)
+		}
+		return protocol.Errorf(protocol.CodeConflict, "container %s is not running", c.id)
 	}
 	c.procs[id] = p
 	c.pending[id] = reply
@@ -386,7 +397,10 @@ func (c *container) launch(id string, spec protocol.Process) *protocol.Error {
 	p.started = time.Now()
 	m := shimMsg{Op: "exec", ID: id, Proc: &spec}
 	c.shimW.Lock()
-	err = sendShim(c.shimFD, m, int(child[0].Fd()), int(child[1].Fd()), int(child[2].Fd()))
+	err = errors.New("container exited")
+	if c.shimFD >= 0 {
+		err = sendShim(c.shimFD, m, int(child[0].Fd()), int(child[1].Fd()), int(child[2].Fd()))
+	}
 	c.shimW.Unlock()
 	closeChild()
 	if err != nil {
@@ -529,7 +543,10 @@ func (c *container) signal(id string, sig int) *protocol.Error {
 		return nil
 	}
 	c.shimW.Lock()
-	err := sendShim(c.shimFD, shimMsg{Op: "signal", ID: id, Sig: sig})
+	err := errors.New("container exited")
+	if c.shimFD >= 0 {
+		err = sendShim(c.shimFD, shimMsg{Op: "signal", ID: id, Sig: sig})
+	}
 	c.shimW.Unlock()
 	if err != nil {
 		return protocol.Errorf(protocol.CodeConflict, "container %s: %v", c.id, err)
