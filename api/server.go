@@ -884,10 +884,17 @@ func (s *Server) execStart(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	// The exec runs before the 101 goes out, so a resize right after the
+	// upgrade finds it, and a failure gets a proper status.
 	ctx, cancel := context.WithCancel(r.Context())
+	st, _, err := s.Pods.ExecStart(ctx, cref, eid)
+	if err != nil {
+		cancel()
+		s.fail(w, r, err)
+		return
+	}
 	s.stream(w, r, tty, cancel, func() (sandbox.Stdio, func(), error) {
-		st, _, err := s.Pods.ExecStart(ctx, cref, eid)
-		return st, func() {}, err
+		return st, func() {}, nil
 	})
 }
 

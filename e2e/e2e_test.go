@@ -540,7 +540,7 @@ func runE2E(t *testing.T, driver string) {
 	if out, err := hctl("run", "--rm", "busybox", "echo", "hello from hyperctl run"); err != nil || out != "hello from hyperctl run\n" {
 		t.Errorf("hyperctl run: %q %v", out, err)
 	}
-	if out, err := hctl("run", "busybox", "sh", "-c", "exit 7"); err == nil || !strings.Contains(err.Error(), "exit status 7") {
+	if out, err := hctl("run", "--rm", "busybox", "sh", "-c", "exit 7"); err == nil || !strings.Contains(err.Error(), "exit status 7") {
 		t.Errorf("hyperctl run exit code: %q %v", out, err)
 	}
 	if out, err := hctl("list"); err != nil || !strings.Contains(out, "POD ID") || !strings.Contains(out, "e2e-srv") {
