@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"strings"
 
 	"github.com/hyperhq/hyperd-go/agent"
 )
@@ -19,7 +20,10 @@ func main() {
 		}
 		os.Exit(1)
 	}
-	if os.Getpid() == 1 && len(os.Args) == 1 {
+	// PID 1 without --socket is the VM's init (the kernel may pass stray
+	// command-line words as arguments); local mode is PID 1 of its pid
+	// namespace too, but always has --socket.
+	if os.Getpid() == 1 && !hasFlag(os.Args[1:], "socket") {
 		vmMain()
 		return
 	}
@@ -79,4 +83,13 @@ func vmMain() {
 	}
 	<-s.Done()
 	select {} // PowerOff runs; PID 1 must not exit
+}
+
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		if a == "-"+name || a == "--"+name || strings.HasPrefix(a, "-"+name+"=") || strings.HasPrefix(a, "--"+name+"=") {
+			return true
+		}
+	}
+	return false
 }

@@ -266,6 +266,11 @@ func (s *localSandbox) kill() {
 
 // Stop implements sandbox.Sandbox.
 func (s *localSandbox) Stop(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
 	if s.agent != nil {
 		s.agent.Shutdown(ctx)
 		s.agent.Close()
