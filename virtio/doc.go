@@ -81,4 +81,12 @@
 //     Linux does); the spec allows a device to be that strict about chains
 //     it cannot handle.
 //   - The vsock device supports stream sockets only (no SEQPACKET).
+//   - One package, one file per device, rather than a subpackage per
+//     device: the devices share unexported plumbing (the base lock and
+//     queue set, the transport's broken-queue reporting) and the test
+//     driver, and vmm/ already imports virtio.NewVsock and friends.
+//     Splitting would export that plumbing for no caller's benefit.
+//   - Notifications that arrive before DRIVER_OK are ignored (§3.1.1
+//     forbids them); devices that can have work pending at activation
+//     (vsock rx, console ServeInput) start it from Activate.
 package virtio
