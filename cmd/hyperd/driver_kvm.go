@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"time"
 
 	"github.com/hyperhq/hyperd-go/agent/client"
 	"github.com/hyperhq/hyperd-go/initramfs"
@@ -15,52 +15,53 @@ import (
 	"github.com/hyperhq/hyperd-go/sandbox/kvmdrv"
 )
 
-func init() {
-	driverFactories["kvm"] = newKVMDriver
+// buildDir is where `make kernel` leaves vmlinux and modules/: <repo>/build
+// next to <repo>/bin/hyperd.
+func buildDir() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "build"
+	}
+	return filepath.Join(filepath.Dir(filepath.Dir(exe)), "build")
 }
 
-// newKVMDriver configures the kvm sandbox driver: the guest kernel from
-// --kernel (make kernel leaves it in build/vmlinux, with its modules in
-// build/modules), and the agent initramfs from --initrd or, by default,
-// built from the hyper-agent binary and those modules (cached by content
-// hash under the data root).
-func newKVMDriver(o Options, log *slog.Logger) (sandbox.Driver, error) {
-	if _, err := os.Stat("/dev/kvm"); err != nil {
-		return nil, fmt.Errorf("kvm driver: %w", err)
-	}
-	if o.Kernel == "" {
-		return nil, errors.New("kvm driver: no guest kernel: pass --kernel (make kernel puts one in build/vmlinux)")
-	}
-	if _, err := os.Stat(o.Kernel); err != nil {
-		return nil, fmt.Errorf("kvm driver: guest kernel: %w", err)
-	}
-	initrd := o.Initrd
-	if initrd == "" {
-		agent, err := exec.LookPath(agentPath())
-		if err != nil {
-			return nil, fmt.Errorf("kvm driver: the hyper-agent binary for the initramfs is neither next to hyperd nor in PATH: %w", err)
+func init() {
+	driverFactories["kvm"] = func(o Options, log *slog.Logger) (sandbox.Driver, error) {
+		kernel := o.Kernel
+		if kernel == "" {
+			kernel = filepath.Join(buildDir(), "vmlinux")
 		}
-		modules := filepath.Join(filepath.Dir(o.Kernel), "modules")
-		if _, err := os.Stat(filepath.Join(modules, "order")); err != nil {
-			modules = ""
+		if _, err := os.Stat(kernel); err != nil {
+			return nil, fmt.Errorf("kvm driver: no guest kernel (%v): pass --kernel or run make kernel", err)
 		}
-		initrd, err = initramfs.Build(context.Background(), initramfs.Options{
-			AgentPath: agent, ModulesDir: modules, CacheDir: filepath.Join(o.DataRoot, "initramfs"),
-		})
-		if err != nil {
-			return nil, fmt.Errorf("kvm driver: building the agent initramfs: %w", err)
+		initrd := o.Initrd
+		if initrd == "" {
+			// the agent initramfs, built from the hyper-agent next to hyperd
+			// (and the guest modules of make kernel), cached under the data root
+			opt := initramfs.Options{AgentPath: agentPath(), CacheDir: filepath.Join(o.DataRoot, "initramfs")}
+			if _, err := os.Stat(opt.AgentPath); err != nil {
+				return nil, errors.New("kvm driver: no --initrd and no hyper-agent binary next to hyperd to build one")
+			}
+			if m := filepath.Join(filepath.Dir(kernel), "modules"); dirExists(m) {
+				opt.ModulesDir = m
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			p, err := initramfs.Build(ctx, opt)
+			cancel()
+			if err != nil {
+				return nil, fmt.Errorf("kvm driver: building the agent initramfs: %w", err)
+			}
+			initrd = p
 		}
+		log.Info("kvm sandbox driver", "kernel", kernel, "initrd", initrd)
+		return &kvmdrv.Driver{Kernel: kernel, Initrd: initrd, DefaultVCPU: o.VCPU, DefaultMemMiB: o.Memory,
+			Connect: func(ctx context.Context, dial kvmdrv.Dialer) (sandbox.Agent, error) {
+				return client.New(ctx, client.Dialer(dial))
+			}}, nil
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	log.Info("kvm sandbox driver", "kernel", o.Kernel, "initrd", initrd, "vcpu", o.VCPU, "memoryMiB", o.Memory)
-	return &kvmdrv.Driver{
-		Hyperd: self, Kernel: o.Kernel, Initrd: initrd,
-		DefaultVCPU: o.VCPU, DefaultMemMiB: o.Memory,
-		Connect: func(ctx context.Context, dial kvmdrv.Dialer) (sandbox.Agent, error) {
-			return client.New(ctx, client.Dialer(dial))
-		},
-	}, nil
+}
+
+func dirExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
 }
