@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -53,10 +54,13 @@ type process struct {
 	stdinMu sync.Mutex
 	ptm     *os.File
 	started time.Time
-	drained chan struct{}
-	done    chan struct{}
-	status  protocol.ExitStatus
-	once    sync.Once
+	// launched is closed once the start attempt finished (stdin is set)
+	launched chan struct{}
+	drained  chan struct{}
+	reading  atomic.Bool // output readers were started (drained will close)
+	done     chan struct{}
+	status   protocol.ExitStatus
+	once     sync.Once
 }
 
 func (s *Server) add(spec protocol.ContainerSpec) *protocol.Error {
@@ -84,6 +88,14 @@ func (s *Server) add(spec protocol.ContainerSpec) *protocol.Error {
 		c.cleanup()
 		return protocol.Errorf(protocol.CodeInternal, "create container %s: %v", spec.ID, err)
 	}
+	main, err := c.newProcess("", spec.Process)
+	if err != nil {
+		s.remove(spec.ID)
+		return protocol.Errorf(protocol.CodeInternal, "create container %s: %v", spec.ID, err)
+	}
+	c.mu.Lock()
+	c.procs[""] = main
+	c.mu.Unlock()
 	return nil
 }
 
@@ -263,7 +275,21 @@ func (c *container) start() *protocol.Error {
 	}
 	c.state = stateRunning
 	c.mu.Unlock()
-	return c.launch("", c.spec.Process)
+	perr := c.launch("", c.spec.Process)
+	if perr != nil {
+		// a failed start can be retried: attachers of the failed attempt
+		// saw it end (exit 127); a fresh main process takes its place
+		fresh, err := c.newProcess("", c.spec.Process)
+		c.mu.Lock()
+		if c.state == stateRunning {
+			c.state = stateCreated
+		}
+		if err == nil {
+			c.procs[""] = fresh
+		}
+		c.mu.Unlock()
+	}
+	return perr
 }
 
 func (c *container) exec(id string, p protocol.Process) *protocol.Error {
@@ -284,16 +310,53 @@ func (c *container) exec(id string, p protocol.Process) *protocol.Error {
 
 // launch creates the stdio of a process, hands it to the shim and waits
 // for the shim's started/error reply.
-func (c *container) launch(id string, spec protocol.Process) *protocol.Error {
+func (c *container) newProcess(id string, spec protocol.Process) (*process, error) {
 	name := "main"
 	if id != "" {
 		name = "exec-" + id
 	}
 	out, err := newOutput(filepath.Join(c.dir, "logs", name+".log"))
 	if err != nil {
-		return protocol.Errorf(protocol.CodeInternal, "%v", err)
+		return nil, err
 	}
-	p := &process{c: c, id: id, spec: spec, out: out, done: make(chan struct{}), drained: make(chan struct{})}
+	return &process{c: c, id: id, spec: spec, out: out, done: make(chan struct{}), drained: make(chan struct{}), launched: make(chan struct{})}, nil
+}
+
+// launch creates the stdio of a process, hands it to the shim and waits
+// for the shim's started/error reply. The main process object exists from
+// add on, so attachers and logs may wait for its first byte before start.
+func (c *container) launch(id string, spec protocol.Process) *protocol.Error {
+	var p *process
+	if id == "" {
+		c.mu.Lock()
+		p = c.procs[""]
+		c.mu.Unlock()
+	} else {
+		var err error
+		if p, err = c.newProcess(id, spec); err != nil {
+			return protocol.Errorf(protocol.CodeInternal, "%v", err)
+		}
+	}
+	defer close(p.launched)
+	perr := c.launchProcess(p)
+	if perr != nil {
+		p.exit(127, 0)
+		if id != "" {
+			c.mu.Lock()
+			if c.procs[id] == p {
+				delete(c.procs, id)
+			}
+			c.mu.Unlock()
+			<-p.done
+			p.out.remove()
+		}
+	}
+	return perr
+}
+
+func (c *container) launchProcess(p *process) *protocol.Error {
+	id, spec, out := p.id, p.spec, p.out
+	var err error
 	var child []*os.File
 	closeChild := func() {
 		for _, f := range child {
@@ -346,17 +409,13 @@ func (c *container) launch(id string, spec protocol.Process) *protocol.Error {
 	}
 	reply := make(chan shimMsg, 1)
 	c.mu.Lock()
-	_, dup := c.procs[id]
+	dup := id != "" && c.procs[id] != nil
 	if dup || c.state == stateStopped {
 		c.mu.Unlock()
 		closeChild()
 		for _, r := range readers {
 			r.Close()
 		}
-		if p.stdin != nil && p.stdin != p.ptm {
-			p.stdin.Close()
-		}
-		out.remove()
 		if dup {
 			return protocol.Errorf(protocol.CodeConflict, "exec %s exists", id)
 		}
@@ -367,6 +426,7 @@ func (c *container) launch(id string, spec protocol.Process) *protocol.Error {
 	c.mu.Unlock()
 
 	var wg sync.WaitGroup
+	p.reading.Store(true)
 	for i, r := range readers {
 		stream := byte(streamStdout)
 		if i == 1 {
@@ -407,21 +467,10 @@ func (c *container) launch(id string, spec protocol.Process) *protocol.Error {
 		c.mu.Lock()
 		delete(c.pending, id)
 		c.mu.Unlock()
-		p.exit(127, 0)
 		return protocol.Errorf(protocol.CodeInternal, "send to shim: %v", err)
 	}
 	r := <-reply
 	if r.Op == "error" {
-		c.mu.Lock()
-		delete(c.procs, id)
-		if id == "" && c.state == stateRunning {
-			c.state = stateCreated
-		}
-		c.mu.Unlock()
-		p.exit(127, 0)
-		if id != "" {
-			p.out.remove()
-		}
 		return protocol.Errorf(protocol.CodeBadRequest, "start %s: %s", c.id, r.Err)
 	}
 	return nil
@@ -432,9 +481,11 @@ func (c *container) launch(id string, spec protocol.Process) *protocol.Error {
 func (p *process) exit(code, sig int) {
 	p.once.Do(func() {
 		go func() {
-			select {
-			case <-p.drained:
-			case <-time.After(2 * time.Second):
+			if p.reading.Load() {
+				select {
+				case <-p.drained:
+				case <-time.After(2 * time.Second):
+				}
 			}
 			p.out.finish()
 			if p.ptm != nil {
@@ -479,6 +530,11 @@ func (p *process) resize(w, h int) *protocol.Error {
 // the process's stdin (for a tty: sends ^D).
 func (p *process) feedStdin(c net.Conn) {
 	defer c.Close()
+	select {
+	case <-p.launched:
+	case <-p.done:
+		return
+	}
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := c.Read(buf)

@@ -723,3 +723,34 @@ func TestBlockDeviceLower(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAttachBeforeStart: streams opened before the start see the first byte.
+func TestAttachBeforeStart(t *testing.T) {
+	p := newPod(t)
+	if err := p.a.AddContainer(ctx(t), sandbox.ContainerSpec{ID: "early", Rootfs: p.rootfs, Process: sandbox.Process{Args: []string{"sh", "-c", "read x; echo first-$x"}, OpenStdin: true}}); err != nil {
+		t.Fatal(err)
+	}
+	sio, err := p.a.Attach(ctx(t), "early", "", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sio.Stdin.Write([]byte("byte\n")) // before the process exists
+	sio.Stdin.Close()
+	lr, err := p.a.Logs(ctx(t), "early", sandbox.LogOptions{Stdout: true, Tail: -1, Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lr.Close()
+	if err := p.a.StartContainer(ctx(t), "early"); err != nil {
+		t.Fatal(err)
+	}
+	if out := readAll(t, sio.Stdout); out != "first-byte\n" {
+		t.Errorf("attach: %q", out)
+	}
+	if r, err := lr.Next(); err != nil || string(r.Data) != "first-byte\n" {
+		t.Errorf("logs: %q %v", r.Data, err)
+	}
+	if _, err := lr.Next(); err != io.EOF {
+		t.Errorf("logs follow after exit: %v, want EOF", err)
+	}
+}
