@@ -49,6 +49,26 @@ func New(ctx context.Context, dial Dialer) (*Client, error) {
 	return c, nil
 }
 
+// NewConn is New with an already connected control stream (e.g. the
+// kvm driver's first vsock CONNECT); dial is still used for streams.
+func NewConn(ctx context.Context, conn net.Conn, dial Dialer) (*Client, error) {
+	used := false
+	first := func(ctx context.Context) (net.Conn, error) {
+		if used {
+			return nil, errors.New("agent client: control connection already used")
+		}
+		used = true
+		return conn, nil
+	}
+	c, rep, err := open(ctx, first, protocol.Hello{Kind: protocol.KindControl})
+	if err != nil {
+		return nil, err
+	}
+	cl := &Client{dial: dial, conn: c, pending: map[uint64]chan protocol.Response{}, done: make(chan struct{}), agent: rep.Agent}
+	go cl.readLoop()
+	return cl, nil
+}
+
 // UnixDialer dials a unix socket path.
 func UnixDialer(path string) Dialer {
 	return func(ctx context.Context) (net.Conn, error) {

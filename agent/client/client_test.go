@@ -104,3 +104,30 @@ func TestHelloRefused(t *testing.T) {
 		t.Fatal("hello to a hung agent succeeded")
 	}
 }
+
+func TestNewConn(t *testing.T) {
+	served := make(chan struct{})
+	dial := fakeAgent(t, func(c net.Conn) {
+		var r protocol.Request
+		protocol.ReadJSON(c, &r)
+		protocol.WriteJSON(c, protocol.Response{ID: r.ID, Result: []byte(`{}`)})
+		close(served)
+	})
+	conn, err := dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	noDial := func(context.Context) (net.Conn, error) { return nil, errors.New("no streams here") }
+	c, err := NewConn(context.Background(), conn, noDial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	<-served
+	if _, err := c.Dial(context.Background(), "tcp", 80); err == nil {
+		t.Fatal("stream without a dialer succeeded")
+	}
+}
