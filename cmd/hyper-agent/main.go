@@ -1,6 +1,3 @@
-// Command hyper-agent is the guest agent: PID 1 in a pod VM (vsock), a
-// namespaced child of hyperd in local mode (unix socket), and, as
-// "hyper-agent init", the per-container shim.
 package main
 
 import (
