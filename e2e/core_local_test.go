@@ -12,10 +12,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -309,11 +310,7 @@ func TestCoreRestartOnLocalDriver(t *testing.T) {
 	}
 	d1.Close()
 	// kill the "lose" pod's agent while no daemon runs
-	out, _ := exec.Command("sh", "-c", "pgrep -f 'hyper-agent --socket "+filepath.Join(dataRoot, "pods", "lose")+"'").Output()
-	for _, pid := range strings.Fields(string(out)) {
-		exec.Command("kill", "-9", pid).Run()
-	}
-	if len(strings.Fields(string(out))) == 0 {
+	if n := killProcs("--socket\x00" + filepath.Join(dataRoot, "pods", "lose")); n == 0 {
 		t.Fatalf("could not find the agent process of pod lose")
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -346,4 +343,25 @@ func TestCoreRestartOnLocalDriver(t *testing.T) {
 			t.Errorf("rm %s: %v", p, err)
 		}
 	}
+}
+
+// killProcs SIGKILLs every process whose command line contains sub
+// (arguments NUL-separated, as in /proc/PID/cmdline) and returns how many.
+func killProcs(sub string) int {
+	ents, _ := os.ReadDir("/proc")
+	n := 0
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !strings.Contains(string(b), sub) {
+			continue
+		}
+		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+			n++
+		}
+	}
+	return n
 }
