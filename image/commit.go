@@ -9,7 +9,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/gzip"
@@ -29,62 +28,87 @@ func (s *Store) Commit(ctx context.Context, parentID string, layer io.Reader, c 
 	if err != nil {
 		return Image{}, err
 	}
-	var ref string
+	var refs []string
 	if c.Repo != "" {
 		tag := c.Tag
 		if tag == "" {
 			tag = "latest"
 		}
-		ref, err = canonical(c.Repo + ":" + tag)
+		ref, err := canonical(c.Repo + ":" + tag)
 		if err != nil {
 			return Image{}, err
 		}
+		refs = append(refs, ref)
 	} else if c.Tag != "" {
 		return Image{}, fmt.Errorf("commit: tag %q given without a repository: %w", c.Tag, ErrInvalid)
 	}
-	pcfg, err := s.readBlob(parent.ID)
-	if err != nil {
-		return Image{}, err
+	if layer == nil {
+		return Image{}, fmt.Errorf("commit: no layer: %w", ErrInvalid)
 	}
-	cf, err := v1.ParseConfigFile(bytes.NewReader(pcfg))
-	if err != nil {
-		return Image{}, fmt.Errorf("commit: parent config: %w", err)
-	}
-	// Compress the layer into a temp file while hashing both sides.
-	pr, pw := io.Pipe()
-	var diffID string
-	var usize int64
-	go func() {
-		h := newHashWriter()
-		zw, _ := gzip.NewWriterLevel(pw, gzip.BestSpeed)
-		n, err := io.Copy(io.MultiWriter(zw, h), ctxReader{ctx, layer})
-		if err == nil {
-			err = zw.Close()
+	return s.newImage(ctx, parent, layer, func(cf *v1.ConfigFile) {
+		cf.Author = c.Author
+		if c.Config != nil {
+			mergeConfig(&cf.Config, c.Config)
 		}
-		diffID, usize = h.digest(), n
-		pw.CloseWithError(err)
-	}()
-	digest, _, err := s.putBlob(pr, "", "", nil)
-	pr.Close()
-	if err != nil {
-		return Image{}, fmt.Errorf("commit: layer: %w", err)
+	}, v1.History{Author: c.Author, Comment: c.Comment, CreatedBy: "hyperd commit"}, refs...)
+}
+
+// newImage creates an image from parent (nil: scratch) plus, when layer is not nil,
+// one layer (uncompressed tar, stored gzip-compressed), with its config changed by
+// edit, and points refs at it.
+func (s *Store) newImage(ctx context.Context, parent *imageRec, layer io.Reader, edit func(*v1.ConfigFile), hist v1.History, refs ...string) (Image, error) {
+	cf := &v1.ConfigFile{Architecture: "amd64", OS: "linux"}
+	if parent != nil {
+		pcfg, err := s.readBlob(parent.ID)
+		if err != nil {
+			return Image{}, err
+		}
+		if cf, err = v1.ParseConfigFile(bytes.NewReader(pcfg)); err != nil {
+			return Image{}, fmt.Errorf("parent config: %w", err)
+		}
 	}
-	release := s.hold(digest)
+	release := func() {}
 	defer func() { release() }()
-	fi, err := os.Stat(s.blobPath(digest))
-	if err != nil {
-		return Image{}, err
+	var nl *layerRec
+	if layer != nil {
+		// Compress the layer into a temp file while hashing both sides.
+		pr, pw := io.Pipe()
+		var diffID string
+		var usize int64
+		go func() {
+			h := newHashWriter()
+			zw, _ := gzip.NewWriterLevel(pw, gzip.BestSpeed)
+			n, err := io.Copy(io.MultiWriter(zw, h), ctxReader{ctx, layer})
+			if err == nil {
+				err = zw.Close()
+			}
+			diffID, usize = h.digest(), n
+			pw.CloseWithError(err)
+		}()
+		digest, _, err := s.putBlob(pr, "", "", nil)
+		pr.Close()
+		if err != nil {
+			return Image{}, fmt.Errorf("layer: %w", err)
+		}
+		release = chain(release, s.hold(digest))
+		fi, err := os.Stat(s.blobPath(digest))
+		if err != nil {
+			return Image{}, err
+		}
+		nl = &layerRec{Digest: digest, MediaType: string(types.DockerLayer), Size: fi.Size(), DiffID: diffID, USize: usize}
 	}
 	now := time.Now().UTC()
 	cf.Created = v1.Time{Time: now}
-	cf.Author = c.Author
 	cf.Container = ""
-	if c.Config != nil {
-		mergeConfig(&cf.Config, c.Config)
-	}
+	edit(cf)
 	cf.RootFS.Type = "layers"
-	cf.RootFS.DiffIDs = append(cf.RootFS.DiffIDs, mustHash(diffID))
-	cf.History = append(cf.History, v1.History{Created: v1.Time{Time: now}, Author: c.Author, Comment: c.Comment, CreatedBy: "hyperd commit"})
+	hist.Created = v1.Time{Time: now}
+	if nl != nil {
+		cf.RootFS.DiffIDs = append(cf.RootFS.DiffIDs, mustHash(nl.DiffID))
+	} else {
+		hist.EmptyLayer = true
+	}
+	cf.History = append(cf.History, hist)
 	cfgBytes, err := json.Marshal(cf)
 	if err != nil {
 		return Image{}, err
@@ -94,28 +118,25 @@ func (s *Store) Commit(ctx context.Context, parentID string, layer io.Reader, c 
 		return Image{}, err
 	}
 	release = chain(release, s.hold(id))
-	rec := &imageRec{ID: id, MediaType: string(types.DockerManifestSchema2), Created: now, Parent: parent.ID, Config: configFrom(cf)}
+	rec := &imageRec{ID: id, MediaType: string(types.DockerManifestSchema2), Created: now, Config: configFrom(cf)}
 	man := v1.Manifest{SchemaVersion: 2, MediaType: types.DockerManifestSchema2,
 		Config: v1.Descriptor{MediaType: types.DockerConfigJSON, Size: int64(len(cfgBytes)), Digest: mustHash(id)}}
-	for _, l := range parent.Layers {
-		rec.Layers = append(rec.Layers, l)
-		man.Layers = append(man.Layers, v1.Descriptor{MediaType: types.MediaType(l.MediaType), Size: l.Size, Digest: mustHash(l.Digest)})
+	if parent != nil {
+		rec.Parent = parent.ID
+		rec.Layers = append(rec.Layers, parent.Layers...)
 	}
-	nl := layerRec{Digest: digest, MediaType: string(types.DockerLayer), Size: fi.Size(), DiffID: diffID, USize: usize}
-	rec.Layers = append(rec.Layers, nl)
-	man.Layers = append(man.Layers, v1.Descriptor{MediaType: types.DockerLayer, Size: fi.Size(), Digest: mustHash(digest)})
+	if nl != nil {
+		rec.Layers = append(rec.Layers, *nl)
+	}
+	// Layers pulled as OCI keep their media types; docker schema 2 accepts both.
+	man.Layers = []v1.Descriptor{}
 	for _, l := range rec.Layers {
+		man.Layers = append(man.Layers, v1.Descriptor{MediaType: types.MediaType(l.MediaType), Size: l.Size, Digest: mustHash(l.Digest)})
 		rec.Size += l.USize
 	}
-	// A parent pulled as OCI keeps OCI media types for its layers; docker schema 2
-	// accepts both, so the manifest stays docker schema 2.
 	mb, _ := json.Marshal(man)
 	if rec.Manifest, err = s.putBlobBytes(mb); err != nil {
 		return Image{}, err
-	}
-	var refs []string
-	if ref != "" {
-		refs = append(refs, ref)
 	}
 	if _, err := s.register(rec, refs...); err != nil {
 		return Image{}, err
@@ -184,5 +205,3 @@ func mergeEnv(base, over []string) []string {
 	}
 	return out
 }
-
-var _ = name.DefaultRegistry
