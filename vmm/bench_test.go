@@ -65,10 +65,10 @@ func BenchmarkBoot(b *testing.B) {
 	hw := kvm.HostHasHardwareVirt()
 	deadline := bootDeadline(hw)
 	const memMiB, cpus = 256, 2
-	ms := bootMilestones(cpus)
+	ms := bootMilestones(cpus, hw)
 	for i := 0; i < b.N; i++ {
 		qemu := newMilestoneLog(ms, nil)
-		if err := qemuBoot(b, kernel, initrd, bootCmdline, memMiB, cpus, deadline, qemu); err != nil && qemu.String() == "" {
+		if err := qemuBoot(b, kernel, initrd, bootCmdline(hw), memMiB, cpus, deadline, qemu); err != nil && qemu.String() == "" {
 			b.Fatalf("qemu: %v", err)
 		}
 		qidx, qat := qemu.reached()
@@ -78,7 +78,7 @@ func BenchmarkBoot(b *testing.B) {
 		// Our VMM runs until it reaches QEMU's milestone (or the deadline).
 		ours := newMilestoneLog(ms, nil)
 		rss0 := rssBytes()
-		m, err := New(Config{Kernel: kernel, Initrd: initrd, Cmdline: bootCmdline, MemMiB: memMiB, CPUs: cpus, Console: ours})
+		m, err := New(Config{Kernel: kernel, Initrd: initrd, Cmdline: bootCmdline(hw), MemMiB: memMiB, CPUs: cpus, Console: ours})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -26,7 +26,12 @@ type milestone struct {
 
 // bootMilestones are the boot's milestones in the order they happen. They
 // match both our VMM's and QEMU's console, so the two can be compared.
-func bootMilestones(cpus int) []milestone {
+// With hw false the kernel brings up one CPU (see bootCmdline).
+func bootMilestones(cpus int, hw bool) []milestone {
+	up := fmt.Sprintf(`smp: Brought up 1 node, %d CPUs`, cpus)
+	if !hw {
+		up = `smp: Brought up 1 node, 1 CPU\b`
+	}
 	m := func(name, re string) milestone { return milestone{name, regexp.MustCompile(re)} }
 	return []milestone{
 		m("kernel banner", `Linux version \d+\.\d+`),
@@ -35,7 +40,7 @@ func bootMilestones(cpus int) []milestone {
 		m("MADT CPUs", fmt.Sprintf(`smpboot: Allowing %d CPUs`, cpus)),
 		m("FPU", `x86/fpu: `),
 		m("alternatives", `(Freeing SMP alternatives memory|smpboot: CPU0: )`),
-		m("SMP up", fmt.Sprintf(`smp: Brought up 1 node, %d CPUs`, cpus)),
+		m("SMP up", up),
 		m("initramfs", `(Unpacking initramfs|Freeing initrd memory|Trying to unpack rootfs)`),
 		m("run /init", `Run /init as init process`),
 		m("init marker", `HYPERD-BOOT: init started`),
