@@ -25,6 +25,8 @@ const shimFD = 3
 // the main process exits it exits, which kills the whole pid namespace.
 func RunInit() error {
 	runtime.LockOSThread()
+	// the agent socket must not leak into container processes
+	unix.CloseOnExec(shimFD)
 	m, _, err := recvShim(shimFD)
 	if err != nil {
 		return err

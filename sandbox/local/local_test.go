@@ -181,6 +181,7 @@ func TestRun(t *testing.T) {
 		{"hostname and dns", []string{"sh", "-c", "hostname; cat /etc/resolv.conf"}, "", "podhost\nnameserver 10.0.0.1\n", "", 0},
 		{"user by name", []string{"id", "-u"}, "nobody", "65534\n", "", 0},
 		{"uid:gid", []string{"sh", "-c", "id -u; id -g"}, "123:456", "123\n456\n", "", 0},
+		{"agent socket not inherited", []string{"sh", "-c", "readlink /proc/$$/fd/3 2>/dev/null || echo none"}, "", "none\n", "", 0},
 		{"missing binary", []string{"/nonexistent"}, "", "", "", -1},
 	}
 	for i, tt := range tests {
