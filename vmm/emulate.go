@@ -93,6 +93,50 @@ type EmulationStats struct {
 	SoftwareInts uint64 // INT n
 	BitCounts    uint64 // POPCNT/LZCNT/TZCNT computed by the VMM
 	Group7       uint64 // CLAC/STAC/SWAPGS
+	X87          uint64 // FWAIT/FNCLEX/FNINIT
+}
+
+// vecMF is the x87 floating-point error exception.
+const vecMF = 16
+
+// emulateX87 executes the x87 control instructions the kernel's FPU code
+// uses (SDM Vol. 2A "WAIT/FWAIT", "FCLEX/FNCLEX", "FINIT/FNINIT"):
+// FWAIT (9B) raises #MF if an unmasked exception is pending (FSW.ES) and
+// is otherwise a no-op; FNCLEX (DB E2) clears the exception flags, ES and
+// B; FNINIT (DB E3) resets the control, status and tag words.
+func emulateX87(g guestVirt, b []byte, regs *kvm.Regs, sregs *kvm.Sregs) (bool, error) {
+	var n uint64
+	switch {
+	case len(b) >= 1 && b[0] == 0x9b:
+		n = 1
+	case len(b) >= 2 && b[0] == 0xdb && (b[1] == 0xe2 || b[1] == 0xe3):
+		n = 2
+	default:
+		return false, nil
+	}
+	f, err := g.c.GetFPU()
+	if err != nil {
+		return true, err
+	}
+	const fswES = 1 << 7
+	switch {
+	case n == 1:
+		if f.FSW&fswES != 0 && sregs.CR0&(1<<5) != 0 { // CR0.NE: native #MF reporting
+			return true, deliverException(g, regs, sregs, vecMF, regs.RIP, nil)
+		}
+	case b[1] == 0xe2:
+		f.FSW &^= 0x80ff | 0x8000
+		if err := g.c.SetFPU(f); err != nil {
+			return true, err
+		}
+	default:
+		f.FCW, f.FSW, f.FTWX, f.LastOpcode, f.LastIP, f.LastDP = 0x37f, 0, 0, 0, 0, 0
+		if err := g.c.SetFPU(f); err != nil {
+			return true, err
+		}
+	}
+	regs.RIP += n
+	return true, g.c.SetRegs(*regs)
 }
 
 // msrKernelGSBase is IA32_KERNEL_GS_BASE, the value SWAPGS exchanges with
@@ -171,6 +215,10 @@ func emulateFailure(c *kvm.VCPU, mem []byte, ie *kvm.InternalErrorExit, st *Emul
 			st.Group7++
 			return err
 		}
+	}
+	if ok, err := emulateX87(g, insn, &regs, &sregs); ok {
+		st.X87++
+		return err
 	}
 	if ok, err := emulateBitCount(g, insn, &regs, &sregs); ok {
 		st.BitCounts++

@@ -88,6 +88,11 @@ func TestGuestExceptionDelivery(t *testing.T) {
 		0x0f, 0x01, 0xf8, // swapgs
 		0x65, 0x8b, 0x04, 0x25, 0x00, 0x00, 0x00, 0x00, // mov eax, gs:[0]
 		0xe7, 0x1a, // out 0x1a, eax  (reads through the swapped-in GS base)
+		0xdb, 0xe3, // fninit
+		0x9b,             // fwait
+		0xd9, 0x3c, 0x24, // fnstcw [rsp]
+		0x0f, 0xb7, 0x04, 0x24, // movzx eax, word [rsp]
+		0xe7, 0x1b, // out 0x1b, eax  (0x37f after fninit)
 		0xf4, // hlt
 	})
 	le.PutUint32(mem[0x1900:], 0xc0ffee)
@@ -113,7 +118,7 @@ func TestGuestExceptionDelivery(t *testing.T) {
 	if err := c.SetSregs(s); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SetRegs(kvm.Regs{RIP: 0x1000, RSP: 0x8000, RFLAGS: 2}); err != nil {
+	if err := c.SetRegs(kvm.Regs{RIP: 0x1000, RSP: 0x7ff0, RFLAGS: 2}); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.SetMSRs(kvm.MSREntry{Index: msrKernelGSBase, Data: 0x1900}); err != nil {
@@ -162,7 +167,7 @@ func TestGuestExceptionDelivery(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []out{{0x12, 0x1001}, {0x13, 0x13}, {0x14, 0x1005}, {0x15, 0x15}, {0x16, 32}, {0x17, 3},
-		{0x18, 0x40002}, {0x19, 0x2}, {0x1a, 0xc0ffee}}
+		{0x18, 0x40002}, {0x19, 0x2}, {0x1a, 0xc0ffee}, {0x1b, 0x37f}}
 	if len(outs) != len(want) {
 		t.Fatalf("port writes %x, want %x", outs, want)
 	}
@@ -172,8 +177,8 @@ func TestGuestExceptionDelivery(t *testing.T) {
 		}
 	}
 	regs, _ := c.GetRegs()
-	if regs.RSP != 0x8000 {
-		t.Errorf("RSP after the handlers returned = %#x, want 0x8000", regs.RSP)
+	if regs.RSP != 0x7ff0 {
+		t.Errorf("RSP after the handlers returned = %#x, want 0x7ff0", regs.RSP)
 	}
 	t.Logf("hardware virtualization: %v; exceptions the VMM delivered itself: %+v", kvm.HostHasHardwareVirt(), st)
 }
