@@ -20,6 +20,17 @@
 // is github.com/google/go-containerregistry; layers are decompressed with
 // github.com/klauspost/compress (gzip, zstd).
 //
+// Build runs a Dockerfile (parsed by image/dockerfile) against a tar context
+// (identity, gzip, bzip2, xz, zstd). Supported instructions: FROM (incl. scratch and
+// ARG substitution), RUN (shell and exec forms, executed by the daemon-supplied
+// RunFunc), COPY and ADD (local files, globs, directories, --chown=uid:gid; ADD
+// auto-extracts local tar archives), ENV and LABEL (both forms), WORKDIR, CMD,
+// ENTRYPOINT, EXPOSE, USER, ARG (defaults, build args, ${VAR} substitution), VOLUME,
+// STOPSIGNAL. Every step is cached in the buildcache bucket, keyed by the parent image,
+// the instruction after substitution and, for COPY/ADD, the files' content and metadata.
+// Not supported: multi-stage COPY --from, ADD of URLs, .dockerignore, HEALTHCHECK,
+// ONBUILD, SHELL.
+//
 // Errors wrap ErrNotFound, ErrConflict or ErrInvalid so callers can map them to HTTP
 // 404, 409 and 400.
 package image

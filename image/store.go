@@ -99,17 +99,19 @@ func Open(root string) (*Store, error) {
 			return nil, fmt.Errorf("image store: %w", err)
 		}
 	}
-	// Anything left in tmp/ is from an interrupted operation and was never visible.
-	os.RemoveAll(filepath.Join(root, "tmp"))
-	if err := os.MkdirAll(filepath.Join(root, "tmp"), 0o700); err != nil {
-		return nil, fmt.Errorf("image store: %w", err)
-	}
 	if err := os.WriteFile(filepath.Join(root, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o600); err != nil {
 		return nil, fmt.Errorf("image store: %w", err)
 	}
 	db, err := bolt.Open(filepath.Join(root, "images.db"), 0o600, &bolt.Options{Timeout: 5 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("image store: open %s: %w", filepath.Join(root, "images.db"), err)
+	}
+	// The database lock is ours: anything left in tmp/ is from an interrupted
+	// operation and was never visible.
+	os.RemoveAll(filepath.Join(root, "tmp"))
+	if err := os.MkdirAll(filepath.Join(root, "tmp"), 0o700); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("image store: %w", err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bImages, bRefs, bLayers, bCache} {
