@@ -38,6 +38,10 @@ func RunInit() error {
 		sendShim(shimFD, shimMsg{Op: "error", Err: err.Error()})
 		return err
 	}
+	if err := dropBoundingCaps(); err != nil {
+		sendShim(shimFD, shimMsg{Op: "error", Err: err.Error()})
+		return err
+	}
 	s := &shim{r: newReaper(), ids: map[int]string{}, pids: map[string]int{}}
 	if err := sendShim(shimFD, shimMsg{Op: "ready"}); err != nil {
 		return err
@@ -285,4 +289,34 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	n, err := l.f.Read(p)
 	l.n -= int64(n)
 	return n, err
+}
+
+// keptCaps is Docker's default capability set without CAP_MKNOD (there is
+// no device cgroup here to stop a container from opening a host disk it
+// created a node for).
+var keptCaps = map[int]bool{
+	unix.CAP_CHOWN: true, unix.CAP_DAC_OVERRIDE: true, unix.CAP_FSETID: true, unix.CAP_FOWNER: true,
+	unix.CAP_NET_RAW: true, unix.CAP_SETGID: true, unix.CAP_SETUID: true, unix.CAP_SETFCAP: true,
+	unix.CAP_SETPCAP: true, unix.CAP_NET_BIND_SERVICE: true, unix.CAP_SYS_CHROOT: true,
+	unix.CAP_KILL: true, unix.CAP_AUDIT_WRITE: true,
+}
+
+// dropBoundingCaps limits what container processes can ever gain; the
+// shim itself keeps its effective set (it sets uids, signals processes).
+func dropBoundingCaps() error {
+	last := 40
+	if b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n > 0 && n < 64 {
+			last = n
+		}
+	}
+	for c := 0; c <= last; c++ {
+		if keptCaps[c] {
+			continue
+		}
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && err != unix.EINVAL {
+			return fmt.Errorf("drop capability %d: %w", c, err)
+		}
+	}
+	return nil
 }

@@ -182,6 +182,7 @@ func TestRun(t *testing.T) {
 		{"user by name", []string{"id", "-u"}, "nobody", "65534\n", "", 0},
 		{"uid:gid", []string{"sh", "-c", "id -u; id -g"}, "123:456", "123\n456\n", "", 0},
 		{"agent socket not inherited", []string{"sh", "-c", "readlink /proc/$$/fd/3 2>/dev/null || echo none"}, "", "none\n", "", 0},
+		{"no mount or mknod for container root", []string{"sh", "-c", "mount -t tmpfs t /tmp 2>/dev/null && echo mounted; mknod /tmp/sda b 8 0 2>/dev/null && echo mknod; echo done"}, "", "done\n", "", 0},
 		{"missing binary", []string{"/nonexistent"}, "", "", "", -1},
 	}
 	for i, tt := range tests {
