@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -81,7 +82,7 @@ func (s *Store) Pull(ctx context.Context, ref string, auth *AuthConfig, progress
 	if err != nil {
 		return Image{}, err
 	}
-	opts := remoteOpts(ctx, auth)
+	opts := remoteOpts(ctx, s.authFor(r.Context().RegistryStr(), auth))
 	emit(Progress{Status: "Pulling from " + familiar(repoName(r.Context())), ID: r.Identifier()})
 	desc, err := remote.Get(r, opts...)
 	if err != nil {
@@ -378,7 +379,7 @@ func (s *Store) Push(ctx context.Context, ref, remoteName string, auth *AuthConf
 			}
 		}
 	}()
-	opts := append(remoteOpts(ctx, auth), remote.WithProgress(updates))
+	opts := append(remoteOpts(ctx, s.authFor(dst.Context().RegistryStr(), auth)), remote.WithProgress(updates))
 	err = remote.Write(dst, img, opts...)
 	<-done
 	if err != nil {
@@ -394,16 +395,57 @@ func (s *Store) Push(ctx context.Context, ref, remoteName string, auth *AuthConf
 	return err
 }
 
-// CheckAuth verifies credentials against a registry's /v2/ endpoint (POST /auth). The
-// registry is a.ServerAddress (Docker Hub when empty).
-func CheckAuth(ctx context.Context, a AuthConfig, insecure []string) (string, error) {
-	server := strings.TrimSpace(a.ServerAddress)
+func (a *AuthConfig) empty() bool {
+	return a == nil || (a.Username == "" && a.Password == "" && a.Auth == "" && a.IdentityToken == "" && a.RegistryToken == "")
+}
+
+// registryKey normalises a registry address: "https://index.docker.io/v1/",
+// "docker.io" and "" are Docker Hub; scheme and /v1, /v2 suffixes are dropped.
+func registryKey(server string) string {
+	server = strings.TrimSpace(server)
 	server = strings.TrimPrefix(strings.TrimPrefix(server, "https://"), "http://")
 	server = strings.TrimSuffix(strings.TrimSuffix(server, "/"), "/v1")
 	server = strings.TrimSuffix(strings.TrimSuffix(server, "/"), "/v2")
+	server = strings.TrimSuffix(server, "/")
 	if server == "" || server == "index.docker.io" || server == "docker.io" || server == "registry-1.docker.io" {
-		server = name.DefaultRegistry
+		return name.DefaultRegistry
 	}
+	return server
+}
+
+// SaveAuth remembers credentials for a.ServerAddress (POST /auth after CheckAuth
+// succeeded); Pull and Push use them when called without credentials.
+func (s *Store) SaveAuth(a AuthConfig) error {
+	key := registryKey(a.ServerAddress)
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bAuth).Put([]byte(key), b) })
+}
+
+// authFor returns a when it carries credentials, else those saved for registry.
+func (s *Store) authFor(registry string, a *AuthConfig) *AuthConfig {
+	if !a.empty() {
+		return a
+	}
+	var saved *AuthConfig
+	s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bAuth).Get([]byte(registryKey(registry))); v != nil {
+			var c AuthConfig
+			if json.Unmarshal(v, &c) == nil {
+				saved = &c
+			}
+		}
+		return nil
+	})
+	return saved
+}
+
+// CheckAuth verifies credentials against a registry's /v2/ endpoint (POST /auth). The
+// registry is a.ServerAddress (Docker Hub when empty).
+func CheckAuth(ctx context.Context, a AuthConfig, insecure []string) (string, error) {
+	server := registryKey(a.ServerAddress)
 	var nopts []name.Option
 	if insecureHost(server, insecure) {
 		nopts = append(nopts, name.Insecure)
@@ -434,5 +476,3 @@ func CheckAuth(ctx context.Context, a AuthConfig, insecure []string) (string, er
 	}
 	return "", fmt.Errorf("login to %s: registry answered %s", server, resp.Status)
 }
-
-var _ = json.Marshal

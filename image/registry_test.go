@@ -131,6 +131,14 @@ func TestRegistryAuth(t *testing.T) {
 	if ents, _ := os.ReadDir(filepath.Join(s2.Root(), "blobs", "sha256")); len(ents) != 0 {
 		t.Errorf("failed pulls left %d blobs", len(ents))
 	}
+	// Saved credentials (POST /auth) are used when a pull carries none.
+	s3 := openStore(t)
+	if err := s3.SaveAuth(AuthConfig{Username: "alice", Password: "s3cret", ServerAddress: "http://" + reg + "/v2/"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s3.Pull(ctx, remote, nil, nil); err != nil {
+		t.Errorf("pull with saved credentials: %v", err)
+	}
 	// The base64 "auth" field works as in Docker's AuthConfig.
 	im, err := s2.Pull(ctx, remote, &AuthConfig{Auth: "YWxpY2U6czNjcmV0"}, nil)
 	if err != nil {

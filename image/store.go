@@ -76,6 +76,7 @@ var (
 	bRefs   = []byte("refs")
 	bLayers = []byte("layers")
 	bCache  = []byte("buildcache")
+	bAuth   = []byte("auth")
 )
 
 // Store is a content-addressed image store. It is safe for concurrent use.
@@ -114,7 +115,7 @@ func Open(root string) (*Store, error) {
 		return nil, fmt.Errorf("image store: %w", err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bImages, bRefs, bLayers, bCache} {
+		for _, b := range [][]byte{bImages, bRefs, bLayers, bCache, bAuth} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
