@@ -756,3 +756,42 @@ func TestAttachBeforeStart(t *testing.T) {
 		t.Errorf("logs follow after exit: %v, want EOF", err)
 	}
 }
+
+// TestExecSignalAndAttachers: signals reach an exec; several attachers
+// each get the whole output.
+func TestExecSignalAndAttachers(t *testing.T) {
+	p := newPod(t)
+	p.run("c", sandbox.Process{Args: []string{"sleep", "1000"}})
+	if err := p.a.Exec(ctx(t), "c", "sl", sandbox.Process{Args: []string{"sh", "-c", "echo up; exec sleep 1000"}}); err != nil {
+		t.Fatal(err)
+	}
+	var outs [3]sandbox.Stdio
+	for i := range outs {
+		s, err := p.a.Attach(ctx(t), "c", "sl", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs[i] = s
+	}
+	if got := readUntil(outs[0].Stdout, "\n"); got != "up\n" {
+		t.Fatalf("exec output %q", got)
+	}
+	if err := p.a.Signal(ctx(t), "c", "sl", 15); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.wait("c", "sl"); st.Code != 143 || st.Signal != 15 {
+		t.Errorf("exec after SIGTERM: %+v", st)
+	}
+	for i := 1; i < len(outs); i++ {
+		if got := readAll(t, outs[i].Stdout); got != "up\n" {
+			t.Errorf("attacher %d got %q", i, got)
+		}
+	}
+	// the container itself is unaffected
+	if err := p.a.Exec(ctx(t), "c", "true", sandbox.Process{Args: []string{"true"}}); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.wait("c", "true"); st.Code != 0 {
+		t.Errorf("exec true: %+v", st)
+	}
+}
