@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // lockKey serialises the building of one cached artefact (rootfs dir, disk image).
@@ -222,6 +224,9 @@ func ApplyLayer(dir string, r io.Reader) error {
 		if err := root.Lchown(name, hdr.Uid, hdr.Gid); err != nil {
 			return err
 		}
+		if err := setXattrs(dir, name, hdr); err != nil {
+			return err
+		}
 		if hdr.Typeflag != tar.TypeSymlink {
 			if err := root.Chmod(name, mode); err != nil {
 				return err
@@ -351,4 +356,21 @@ func resolveIn(root *os.Root, p string) (string, error) {
 		return ".", nil
 	}
 	return cur, nil
+}
+
+// setXattrs restores extended attributes (file capabilities...) recorded as PAX
+// SCHILY.xattr.* records. name has no symlink components but its last one (Lsetxattr
+// does not follow it). Attributes the filesystem refuses (ENOTSUP) are skipped.
+func setXattrs(dir, name string, hdr *tar.Header) error {
+	for k, v := range hdr.PAXRecords {
+		attr, ok := strings.CutPrefix(k, "SCHILY.xattr.")
+		if !ok {
+			continue
+		}
+		err := unix.Lsetxattr(filepath.Join(dir, name), attr, []byte(v), 0)
+		if err != nil && !errors.Is(err, unix.ENOTSUP) && !errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("%s: setting xattr %s: %w", hdr.Name, attr, err)
+		}
+	}
+	return nil
 }

@@ -11,8 +11,11 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/iotest"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestLoadListGet(t *testing.T) {
@@ -360,5 +363,31 @@ func TestDiskImage(t *testing.T) {
 	p2, _, err := s.DiskImage(context.Background(), "busybox")
 	if err != nil || p2 != p {
 		t.Errorf("not cached: %s %v", p2, err)
+	}
+}
+
+func TestApplyLayerXattrsAndOwners(t *testing.T) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "ping", Typeflag: tar.TypeReg, Mode: 0o4755, Size: 1, Uid: 12, Gid: 34,
+		PAXRecords: map[string]string{"SCHILY.xattr.trusted.hyperd": "yes"}})
+	tw.Write([]byte("x"))
+	tw.Close()
+	dir := t.TempDir()
+	if err := ApplyLayer(dir, &buf); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(filepath.Join(dir, "ping"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if st.Uid != 12 || st.Gid != 34 || fi.Mode()&os.ModeSetuid == 0 || fi.Mode().Perm() != 0o755 {
+		t.Errorf("owner %d:%d mode %v", st.Uid, st.Gid, fi.Mode())
+	}
+	v := make([]byte, 8)
+	n, err := unix.Lgetxattr(filepath.Join(dir, "ping"), "trusted.hyperd", v)
+	if err != nil || string(v[:n]) != "yes" {
+		t.Errorf("xattr = %q, %v", v[:n], err)
 	}
 }
