@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hyperhq/hyperd-go/sandbox"
+	"golang.org/x/sys/unix"
 )
 
 var agentBin string
@@ -103,6 +104,11 @@ type pod struct {
 
 func newPod(t testing.TB) *pod {
 	t.Helper()
+	return newPodWith(t, New(agentBin))
+}
+
+func newPodWith(t testing.TB, d *Driver) *pod {
+	t.Helper()
 	requireRoot(t)
 	state, err := os.MkdirTemp("", "hyp")
 	if err != nil {
@@ -110,7 +116,7 @@ func newPod(t testing.TB) *pod {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	sb, err := New(agentBin).Create(ctx, sandbox.Config{ID: filepath.Base(state), Hostname: "podhost", DNS: []string{"10.0.0.1"}, StateDir: state})
+	sb, err := d.Create(ctx, sandbox.Config{ID: filepath.Base(state), Hostname: "podhost", DNS: []string{"10.0.0.1"}, StateDir: state})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -793,5 +799,50 @@ func TestExecSignalAndAttachers(t *testing.T) {
 	}
 	if st := p.wait("c", "true"); st.Code != 0 {
 		t.Errorf("exec true: %+v", st)
+	}
+}
+
+// TestCgroupStats places containers in cgroup v2. This host may mount
+// cgroup2 only at /sys/fs/cgroup/unified (hybrid): cpu.stat is there even
+// without controllers; memory/pids need the controllers and are only
+// checked when the hierarchy offers them.
+func TestCgroupStats(t *testing.T) {
+	parent := ""
+	for _, base := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+		var st unix.Statfs_t
+		if unix.Statfs(base, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+			parent = filepath.Join(base, "hyperd-test")
+			break
+		}
+	}
+	if parent == "" {
+		t.Fatal("no cgroup2 hierarchy mounted at /sys/fs/cgroup or /sys/fs/cgroup/unified")
+	}
+	t.Cleanup(func() { os.Remove(parent) })
+	p := newPodWith(t, &Driver{AgentPath: agentBin, CgroupParent: parent})
+	p.run("busy", sandbox.Process{Args: []string{"sh", "-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"}})
+	if st := p.wait("busy", ""); st.Code != 0 {
+		t.Fatalf("exit %d", st.Code)
+	}
+	cg := filepath.Join(parent, p.sb.ID(), "busy")
+	if _, err := os.Stat(filepath.Join(cg, "cpu.stat")); err != nil {
+		t.Fatalf("container cgroup %s: %v", cg, err)
+	}
+	st, err := p.a.Stats(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Containers) != 1 || st.Containers[0].CPUUsageNS < 10_000_000 || st.Containers[0].CPUUserNS == 0 {
+		t.Errorf("stats after a busy loop: %+v", st.Containers)
+	}
+	ctrls, _ := os.ReadFile(filepath.Join(parent, "cgroup.controllers"))
+	if strings.Contains(string(ctrls), "memory") && st.Containers[0].MemoryUsage == 0 {
+		t.Errorf("memory controller present but no memory usage: %+v", st.Containers[0])
+	}
+	if err := p.sb.Stop(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(parent, p.sb.ID())); !os.IsNotExist(err) {
+		t.Errorf("pod cgroup left after Stop: %v", err)
 	}
 }
