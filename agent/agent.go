@@ -149,7 +149,7 @@ func (s *Server) control(c net.Conn) {
 			wmu.Unlock()
 			continue
 		}
-		go func() {
+		handle := func() {
 			res, perr := s.dispatch(req)
 			resp := protocol.Response{ID: req.ID, Error: perr}
 			if perr == nil && res != nil {
@@ -166,7 +166,14 @@ func (s *Server) control(c net.Conn) {
 			if req.Op == protocol.OpShutdown && perr == nil {
 				s.finish()
 			}
-		}()
+		}
+		// cheap, non-blocking ops are answered inline; the rest (wait
+		// blocks, add mounts) concurrently
+		if req.Op == protocol.OpPing || req.Op == protocol.OpVersion {
+			handle()
+		} else {
+			go handle()
+		}
 	}
 }
 
@@ -359,6 +366,22 @@ func (s *Server) stats() protocol.PodStats {
 		cst := protocol.ContainerStats{ID: c.id}
 		if c.cgroup != "" {
 			readCgroupStats(c.cgroup, &cst)
+		} else {
+			c.mu.Lock()
+			pid, end := c.shimPid, c.shimEnd
+			c.mu.Unlock()
+			alive := end != nil
+			if alive {
+				select {
+				case <-end: // exited: its pid may belong to someone else now
+					alive = false
+				default:
+				}
+			}
+			if !alive {
+				pid = 0
+			}
+			readProcTreeStats("/proc", pid, &cst)
 		}
 		st.Containers = append(st.Containers, cst)
 	}

@@ -101,6 +101,7 @@ func readKV(p string) map[string]uint64 {
 }
 
 func readCgroupStats(dir string, st *protocol.ContainerStats) {
+	st.Source = StatsCgroup
 	cpu := readKV(filepath.Join(dir, "cpu.stat"))
 	st.CPUUsageNS = cpu["usage_usec"] * 1000
 	st.CPUUserNS = cpu["user_usec"] * 1000

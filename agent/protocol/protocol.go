@@ -221,7 +221,7 @@ type PodStats struct {
 	MemTotal   uint64           `json:"mem_total"`
 }
 
-// ContainerStats from cgroup v2.
+// ContainerStats from cgroup v2 (or /proc, see Source).
 type ContainerStats struct {
 	ID          string `json:"id"`
 	CPUUsageNS  uint64 `json:"cpu_usage_ns"`
@@ -231,6 +231,10 @@ type ContainerStats struct {
 	MemoryLimit uint64 `json:"memory_limit"`
 	WorkingSet  uint64 `json:"working_set"`
 	Pids        uint64 `json:"pids"`
+	// Source says where the figures come from: "cgroup" (cgroup v2),
+	// "proc" (summed over the container's processes in /proc because no
+	// writable cgroup2 was available: no limit, RSS as memory).
+	Source string `json:"source,omitempty"`
 }
 
 // ReadFrame reads one length-prefixed frame. It never allocates more than
