@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -97,6 +98,9 @@ func (s *Store) Build(ctx context.Context, buildContext io.Reader, opts BuildOpt
 	}
 	ins, err := dockerfile.Parse(bytes.NewReader(df))
 	if err != nil {
+		return Image{}, fmt.Errorf("build: %v: %w", err, ErrInvalid)
+	}
+	if err := applyDockerignore(root); err != nil {
 		return Image{}, fmt.Errorf("build: %v: %w", err, ErrInvalid)
 	}
 	b := &builder{s: s, ctx: ctx, opts: opts, run: run, out: out, root: root, ctxDir: ctxDir, tmp: dir,
@@ -481,6 +485,9 @@ func (b *builder) copyStep(in dockerfile.Instruction) error {
 			return fmt.Errorf("%s from a URL is not supported (only local files): %w", in.Cmd, ErrInvalid)
 		}
 		pattern := path.Clean("/" + src)[1:]
+		if pattern == "" {
+			pattern = "."
+		}
 		matches, err := fs.Glob(b.root.FS(), pattern)
 		if err != nil {
 			return fmt.Errorf("bad pattern %q: %w", src, ErrInvalid)
@@ -501,6 +508,12 @@ func (b *builder) copyStep(in dockerfile.Instruction) error {
 						return err
 					}
 					rel := strings.TrimPrefix(strings.TrimPrefix(p, m), "/")
+					if m == "." {
+						rel = p
+						if p == "." {
+							rel = ""
+						}
+					}
 					if rel == "" {
 						return add(&tar.Header{Name: dest + "/", Typeflag: tar.TypeDir, Mode: 0o755}, nil)
 					}
@@ -645,6 +658,48 @@ func (c *cmdReader) Close() error {
 	io.Copy(io.Discard, c.ReadCloser)
 	if err := c.cmd.Wait(); err != nil {
 		return fmt.Errorf("xz: %v: %s", err, strings.TrimSpace(c.stderr.String()))
+	}
+	return nil
+}
+
+// applyDockerignore removes what .dockerignore excludes from the extracted context
+// so COPY/ADD cannot see it (the Dockerfile was read before).
+func applyDockerignore(root *os.Root) error {
+	b, err := root.ReadFile(".dockerignore")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	ig, err := dockerfile.ParseIgnore(bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	keepDirs := ig.HasExceptions()
+	var remove []string
+	err = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == "." {
+			return err
+		}
+		if ig.Excluded(p) {
+			if d.IsDir() && keepDirs {
+				return nil // an exception may re-include something below
+			}
+			remove = append(remove, p)
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, p := range remove {
+		if err := root.RemoveAll(p); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -232,6 +232,22 @@ func TestBuildErrors(t *testing.T) {
 			}
 		})
 	}
+	// .dockerignore hides files from COPY.
+	ignored := tarOf(t, []entry{{name: "Dockerfile", body: "FROM busybox\nCOPY . /ctx/\n"}, {name: ".dockerignore", body: "*.secret\nbig/\n"},
+		{name: "a.secret", body: "s"}, {name: "ok.txt", body: "ok"}, {name: "big/", typ: tar.TypeDir}, {name: "big/f", body: "f"}})
+	im, err := s.Build(context.Background(), bytes.NewReader(ignored), BuildOptions{}, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.RootfsDir(context.Background(), im.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]bool{"ctx/ok.txt": true, "ctx/Dockerfile": true, "ctx/a.secret": false, "ctx/big": false} {
+		if _, err := os.Lstat(filepath.Join(d, p)); (err == nil) != want {
+			t.Errorf("%s present=%v, want %v", p, err == nil, want)
+		}
+	}
 	// No Dockerfile at the given path.
 	if _, err := s.Build(context.Background(), bytes.NewReader(buildContext(t, "FROM busybox\n")), BuildOptions{Dockerfile: "other/Dockerfile"}, nil, io.Discard); !errors.Is(err, ErrInvalid) {
 		t.Errorf("missing Dockerfile: %v", err)

@@ -28,7 +28,8 @@
 // ENTRYPOINT, EXPOSE, USER, ARG (defaults, build args, ${VAR} substitution), VOLUME,
 // STOPSIGNAL. Every step is cached in the buildcache bucket, keyed by the parent image,
 // the instruction after substitution and, for COPY/ADD, the files' content and metadata.
-// Not supported: multi-stage COPY --from, ADD of URLs, .dockerignore, HEALTHCHECK,
+// .dockerignore is honoured (globs, **, ! exceptions).
+// Not supported: multi-stage COPY --from, ADD of URLs, HEALTHCHECK,
 // ONBUILD, SHELL.
 //
 // Errors wrap ErrNotFound, ErrConflict or ErrInvalid so callers can map them to HTTP

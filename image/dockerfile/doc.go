@@ -4,5 +4,6 @@
 // STOPSIGNAL, plus word splitting with quotes and ${VAR} substitution
 // ($VAR, ${VAR}, ${VAR:-default}, ${VAR:+alternative}).
 //
-// It only parses; image/ executes the instructions.
+// ParseIgnore reads .dockerignore files. It only parses; image/ executes the
+// instructions.
 package dockerfile
