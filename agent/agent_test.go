@@ -3,6 +3,7 @@ package agent
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -202,8 +203,53 @@ func TestReadCgroupStats(t *testing.T) {
 	}
 	var st protocol.ContainerStats
 	readCgroupStats(dir, &st)
-	want := protocol.ContainerStats{CPUUsageNS: 1500000, CPUUserNS: 1000000, CPUSystemNS: 500000, MemoryUsage: 8192, WorkingSet: 7168, Pids: 3}
+	want := protocol.ContainerStats{CPUUsageNS: 1500000, CPUUserNS: 1000000, CPUSystemNS: 500000, MemoryUsage: 8192, WorkingSet: 7168, Pids: 3, Source: StatsCgroup}
 	if st != want {
 		t.Errorf("got %+v, want %+v", st, want)
+	}
+}
+
+func TestReadProcTreeStats(t *testing.T) {
+	stat := func(pid, ppid int, comm string, utime, stime, rss int) string {
+		return fmt.Sprintf("%d (%s) S %d 1 1 0 -1 4194560 100 0 0 0 %d %d 0 0 20 0 1 0 100 1000000 %d 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n", pid, comm, ppid, utime, stime, rss)
+	}
+	page := uint64(os.Getpagesize())
+	for _, tc := range []struct {
+		name      string
+		procs     map[string]string // dir name -> stat content
+		root      int
+		pids      uint64
+		user, sys uint64
+		mem       uint64
+	}{
+		{"tree", map[string]string{
+			"10":   stat(10, 1, "hyper-agent", 1, 2, 10),
+			"11":   stat(11, 10, "sh", 3, 4, 20),
+			"12":   stat(12, 11, "a) (b", 5, 0, 30), // parentheses in the name
+			"13":   stat(13, 1, "other", 100, 100, 100),
+			"self": stat(13, 1, "other", 100, 100, 100), // non-numeric: ignored
+		}, 10, 3, 9, 6, 60},
+		{"gone", map[string]string{"10": stat(10, 1, "x", 1, 1, 1)}, 20, 0, 0, 0, 0},
+		{"no root", map[string]string{"10": stat(10, 1, "x", 1, 1, 1)}, 0, 0, 0, 0, 0},
+		{"garbage", map[string]string{"10": "10 (x S", "11": "junk", "12": stat(12, 10, "y", 1, 1, 1)}, 10, 0, 0, 0, 0},
+		{"cycle", map[string]string{"10": stat(10, 11, "x", 1, 0, 1), "11": stat(11, 10, "y", 1, 0, 1)}, 10, 2, 2, 0, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for n, c := range tc.procs {
+				os.MkdirAll(filepath.Join(dir, n), 0o755)
+				if err := os.WriteFile(filepath.Join(dir, n, "stat"), []byte(c), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var st protocol.ContainerStats
+			readProcTreeStats(dir, tc.root, &st)
+			tick := uint64(1e9 / clockTicks)
+			want := protocol.ContainerStats{Source: StatsProc, Pids: tc.pids, CPUUserNS: tc.user * tick, CPUSystemNS: tc.sys * tick,
+				CPUUsageNS: (tc.user + tc.sys) * tick, MemoryUsage: tc.mem * page, WorkingSet: tc.mem * page}
+			if st != want {
+				t.Errorf("got %+v\nwant %+v", st, want)
+			}
+		})
 	}
 }

@@ -253,7 +253,7 @@ func TestSignals(t *testing.T) {
 func TestExecAndLogs(t *testing.T) {
 	p := newPod(t)
 	p.run("c", sandbox.Process{Args: []string{"sh", "-c", "echo started; echo warn >&2; exec sleep 1000"}})
-	if err := p.a.Exec(ctx(t), "c", "e1", sandbox.Process{Args: []string{"sh", "-c", "ps -o comm | grep -c sleep; exit 7"}}); err != nil {
+	if err := p.a.Exec(ctx(t), "c", "e1", sandbox.Process{Args: []string{"sh", "-c", "for i in $(seq 50); do ps -o comm | grep -q sleep && break; sleep 0.1; done; ps -o comm | grep -c sleep; exit 7"}}); err != nil {
 		t.Fatal(err)
 	}
 	sio, err := p.a.Attach(ctx(t), "c", "e1", false)
@@ -844,5 +844,69 @@ func TestCgroupStats(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(parent, p.sb.ID())); !os.IsNotExist(err) {
 		t.Errorf("pod cgroup left after Stop: %v", err)
+	}
+}
+
+// TestStatsSources checks per-container figures from cgroup v2 where the
+// host has it, and from /proc when the cgroup parent is not on cgroup2.
+func TestStatsSources(t *testing.T) {
+	hostSource := "proc"
+	var st unix.Statfs_t
+	if unix.Statfs("/sys/fs/cgroup", &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+		hostSource = "cgroup"
+	}
+	for _, tc := range []struct {
+		name   string
+		driver func(t *testing.T) *Driver
+		want   string
+	}{
+		{"default", func(*testing.T) *Driver { return New(agentBin) }, hostSource},
+		{"no-cgroup2", func(t *testing.T) *Driver {
+			return &Driver{AgentPath: agentBin, CgroupParent: t.TempDir()}
+		}, "proc"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPodWith(t, tc.driver(t))
+			// burn some CPU, then say so and sleep: shim + sleep are the processes
+			p.run("busy", sandbox.Process{Args: []string{"sh", "-c",
+				"i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; echo ready; exec sleep 1000"}})
+			sio, err := p.a.Attach(ctx(t), "busy", "", false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sio.Stdout.Close()
+			buf := make([]byte, 6)
+			if _, err := io.ReadFull(sio.Stdout, buf); err != nil || string(buf) != "ready\n" {
+				t.Fatalf("waiting for ready: %q %v", buf, err)
+			}
+			ps, err := p.a.Stats(ctx(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ps.Containers) != 1 {
+				t.Fatalf("stats %+v", ps)
+			}
+			c := ps.Containers[0]
+			if c.ID != "busy" || c.Source != tc.want {
+				t.Errorf("container %q source %q, want busy from %q", c.ID, c.Source, tc.want)
+			}
+			if c.Pids < 2 || c.MemoryUsage == 0 || c.WorkingSet == 0 || c.WorkingSet > c.MemoryUsage {
+				t.Errorf("pids %d memory %d working set %d (want ≥2 pids: shim and sleep; memory > 0)", c.Pids, c.MemoryUsage, c.WorkingSet)
+			}
+			if c.CPUUsageNS == 0 || c.CPUUserNS+c.CPUSystemNS > c.CPUUsageNS+uint64(10*time.Millisecond) {
+				t.Errorf("cpu usage %d user %d system %d after a busy loop", c.CPUUsageNS, c.CPUUserNS, c.CPUSystemNS)
+			}
+			if err := p.a.Signal(ctx(t), "busy", "", int(unix.SIGKILL)); err != nil {
+				t.Fatal(err)
+			}
+			p.wait("busy", "")
+			ps, err = p.a.Stats(ctx(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ps.Containers) != 1 || ps.Containers[0].Pids != 0 {
+				t.Errorf("after exit: %+v", ps.Containers)
+			}
+		})
 	}
 }
