@@ -204,4 +204,8 @@ type ContainerStats struct {
 	MemoryLimit uint64
 	WorkingSet  uint64
 	Pids        uint64
+	// Source is where the agent read the figures: "cgroup" (cgroup v2) or
+	// "proc" (summed over the container's processes; no cgroup2 available,
+	// so no limit and RSS as memory).
+	Source string
 }
