@@ -242,3 +242,44 @@ func skopeoConfigDigest(t *testing.T, skopeo string, args ...string) string {
 	}
 	return m.Config.Digest
 }
+
+// FROM an image that is not local pulls it (and pull=true pulls again).
+func TestBuildPullsFrom(t *testing.T) {
+	reg := startRegistry(t, "", "")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s := openStore(t)
+	id := loadBusybox(t, s, "busybox")
+	if err := s.Push(ctx, "busybox", reg+"/base/bb:1", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openStore(t)
+	df := tarOf(t, []entry{{name: "Dockerfile", body: "FROM " + reg + "/base/bb:1\nCMD [\"sh\"]\n"}})
+	var pulls int
+	var out strings.Builder
+	im, err := s2.Build(ctx, strings.NewReader(string(df)), BuildOptions{Tags: []string{"child"}, Progress: func(p Progress) {
+		if strings.HasPrefix(p.Status, "Status: ") {
+			pulls++
+		}
+	}}, nil, &out)
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, out.String())
+	}
+	if im.Parent != id || pulls != 1 || strings.Join(im.Config.Cmd, " ") != "sh" {
+		t.Errorf("parent %s (want %s), pulls %d, cmd %v", im.Parent, id, pulls, im.Config.Cmd)
+	}
+	if _, err := s2.Build(ctx, strings.NewReader(string(df)), BuildOptions{Progress: func(p Progress) {
+		if strings.HasPrefix(p.Status, "Status: ") {
+			pulls++
+		}
+	}}, nil, nil); err != nil || pulls != 1 {
+		t.Errorf("second build pulled again (%d) or failed: %v", pulls, err)
+	}
+	if _, err := s2.Build(ctx, strings.NewReader(string(df)), BuildOptions{Pull: true, Progress: func(p Progress) {
+		if strings.HasPrefix(p.Status, "Status: Image is up to date") {
+			pulls++
+		}
+	}}, nil, nil); err != nil || pulls != 2 {
+		t.Errorf("pull=true did not pull (%d): %v", pulls, err)
+	}
+}
