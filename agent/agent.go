@@ -34,7 +34,14 @@ type UnixTransport struct{ Path string }
 // Listen implements Transport.
 func (u UnixTransport) Listen() (net.Listener, error) {
 	os.Remove(u.Path)
-	return net.Listen("unix", u.Path)
+	ln, err := net.Listen("unix", u.Path)
+	if err != nil {
+		return nil, err
+	}
+	// the path may belong to a successor by the time we close: the caller
+	// removes it only if it is still ours
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	return ln, nil
 }
 
 // Config of an agent.
@@ -104,6 +111,12 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		go s.handleConn(c)
 	}
+}
+
+// Shutdown removes every container and stops Serve, as OpShutdown does.
+func (s *Server) Shutdown() {
+	s.dispatch(protocol.Request{Op: protocol.OpShutdown})
+	s.finish()
 }
 
 // Done is closed when the agent was shut down.

@@ -6,6 +6,7 @@ import (
 	"log"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/hyperhq/hyperd-go/agent"
 )
@@ -50,10 +51,15 @@ func main() {
 	if err != nil {
 		log.Fatalf("hyper-agent: %v", err)
 	}
+	mine, _ := os.Stat(*sock)
+	go watchSocket(s, *sock)
 	if err := s.Serve(ln); err != nil {
 		log.Fatalf("hyper-agent: %v", err)
 	}
-	os.Remove(*sock)
+	// remove the socket only if it is still ours, not a successor's
+	if now, err := os.Stat(*sock); err == nil && mine != nil && os.SameFile(mine, now) {
+		os.Remove(*sock)
+	}
 }
 
 func vmMain() {
@@ -89,4 +95,27 @@ func hasFlag(args []string, name string) bool {
 		}
 	}
 	return false
+}
+
+// watchSocket shuts the agent down once its socket is gone or replaced
+// (the pod's state dir was deleted): nobody can reach it any more, and its
+// containers would otherwise run on unmanaged.
+func watchSocket(s *agent.Server, path string) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return
+	}
+	for {
+		select {
+		case <-s.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+		now, err := os.Stat(path)
+		if err != nil || !os.SameFile(st, now) {
+			log.Printf("hyper-agent: socket %s is gone: shutting down", path)
+			s.Shutdown()
+			return
+		}
+	}
 }

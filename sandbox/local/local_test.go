@@ -910,3 +910,18 @@ func TestStatsSources(t *testing.T) {
 		})
 	}
 }
+
+// TestOrphanAgentExits: an agent whose socket was deleted (the pod's state
+// dir is gone) cannot be reached again and shuts itself down.
+func TestOrphanAgentExits(t *testing.T) {
+	p := newPod(t)
+	p.run("c", sandbox.Process{Args: []string{"sleep", "1000"}})
+	if err := os.Remove(p.sb.Handle().Data["socket"]); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.sb.Done():
+	case <-time.After(15 * time.Second):
+		t.Fatal("agent still running 15s after its socket was removed")
+	}
+}
