@@ -381,7 +381,14 @@ func (b *builder) commit(key string, layer func() (io.ReadCloser, error), edit f
 	if err != nil {
 		return err
 	}
-	if err := b.s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bCache).Put([]byte(key), []byte(im.ID)) }); err != nil {
+	// A nocache build does not displace a valid cache entry.
+	err = b.s.db.Update(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bCache).Get([]byte(key)); v != nil && tx.Bucket(bImages).Get(v) != nil {
+			return nil
+		}
+		return tx.Bucket(bCache).Put([]byte(key), []byte(im.ID))
+	})
+	if err != nil {
 		return err
 	}
 	b.img, err = b.s.getRec(im.ID)

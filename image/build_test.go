@@ -203,6 +203,18 @@ func TestBuild(t *testing.T) {
 	if err != nil || im4.ID == im.ID {
 		t.Errorf("nocache build: %s %v", im4.ID, err)
 	}
+	// Removing the image (and its now childless intermediates) drops their cache entries.
+	if _, err := s.Remove(im4.ID, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.db.View(func(tx *boltTx) error {
+		return tx.Bucket(bCache).ForEach(func(k, v []byte) error {
+			if tx.Bucket(bImages).Get(v) == nil {
+				t.Errorf("cache entry %x -> deleted image %s", k, v)
+			}
+			return nil
+		})
+	})
 	// A changed COPY source invalidates its step.
 	changed := buildContext(t, strings.Replace(testDockerfile, "greet.txt ./", "greet.txt ./g2", 1))
 	out.Reset()

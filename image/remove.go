@@ -158,6 +158,18 @@ func (s *Store) GC() error {
 		for _, k := range dead {
 			lb.Delete(k)
 		}
+		// Build cache entries of deleted images.
+		cb, ib := tx.Bucket(bCache), tx.Bucket(bImages)
+		var stale [][]byte
+		cb.ForEach(func(k, v []byte) error {
+			if ib.Get(v) == nil {
+				stale = append(stale, append([]byte(nil), k...))
+			}
+			return nil
+		})
+		for _, k := range stale {
+			cb.Delete(k)
+		}
 		return nil
 	})
 	if err != nil {
