@@ -466,6 +466,14 @@ func (b *builder) copyStep(in dockerfile.Instruction) error {
 		dest = path.Join(workdir, dest)
 	}
 	dest = path.Clean(dest)
+	if !destDir && b.img != nil {
+		// "COPY file /etc" puts the file inside an existing directory, as Docker does.
+		isDir, err := b.isDirInImage(dest)
+		if err != nil {
+			return err
+		}
+		destDir = isDir
+	}
 	f, err := os.CreateTemp(b.tmp, "layer-")
 	if err != nil {
 		return err
@@ -709,4 +717,24 @@ func applyDockerignore(root *os.Root) error {
 		}
 	}
 	return nil
+}
+
+// isDirInImage reports whether p is a directory (following symlinks inside the
+// image) in the current image's root filesystem.
+func (b *builder) isDirInImage(p string) (bool, error) {
+	rootfs, err := b.s.RootfsDir(b.ctx, b.img.ID)
+	if err != nil {
+		return false, err
+	}
+	r, err := os.OpenRoot(rootfs)
+	if err != nil {
+		return false, err
+	}
+	defer r.Close()
+	rp, err := resolveIn(r, p)
+	if err != nil {
+		return false, nil
+	}
+	fi, err := r.Lstat(rp)
+	return err == nil && fi.IsDir(), nil
 }

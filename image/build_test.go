@@ -260,6 +260,18 @@ func TestBuildErrors(t *testing.T) {
 			t.Errorf("%s present=%v, want %v", p, err == nil, want)
 		}
 	}
+	// COPY of a file to an existing directory without a trailing slash goes inside it.
+	into := tarOf(t, []entry{{name: "Dockerfile", body: "FROM busybox\nCOPY f /etc\nCOPY f /newname\n"}, {name: "f", body: "F"}})
+	im, err = s.Build(context.Background(), bytes.NewReader(into), BuildOptions{}, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ = s.RootfsDir(context.Background(), im.ID)
+	for p, want := range map[string]string{"etc/f": "F", "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n", "newname": "F"} {
+		if b, err := os.ReadFile(filepath.Join(d, p)); string(b) != want {
+			t.Errorf("%s = %q, %v; want %q", p, b, err, want)
+		}
+	}
 	// No Dockerfile at the given path.
 	if _, err := s.Build(context.Background(), bytes.NewReader(buildContext(t, "FROM busybox\n")), BuildOptions{Dockerfile: "other/Dockerfile"}, nil, io.Discard); !errors.Is(err, ErrInvalid) {
 		t.Errorf("missing Dockerfile: %v", err)
