@@ -67,12 +67,12 @@ func extractPlain(dir string, r io.Reader) error {
 				return fmt.Errorf("reading archive: %v: %w", err, ErrInvalid)
 			}
 		case tar.TypeSymlink:
-			// docker save (< 25) links identical layers; resolve within the archive.
-			target := path.Join(path.Dir(name), hdr.Linkname)
+			// docker save (< 25) links identical layers ("../<id>/layer.tar"); reads
+			// through os.Root keep them inside the archive.
 			if d := path.Dir(name); d != "." {
 				root.MkdirAll(d, 0o700)
 			}
-			if err := root.Symlink(target, name); err != nil {
+			if err := root.Symlink(hdr.Linkname, name); err != nil {
 				return err
 			}
 		}

@@ -391,3 +391,32 @@ func TestApplyLayerXattrsAndOwners(t *testing.T) {
 		t.Errorf("xattr = %q, %v", v[:n], err)
 	}
 }
+
+// Old `docker save` archives link identical layers with relative symlinks.
+func TestLoadSymlinkedLayer(t *testing.T) {
+	l := tarOf(t, []entry{{name: "same", body: "s"}})
+	cfg := `{"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":["` + digestOf(l) + `","` + digestOf(l) + `"]}}`
+	ar := tarOf(t, []entry{
+		{name: "a/", typ: tar.TypeDir}, {name: "a/layer.tar", body: string(l)},
+		{name: "b/", typ: tar.TypeDir}, {name: "b/layer.tar", typ: tar.TypeSymlink, link: "../a/layer.tar"},
+		{name: "c.json", body: cfg},
+		{name: "manifest.json", body: `[{"Config":"c.json","RepoTags":["twice:1"],"Layers":["a/layer.tar","b/layer.tar"]}]`},
+	})
+	s := openStore(t)
+	if _, err := s.Load(context.Background(), bytes.NewReader(ar)); err != nil {
+		t.Fatal(err)
+	}
+	im, err := s.Get("twice:1")
+	if err != nil || im.ID != digestOf([]byte(cfg)) {
+		t.Fatalf("%s %v", im.ID, err)
+	}
+	// A symlink pointing out of the archive is refused.
+	bad := tarOf(t, []entry{
+		{name: "b/", typ: tar.TypeDir}, {name: "b/layer.tar", typ: tar.TypeSymlink, link: "../../../../etc/passwd"},
+		{name: "c.json", body: cfg},
+		{name: "manifest.json", body: `[{"Config":"c.json","RepoTags":["bad:1"],"Layers":["b/layer.tar","b/layer.tar"]}]`},
+	})
+	if _, err := s.Load(context.Background(), bytes.NewReader(bad)); !errors.Is(err, ErrInvalid) {
+		t.Errorf("escaping symlink: %v", err)
+	}
+}
