@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -21,12 +22,13 @@ func main() {
 	// PID 1 without --socket is the VM's init (the kernel may pass stray
 	// command-line words as arguments); local mode is PID 1 of its pid
 	// namespace too, but always has --socket.
-	if os.Getpid() == 1 && !hasFlag(os.Args[1:], "socket") {
+	if os.Getpid() == 1 && !hasFlag(os.Args[1:], "socket") && !hasFlag(os.Args[1:], "serial") {
 		vmMain()
 		return
 	}
 	fs := flag.NewFlagSet("hyper-agent", flag.ExitOnError)
 	sock := fs.String("socket", "", "unix socket to listen on (local mode)")
+	serial := fs.String("serial", "", "serial port / char device to serve on, connections multiplexed (instead of --socket)")
 	state := fs.String("state-dir", "", "directory for container scratch and logs")
 	cg := fs.String("cgroup-root", "", "cgroup v2 directory for containers (\"\" = none)")
 	vm := fs.Bool("vm", false, "run as PID 1 of a VM (vsock)")
@@ -35,8 +37,8 @@ func main() {
 		vmMain()
 		return
 	}
-	if *sock == "" || *state == "" {
-		log.Fatal("hyper-agent: --socket and --state-dir are required in local mode")
+	if (*sock == "") == (*serial == "") || *state == "" {
+		log.Fatal("hyper-agent: --state-dir and one of --socket or --serial are required in local mode")
 	}
 	if os.Getpid() == 1 {
 		if err := agent.PrepareLocal(); err != nil {
@@ -47,17 +49,24 @@ func main() {
 	if err != nil {
 		log.Fatalf("hyper-agent: %v", err)
 	}
-	ln, err := agent.UnixTransport{Path: *sock}.Listen()
+	var tr agent.Transport = agent.UnixTransport{Path: *sock}
+	if *serial != "" {
+		tr = agent.SerialTransport{Path: *serial}
+	}
+	ln, err := tr.Listen()
 	if err != nil {
 		log.Fatalf("hyper-agent: %v", err)
 	}
-	mine, _ := os.Stat(*sock)
-	go watchSocket(s, *sock)
+	var mine os.FileInfo
+	if *sock != "" {
+		mine, _ = os.Stat(*sock)
+		go watchSocket(s, *sock)
+	}
 	if err := s.Serve(ln); err != nil {
 		log.Fatalf("hyper-agent: %v", err)
 	}
 	// remove the socket only if it is still ours, not a successor's
-	if now, err := os.Stat(*sock); err == nil && mine != nil && os.SameFile(mine, now) {
+	if now, err := os.Stat(*sock); *sock != "" && err == nil && mine != nil && os.SameFile(mine, now) {
 		os.Remove(*sock)
 	}
 }
@@ -73,13 +82,23 @@ func vmMain() {
 		l.Printf("%v", err)
 		agent.PowerOff()
 	}
-	ln, err := agent.VsockTransport{Port: 1024}.Listen()
+	// hyper_agent_serial=/dev/hvc1 on the kernel command line (the kernel
+	// hands unknown key=value words to init as environment) serves on that
+	// serial port / virtio-console instead of vsock (test harness, no vsock).
+	var ln net.Listener
+	if dev := os.Getenv("hyper_agent_serial"); dev != "" {
+		ln, err = agent.SerialTransport{Path: dev}.Listen()
+	} else {
+		ln, err = agent.VsockTransport{Port: 1024}.Listen()
+	}
 	if err != nil {
-		l.Printf("vsock listen: %v", err)
+		l.Printf("listen: %v", err)
 		agent.PowerOff()
 	}
-	if err := agent.NotifyReady(1025); err != nil {
-		l.Printf("ready signal: %v", err)
+	if os.Getenv("hyper_agent_serial") == "" {
+		if err := agent.NotifyReady(1025); err != nil {
+			l.Printf("ready signal: %v", err)
+		}
 	}
 	if err := s.Serve(ln); err != nil {
 		l.Printf("serve: %v", err)
