@@ -456,6 +456,11 @@ func CheckAuth(ctx context.Context, a AuthConfig, insecure []string) (string, er
 	}
 	rt, err := transport.NewWithContext(ctx, reg, a.authenticator(), http.DefaultTransport, nil)
 	if err != nil {
+		// Token registries check the credentials while fetching the token.
+		var te *transport.Error
+		if errors.As(err, &te) && (te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden) {
+			return "", fmt.Errorf("login to %s: unauthorized: incorrect username or password: %v", server, err)
+		}
 		return "", fmt.Errorf("login to %s: %w", server, err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, reg.Scheme()+"://"+reg.RegistryStr()+"/v2/", nil)
