@@ -41,6 +41,8 @@ func bootMilestones(cpus int, hw bool) []milestone {
 		m("FPU", `x86/fpu: `),
 		m("alternatives", `(Freeing SMP alternatives memory|smpboot: CPU0: )`),
 		m("SMP up", up),
+		m("devtmpfs", `devtmpfs: initialized`),
+		m("subsystems", `(acpiphp: ACPI Hot Plug PCI Controller Driver|PCI: Using configuration type)`),
 		m("initramfs", `(Unpacking initramfs|Freeing initrd memory|Trying to unpack rootfs)`),
 		m("run /init", `Run /init as init process`),
 		m("init marker", `HYPERD-BOOT: init started`),
