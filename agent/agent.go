@@ -438,7 +438,11 @@ func (s *Server) stream(c net.Conn, h protocol.Hello) {
 			t.Close()
 			return
 		}
-		splice(c, t)
+		if h.Network == "udp" {
+			spliceUDP(c, t) // datagram boundaries kept (PROTOCOL.md)
+		} else {
+			splice(c, t)
+		}
 		return
 	}
 	ctr, perr := s.get(h.Container)

@@ -352,6 +352,9 @@ func (c *Client) Stats(ctx context.Context) (sandbox.PodStats, error) {
 // Dial implements sandbox.Agent.
 func (c *Client) Dial(ctx context.Context, network string, port int) (net.Conn, error) {
 	conn, _, err := open(ctx, c.dial, protocol.Hello{Kind: protocol.KindDial, Network: network, Port: port})
+	if err == nil && network == "udp" {
+		return &datagramConn{Conn: conn}, nil // one Write/Read = one datagram
+	}
 	return conn, err
 }
 
