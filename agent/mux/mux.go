@@ -31,7 +31,13 @@ const (
 	typeWindow byte = 3 // receiver grants length more bytes
 	typeFin    byte = 4 // sender will write no more (half-close)
 	typeRst    byte = 5 // stream closed both ways
+	typeReady  byte = 6 // server is up: stream 0, length readyMagic
 )
+
+// readyMagic is the length field of the server's READY frame ("hype"). The
+// client discards whatever precedes the READY frame (boot messages on a
+// shared port, line noise before the agent set raw mode).
+const readyMagic = 0x68797065
 
 // ErrClosed is returned by operations on a closed session or stream.
 var ErrClosed = errors.New("mux: closed")
@@ -51,6 +57,7 @@ type Session struct {
 	err     error
 	closed  chan struct{}
 	accept  chan *Stream
+	ready   chan struct{} // client: the server's READY frame arrived
 }
 
 // Client starts the opening end of a session on rw.
@@ -61,10 +68,18 @@ func Server(rw io.ReadWriteCloser) *Session { return newSession(rw, true) }
 
 func newSession(rw io.ReadWriteCloser, server bool) *Session {
 	s := &Session{rw: rw, server: server, streams: map[uint32]*Stream{}, nextID: 1,
-		closed: make(chan struct{}), accept: make(chan *Stream, 64)}
+		closed: make(chan struct{}), accept: make(chan *Stream, 64), ready: make(chan struct{})}
+	if server {
+		close(s.ready)
+		go s.write(0, typeReady, readyMagic, nil)
+	}
 	go s.readLoop()
 	return s
 }
+
+// Ready is closed once the client end saw the server's READY frame (at
+// once on the server end); Open waits for it.
+func (s *Session) Ready() <-chan struct{} { return s.ready }
 
 // Done is closed when the session ended; Err then says why.
 func (s *Session) Done() <-chan struct{} { return s.closed }
@@ -120,6 +135,11 @@ func (s *Session) Open() (net.Conn, error) {
 	if s.server {
 		return nil, errors.New("mux: Open on the server end")
 	}
+	select {
+	case <-s.ready:
+	case <-s.closed:
+		return nil, s.Err()
+	}
 	s.mu.Lock()
 	if s.err != nil {
 		err := s.err
@@ -163,7 +183,42 @@ func (s *Session) write(id uint32, typ byte, n uint32, data []byte) error {
 	return err
 }
 
+// syncReady discards input up to and including the server's READY frame.
+func (s *Session) syncReady() error {
+	var want [headerLen]byte
+	want[4] = typeReady
+	binary.BigEndian.PutUint32(want[5:], readyMagic)
+	var b [1]byte
+	matched := 0
+	for matched < headerLen {
+		if _, err := io.ReadFull(s.rw, b[:]); err != nil {
+			return fmt.Errorf("mux: waiting for the server: %w", err)
+		}
+		switch {
+		case b[0] == want[matched]:
+			matched++
+		case b[0] == want[0]: // a zero may start the marker afresh
+			if matched > 4 {
+				matched = 1
+			} else {
+				// inside the leading zeros: stay (the marker starts with four)
+				matched = min(matched, 4)
+			}
+		default:
+			matched = 0
+		}
+	}
+	close(s.ready)
+	return nil
+}
+
 func (s *Session) readLoop() {
+	if !s.server {
+		if err := s.syncReady(); err != nil {
+			s.fail(err)
+			return
+		}
+	}
 	var h [headerLen]byte
 	buf := make([]byte, MaxData)
 	for {
@@ -184,6 +239,9 @@ func (s *Session) readLoop() {
 // frame handles one frame; an error is a protocol violation ending the
 // session. The peer is untrusted: lengths are checked before reading.
 func (s *Session) frame(id uint32, typ byte, n uint32, buf []byte) error {
+	if typ == typeReady {
+		return errors.New("mux: unexpected ready frame")
+	}
 	if typ != typeData && typ != typeWindow && n != 0 {
 		return fmt.Errorf("mux: frame type %d with length %d", typ, n)
 	}

@@ -202,7 +202,10 @@ func TestProtocolViolations(t *testing.T) {
 		want   string
 	}{
 		{"huge data", true, append(frame(1, typeOpen, 0, nil), frame(1, typeData, 1<<31, nil)...), "data frame of"},
-		{"open on client", false, frame(2, typeOpen, 0, nil), "unexpected open"},
+		{"open on client", false, append(frame(0, typeReady, readyMagic, nil), frame(2, typeOpen, 0, nil)...), "unexpected open"},
+		{"ready twice", false, append(frame(0, typeReady, readyMagic, nil), frame(0, typeReady, readyMagic, nil)...), "unexpected ready"},
+		{"ready to server", true, frame(0, typeReady, readyMagic, nil), "unexpected ready"},
+		{"no ready", false, []byte("kernel panic"), "waiting for the server"},
 		{"open twice", true, append(frame(1, typeOpen, 0, nil), frame(1, typeOpen, 0, nil)...), "unexpected open"},
 		{"open id 0", true, frame(0, typeOpen, 0, nil), "unexpected open"},
 		{"fin with length", true, append(frame(1, typeOpen, 0, nil), frame(1, typeFin, 5, nil)...), "with length"},
@@ -268,3 +271,37 @@ type nopCloser struct {
 }
 
 func (nopCloser) Close() error { return nil }
+
+// The client skips whatever precedes the server's READY frame, including
+// near-misses of the marker.
+func TestSyncSkipsNoise(t *testing.T) {
+	ready := frame(0, typeReady, readyMagic, nil)
+	for _, noise := range [][]byte{
+		nil,
+		[]byte("[    0.000000] Linux version 6.x\r\n"),
+		{0, 0, 0, 0, 0, 0, 0, 6, 'h', 'y', 0, 0, 0, 0, 6, 'h'},
+		ready[:8],
+		bytes.Repeat([]byte{0}, 100),
+	} {
+		a, b := net.Pipe()
+		c := Client(a)
+		srvSide := make(chan *Session, 1)
+		go func() {
+			b.Write(noise)
+			srvSide <- Server(b) // writes READY, then serves
+		}()
+		s := <-srvSide
+		go echo(s)
+		conn, err := c.Open()
+		if err != nil {
+			t.Fatalf("noise %q: %v", noise, err)
+		}
+		conn.Write([]byte("ok"))
+		conn.(*Stream).CloseWrite()
+		if got, err := io.ReadAll(conn); err != nil || string(got) != "ok" {
+			t.Errorf("noise %q: echo %q %v", noise, got, err)
+		}
+		c.Close()
+		s.Close()
+	}
+}
