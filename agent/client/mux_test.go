@@ -22,37 +22,9 @@ import (
 // with the line discipline on, frames would be mangled) and the client
 // over MuxDialer on the other end.
 func TestSerialTransport(t *testing.T) {
-	ptm, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatalf("open /dev/ptmx: %v", err)
-	}
-	if err := unix.IoctlSetPointerInt(int(ptm.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(ptm.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := agent.SerialTransport{Path: filepath.Join("/dev/pts", itoa(n))}.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := agent.NewServer(agent.Config{StateDir: t.TempDir(), Self: "/nonexistent", Log: log.New(io.Discard, "", 0)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	sess := mux.Client(ptm)
-	defer sess.Close()
-	defer ln.Close()
-
+	c := serialAgent(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := New(ctx, MuxDialer(sess))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	v, err := c.Version(ctx)
 	if err != nil || v == "" {
 		t.Fatalf("version %q %v", v, err)
@@ -81,6 +53,54 @@ func itoa(n int) string {
 		n /= 10
 		if n == 0 {
 			return string(b)
+		}
+	}
+}
+
+// serialAgent runs the real agent server on agent.SerialTransport over the
+// slave of a pty (a tty like a serial port, so raw mode matters: with the
+// line discipline on, frames would be mangled) and returns a client on the
+// master through MuxDialer.
+func serialAgent(t testing.TB) *Client {
+	t.Helper()
+	ptm, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("open /dev/ptmx: %v", err)
+	}
+	if err := unix.IoctlSetPointerInt(int(ptm.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(ptm.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := agent.SerialTransport{Path: filepath.Join("/dev/pts", itoa(n))}.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := agent.NewServer(agent.Config{StateDir: t.TempDir(), Self: "/nonexistent", Log: log.New(io.Discard, "", 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	sess := mux.Client(ptm)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := New(ctx, MuxDialer(sess))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); sess.Close(); ln.Close() })
+	return c
+}
+
+// BenchmarkPingSerial: a no-op round trip over the multiplexed tty.
+func BenchmarkPingSerial(b *testing.B) {
+	c := serialAgent(b)
+	ctx := context.Background()
+	for b.Loop() {
+		if _, err := c.Ping(ctx); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
