@@ -3,6 +3,7 @@
 // process in fresh namespaces, reached over a unix socket) and "kvm" (the
 // agent as PID 1 of a VM booted by our VMM, reached over virtio-vsock).
 //
-// It owns only interfaces and plain data types; drivers live in
+// It owns only interfaces, plain data types and ProcStat (the /proc
+// reader both drivers use for host figures); drivers live in
 // sandbox/local and sandbox/kvmdrv, the agent client in agent/client.
 package sandbox

@@ -349,15 +349,9 @@ func (s *vmSandbox) Stop(ctx context.Context) error {
 // HostStats reads the VM process's RSS and CPU time from /proc.
 func (s *vmSandbox) HostStats() (sandbox.HostStats, error) {
 	var st sandbox.HostStats
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.pid))
+	f, err := sandbox.ProcStat(s.pid)
 	if err != nil {
 		return st, fmt.Errorf("kvm driver: VM process %d: %w", s.pid, err)
-	}
-	// Fields after the parenthesised comm: state is field 3; utime 14, stime 15, rss 24.
-	i := strings.LastIndexByte(string(b), ')')
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 22 {
-		return st, fmt.Errorf("kvm driver: short /proc/%d/stat", s.pid)
 	}
 	utime, _ := strconv.ParseUint(f[11], 10, 64)
 	stime, _ := strconv.ParseUint(f[12], 10, 64)

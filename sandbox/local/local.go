@@ -302,7 +302,7 @@ func (s *localSandbox) Stop(ctx context.Context) error {
 // HostStats implements sandbox.Sandbox: the agent process (with its reaped
 // children's CPU) from /proc.
 func (s *localSandbox) HostStats() (sandbox.HostStats, error) {
-	f, err := procStat(s.pid)
+	f, err := sandbox.ProcStat(s.pid)
 	if err != nil {
 		return sandbox.HostStats{}, err
 	}
@@ -312,26 +312,8 @@ func (s *localSandbox) HostStats() (sandbox.HostStats, error) {
 	return sandbox.HostStats{RSSBytes: num(21) * uint64(os.Getpagesize()), CPUSeconds: cpu}, nil
 }
 
-// procStat returns the fields of /proc/pid/stat after the command name,
-// indexed from 0 = state (field 3).
-func procStat(pid int) ([]string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return nil, err
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return nil, errors.New("bad /proc stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 22 {
-		return nil, errors.New("short /proc stat")
-	}
-	return f, nil
-}
-
 func procStart(pid int) (uint64, error) {
-	f, err := procStat(pid)
+	f, err := sandbox.ProcStat(pid)
 	if err != nil {
 		return 0, err
 	}
