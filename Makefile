@@ -23,8 +23,12 @@ fmt:
 # The whole test suite (what .ci/run calls). Needs root and /dev/kvm.
 # Packages run one at a time (-p 1): the guest boot tests emulate ring-0
 # code on software-nested KVM and must not share the two cores.
+# It ends by printing which end-to-end suites ran (local driver; kvm
+# driver with booted guests, or only its boot-failure path without vmx/svm).
 test: fmt vet build kernel
-	CGO_ENABLED=1 $(GO) test -race -count=1 -p 1 -timeout 28m ./...
+	@rm -f build/e2e-report.txt
+	CGO_ENABLED=1 HYPERD_E2E_REPORT=$(CURDIR)/build/e2e-report.txt $(GO) test -race -count=1 -p 1 -timeout 28m ./...; \
+	rc=$$?; cat build/e2e-report.txt 2>/dev/null || echo "=== e2e sandbox drivers: the e2e package did not run"; exit $$rc
 
 # Benchmarks report ratios against a peer measured in the same run. The
 # boot benchmark runs once (a software-nested boot takes minutes).

@@ -39,13 +39,20 @@ func report(driver, result string) {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	fmt.Println("=== e2e sandbox drivers:")
+	var sum strings.Builder
+	sum.WriteString("=== e2e sandbox drivers:\n")
 	for _, d := range []string{"local", "kvm"} {
 		r, ok := ran[d]
 		if !ok {
 			r = "not run (test not selected)"
 		}
-		fmt.Printf("===   %-5s %s\n", d, r)
+		fmt.Fprintf(&sum, "===   %-5s %s\n", d, r)
+	}
+	fmt.Print(sum.String())
+	// go test shows a passing package's output only with -v: make test
+	// prints this file after the run so it always says which suite ran.
+	if p := os.Getenv("HYPERD_E2E_REPORT"); p != "" {
+		os.WriteFile(p, []byte(sum.String()), 0o644)
 	}
 	os.Exit(code)
 }
@@ -91,14 +98,16 @@ type daemon struct {
 	c      *client.Client
 }
 
-func startDaemon(t *testing.T, bin, root, sock, driver string) *daemon {
+// startDaemon starts hyperd; extra are more flags (e.g. --kernel).
+func startDaemon(t *testing.T, bin, root, sock, driver string, extra ...string) *daemon {
 	t.Helper()
 	d := &daemon{t: t, bin: bin, sock: sock, root: root, driver: driver, logf: filepath.Join(filepath.Dir(root), "hyperd.log")}
 	lf, err := os.OpenFile(d.logf, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.cmd = exec.Command(filepath.Join(bin, "hyperd"), "--host", "unix://"+sock, "--data-root", root, "--driver", driver, "--log-level", "debug", "--stop-timeout", "2")
+	args := append([]string{"--host", "unix://" + sock, "--data-root", root, "--driver", driver, "--log-level", "debug", "--stop-timeout", "2"}, extra...)
+	d.cmd = exec.Command(filepath.Join(bin, "hyperd"), args...)
 	d.cmd.Stdout, d.cmd.Stderr = lf, lf
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := d.cmd.Start(); err != nil {
@@ -266,19 +275,9 @@ func TestE2ELocal(t *testing.T) {
 	report("local", "FAILED")
 	requireHost(t)
 	runE2E(t, "local")
-	report("local", "ran, passed")
-}
-
-func TestE2EKVM(t *testing.T) {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	if !strings.Contains(string(b), " vmx") && !strings.Contains(string(b), " svm") {
-		report("kvm", "not run: no vmx/svm in /proc/cpuinfo (software-nested KVM), a guest cannot boot here")
-		t.Skip("kvm e2e not run: no hardware virtualization (vmx/svm) on this host")
+	if !t.Failed() {
+		report("local", "ran, passed")
 	}
-	report("kvm", "FAILED")
-	requireHost(t)
-	runE2E(t, "kvm")
-	report("kvm", "ran, passed")
 }
 
 func runE2E(t *testing.T, driver string) {
@@ -286,7 +285,7 @@ func runE2E(t *testing.T, driver string) {
 	tmp := t.TempDir()
 	sock := filepath.Join(tmp, "hyper.sock")
 	root := filepath.Join(tmp, "root")
-	d := startDaemon(t, bin, root, sock, driver)
+	d := startDaemon(t, bin, root, sock, driver, driverFlags(t, driver)...)
 	defer func() { d.signal(syscall.SIGTERM) }()
 	t.Logf("hyperd --driver %s on %s", driver, sock)
 	c := d.c

@@ -780,6 +780,14 @@ func (d *Daemon) startPodLocked(ctx context.Context, p *podState) error {
 		}
 		files[f.Name] = b
 	}
+	cfg.Started = func(h sandbox.Handle) {
+		// persisted while still Pending: a daemon killed during the boot
+		// finds this sandbox on restart and releases it (restorePod)
+		d.mu.Lock()
+		p.rec.Handle = &h
+		d.savePod(p)
+		d.mu.Unlock()
+	}
 	sb, err := d.drv.Create(ctx, cfg)
 	if err != nil {
 		return fail(fmt.Errorf("create %s sandbox: %w", d.drv.Name(), err))

@@ -19,7 +19,10 @@ type Driver interface {
 	// the tail of its console log).
 	Create(ctx context.Context, cfg Config) (Sandbox, error)
 	// Reattach reconnects to a sandbox that a previous daemon process created,
-	// from the Handle it persisted. It fails if the sandbox is gone.
+	// from the Handle it persisted. It fails if the sandbox is gone, and when
+	// the sandbox's process is still there but its agent cannot be reached
+	// (or never answered: a handle from Config.Started) it kills that process
+	// and releases its resources before failing: nothing is left behind.
 	Reattach(ctx context.Context, h Handle) (Sandbox, error)
 }
 
@@ -33,6 +36,11 @@ type Config struct {
 	DNSSearch []string
 	StateDir  string // per-sandbox directory the driver may use (sockets, logs, disks)
 	Disks     []Disk // block devices / directories known at creation time
+	// Started, if set, is called by Create as soon as the sandbox's process
+	// exists, before Create waits for the agent, with a Handle the daemon
+	// persists: a daemon killed during a slow boot then finds the process
+	// on restart (Reattach) and releases it instead of leaking it.
+	Started func(Handle)
 }
 
 // Disk is a host file or directory given to the sandbox. For the local driver

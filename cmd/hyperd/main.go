@@ -46,6 +46,7 @@ type Options struct {
 	LogFormat         string   `json:"log-format"`
 	InsecureRegistry  []string `json:"insecure-registries"`
 	StopTimeoutSecond int      `json:"stop-timeout"`
+	BootTimeoutSecond int      `json:"boot-timeout"`
 }
 
 type listFlag []string
@@ -64,11 +65,11 @@ func main() {
 
 func parseOptions(args []string) (Options, error) {
 	o := Options{Host: "unix:///var/run/hyper.sock", DataRoot: "/var/lib/hyper", Driver: "auto", VCPU: 1, Memory: 128,
-		LogLevel: "info", LogFormat: "text", StopTimeoutSecond: 10}
+		LogLevel: "info", LogFormat: "text", StopTimeoutSecond: 10, BootTimeoutSecond: 30}
 	fs := flag.NewFlagSet("hyperd", flag.ContinueOnError)
 	var cfgPath string
 	var insecure listFlag
-	fs.StringVar(&cfgPath, "config", "", "JSON config file (keys: host, data-root, driver, kernel, initrd, vcpu, memory, log-level, log-format, insecure-registries, stop-timeout); flags override it")
+	fs.StringVar(&cfgPath, "config", "", "JSON config file (keys: host, data-root, driver, kernel, initrd, vcpu, memory, log-level, log-format, insecure-registries, stop-timeout, boot-timeout); flags override it")
 	host := fs.String("host", o.Host, "where to serve the API: unix:///path or tcp://addr:port")
 	fs.StringVar(host, "H", o.Host, "shorthand for --host")
 	dataRoot := fs.String("data-root", o.DataRoot, "state directory (bbolt state, logs, images)")
@@ -80,6 +81,7 @@ func parseOptions(args []string) (Options, error) {
 	logLevel := fs.String("log-level", o.LogLevel, "debug, info, warn or error")
 	logFormat := fs.String("log-format", o.LogFormat, "text or json")
 	stopTimeout := fs.Int("stop-timeout", o.StopTimeoutSecond, "seconds between the stop signal and SIGKILL")
+	bootTimeout := fs.Int("boot-timeout", o.BootTimeoutSecond, "kvm: seconds a pod's VM has to boot and its agent to answer before the pod fails (with the console tail)")
 	fs.Var(&insecure, "insecure-registry", "registry HOST:PORT reached over plain HTTP (repeatable)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -123,6 +125,8 @@ func parseOptions(args []string) (Options, error) {
 			o.LogFormat = *logFormat
 		case "stop-timeout":
 			o.StopTimeoutSecond = *stopTimeout
+		case "boot-timeout":
+			o.BootTimeoutSecond = *bootTimeout
 		case "insecure-registry":
 			o.InsecureRegistry = append(o.InsecureRegistry, insecure...)
 		}
@@ -131,6 +135,9 @@ func parseOptions(args []string) (Options, error) {
 	case "auto", "kvm", "local":
 	default:
 		return o, fmt.Errorf("--driver %q: want auto, kvm or local", o.Driver)
+	}
+	if o.BootTimeoutSecond < 1 {
+		return o, fmt.Errorf("--boot-timeout must be >= 1 second")
 	}
 	if o.VCPU < 1 || o.Memory < 16 {
 		return o, fmt.Errorf("--vcpu must be >= 1 and --memory >= 16 MiB")

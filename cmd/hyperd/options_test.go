@@ -29,6 +29,8 @@ func TestParseOptions(t *testing.T) {
 		}},
 		{name: "bad driver", args: []string{"--driver", "qemu"}, wantErr: true},
 		{name: "bad memory", args: []string{"--memory", "1"}, wantErr: true},
+		{name: "boot timeout", args: []string{"--boot-timeout", "90"}, want: func(o *Options) { o.BootTimeoutSecond = 90 }},
+		{name: "bad boot timeout", args: []string{"--boot-timeout", "0"}, wantErr: true},
 		{name: "stray argument", args: []string{"extra"}, wantErr: true},
 		{name: "missing config", args: []string{"--config", "/nonexistent.json"}, wantErr: true},
 	}
@@ -44,7 +46,7 @@ func TestParseOptions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := Options{Host: "unix:///var/run/hyper.sock", DataRoot: "/var/lib/hyper", Driver: "auto", VCPU: 1, Memory: 128, LogLevel: "info", LogFormat: "text", StopTimeoutSecond: 10}
+			want := Options{Host: "unix:///var/run/hyper.sock", DataRoot: "/var/lib/hyper", Driver: "auto", VCPU: 1, Memory: 128, LogLevel: "info", LogFormat: "text", StopTimeoutSecond: 10, BootTimeoutSecond: 30}
 			tc.want(&want)
 			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("got %+v\nwant %+v", got, want)

@@ -140,6 +140,9 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		err := cmd.Wait()
 		s.exited(fmt.Errorf("VM process exited: %v; console tail:\n%s", err, tail(console, 20)))
 	}()
+	if cfg.Started != nil {
+		cfg.Started(s.Handle())
+	}
 	timeout := d.BootTimeout
 	if timeout <= 0 {
 		timeout = 30 * time.Second
@@ -154,6 +157,7 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		return nil, fmt.Errorf("kvm driver: the guest agent of pod %s did not answer within %v: %v; console tail:\n%s", cfg.ID, timeout, err, tail(console, 30))
 	}
 	s.agent = agent
+	s.ready = true
 	return s, nil
 }
 
@@ -242,15 +246,46 @@ func (d *Driver) Reattach(ctx context.Context, h sandbox.Handle) (sandbox.Sandbo
 		s.disks = strings.Split(h.Data["disks"], "\n")
 	}
 	if !s.alive() {
+		os.Remove(s.uds)
 		return nil, fmt.Errorf("kvm driver: the VM process %d of %s is gone; console tail:\n%s", pid, h.ID, tail(s.console, 20))
 	}
-	go s.watch()
-	a, err := d.Connect(ctx, agentDialer(s.uds))
-	if err != nil {
-		return nil, fmt.Errorf("kvm driver: reconnecting to the agent of %s: %w", h.ID, err)
+	if h.Data["agent"] != "ready" {
+		// A handle from Config.Started: the previous daemon died while the
+		// guest was booting. Its ready signal went to that daemon's socket,
+		// so this VM can never be adopted: release it.
+		s.destroy()
+		return nil, fmt.Errorf("kvm driver: the VM of %s was still booting when the previous daemon stopped; it was killed; console tail:\n%s", h.ID, tail(s.console, 20))
 	}
-	s.agent = a
+	a, err := d.Connect(ctx, agentDialer(s.uds))
+	if err == nil {
+		if _, err = a.Ping(ctx); err != nil {
+			a.Close()
+		}
+	}
+	if err != nil {
+		s.destroy()
+		return nil, fmt.Errorf("kvm driver: reconnecting to the agent of %s failed (%w); its VM was killed; console tail:\n%s", h.ID, err, tail(s.console, 20))
+	}
+	s.agent, s.ready = a, true
+	go s.watch()
 	return s, nil
+}
+
+// destroy kills a VM process that is not our child (a previous daemon's)
+// and waits until it is gone, then removes its vsock socket.
+func (s *vmSandbox) destroy() {
+	s.kill()
+	for i := 0; i < 500 && s.alive(); i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	os.Remove(s.uds)
+	// host-side listeners for guest-initiated connections (<uds>_<port>),
+	// e.g. the ready socket of the daemon that started the VM
+	if ls, err := filepath.Glob(s.uds + "_*"); err == nil {
+		for _, l := range ls {
+			os.Remove(l)
+		}
+	}
 }
 
 type vmSandbox struct {
@@ -260,6 +295,7 @@ type vmSandbox struct {
 	console string
 	disks   []string
 	agent   sandbox.Agent
+	ready   bool // the agent answered (Handle says so: Reattach adopts only such VMs)
 
 	mu   sync.Mutex
 	err  error
@@ -270,9 +306,13 @@ type vmSandbox struct {
 func (s *vmSandbox) ID() string { return s.id }
 
 func (s *vmSandbox) Handle() sandbox.Handle {
-	return sandbox.Handle{Driver: "kvm", ID: s.id, Data: map[string]string{
+	h := sandbox.Handle{Driver: "kvm", ID: s.id, Data: map[string]string{
 		"pid": strconv.Itoa(s.pid), "vsock": s.uds, "console": s.console, "disks": strings.Join(s.disks, "\n"),
 	}}
+	if s.ready {
+		h.Data["agent"] = "ready"
+	}
+	return h
 }
 
 func (s *vmSandbox) Agent() sandbox.Agent { return s.agent }

@@ -103,6 +103,9 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		err := cmd.Wait()
 		s.setErr(fmt.Errorf("agent process exited: %v", err))
 	}()
+	if cfg.Started != nil {
+		cfg.Started(s.Handle())
+	}
 	if err := d.connect(ctx, s); err != nil {
 		s.kill()
 		<-s.done
@@ -185,7 +188,11 @@ func (d *Driver) Reattach(ctx context.Context, h sandbox.Handle) (sandbox.Sandbo
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("local driver: reconnecting to the agent of %s: %w", h.ID, err)
+		// alive but unreachable: release it rather than leak it
+		dead, cancel := context.WithCancel(context.Background())
+		cancel()
+		s.Stop(dead)
+		return nil, fmt.Errorf("local driver: reconnecting to the agent of %s failed (%w); its process was killed", h.ID, err)
 	}
 	s.agent = c
 	return s, nil
