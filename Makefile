@@ -31,10 +31,11 @@ test: fmt vet build kernel
 	rc=$$?; cat build/e2e-report.txt 2>/dev/null || echo "=== e2e sandbox drivers: the e2e package did not run"; exit $$rc
 
 # Benchmarks report ratios against a peer measured in the same run. The
-# boot benchmark runs once (a software-nested boot takes minutes).
+# boot and density benchmarks run once (a software-nested boot takes minutes;
+# density starts pods until their start time doubles).
 bench: build kernel
-	$(GO) test -run '^$$' -bench . -skip BenchmarkBoot -benchtime 3x -timeout 30m ./...
-	$(GO) test -run '^$$' -bench BenchmarkBoot -benchtime 1x -timeout 30m ./vmm
+	$(GO) test -run '^$$' -bench . -skip 'BenchmarkBoot|BenchmarkDensity' -benchtime 3x -timeout 30m ./...
+	$(GO) test -run '^$$' -bench 'BenchmarkBoot|BenchmarkDensity' -benchtime 1x -timeout 30m ./vmm ./e2e
 
 kernel:
 	KERNEL_CACHE=$(KERNEL_CACHE) scripts/make-kernel.sh build

@@ -64,7 +64,7 @@ var (
 )
 
 // binaries builds every command (hyperd, hyperctl, the agent) once.
-func binaries(t *testing.T) string {
+func binaries(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		binDir, buildErr = os.MkdirTemp("", "hyperd-e2e-bin")
@@ -88,7 +88,7 @@ func binaries(t *testing.T) string {
 }
 
 type daemon struct {
-	t      *testing.T
+	t      testing.TB
 	bin    string
 	sock   string
 	root   string
@@ -99,7 +99,7 @@ type daemon struct {
 }
 
 // startDaemon starts hyperd; extra are more flags (e.g. --kernel).
-func startDaemon(t *testing.T, bin, root, sock, driver string, extra ...string) *daemon {
+func startDaemon(t testing.TB, bin, root, sock, driver string, extra ...string) *daemon {
 	t.Helper()
 	d := &daemon{t: t, bin: bin, sock: sock, root: root, driver: driver, logf: filepath.Join(filepath.Dir(root), "hyperd.log")}
 	lf, err := os.OpenFile(d.logf, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)

@@ -30,7 +30,7 @@ func repoBuild() string {
 }
 
 // driverFlags are the extra hyperd flags a driver needs in these tests.
-func driverFlags(t *testing.T, driver string) []string {
+func driverFlags(t testing.TB, driver string) []string {
 	t.Helper()
 	if driver != "kvm" {
 		return nil
