@@ -728,8 +728,13 @@ func (d *Daemon) startPodLocked(ctx context.Context, p *podState) error {
 	d.mu.Unlock()
 
 	fail := func(err error) error {
+		reason := "StartFailed"
+		var stopped *sandbox.ExitError
+		if errors.As(err, &stopped) {
+			reason = stopped.Reason // e.g. GuestPanic: the VM stopped while booting
+		}
 		d.mu.Lock()
-		d.failPodLocked(p, "StartFailed", err.Error())
+		d.failPodLocked(p, reason, err.Error())
 		for _, c := range ctrs {
 			d.failWaiters(c, err)
 		}
@@ -1068,6 +1073,14 @@ func (d *Daemon) watchContainer(p *podState, c *ctrState, sb sandbox.Sandbox, re
 
 func (d *Daemon) containerExited(p *podState, c *ctrState, sb sandbox.Sandbox, st sandbox.ExitStatus, werr error) {
 	d.mu.Lock()
+	select {
+	case <-c.exited:
+		// already finished: the pod's sandbox died and failPodLocked
+		// recorded why; the lost Wait has nothing to add
+		d.mu.Unlock()
+		return
+	default:
+	}
 	now := time.Now()
 	if werr != nil {
 		c.rec.ExitCode, c.rec.Reason, c.rec.Message = 255, "Error", fmt.Sprintf("lost the process: %v", werr)
@@ -1327,16 +1340,32 @@ func (d *Daemon) watchSandbox(p *podState, sb sandbox.Sandbox) {
 		if p.sb != sb || p.rec.State == StateStopping || p.stopping {
 			return
 		}
-		msg := "sandbox exited"
-		if err := sb.Err(); err != nil {
+		msg, reason := "sandbox exited", "SandboxDied"
+		err := sb.Err()
+		if err != nil {
 			msg = err.Error()
 		}
-		d.log.Error("sandbox died", "pod", p.rec.ID, "err", msg)
+		var stopped *sandbox.ExitError
+		if errors.As(err, &stopped) {
+			reason = stopped.Reason
+		}
+		d.log.Error("sandbox died", "pod", p.rec.ID, "reason", reason, "err", msg)
 		if p.fwd != nil {
 			p.fwd.closeAll()
 			p.fwd = nil
 		}
-		d.failPodLocked(p, "SandboxDied", msg)
+		running := false
+		for _, cid := range p.rec.Containers {
+			if c := d.ctrs[cid]; c != nil && c.rec.Phase == PhaseRunning {
+				running = true
+			}
+		}
+		d.failPodLocked(p, reason, msg)
+		if reason == sandbox.ExitPoweroff && !running {
+			// the guest powered off after its work was done: not a failure
+			p.rec.Phase = "Succeeded"
+			d.savePod(p)
+		}
 	}()
 }
 

@@ -3,13 +3,17 @@ package pod_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/hyperhq/hyperd-go/pod"
 	"github.com/hyperhq/hyperd-go/pod/podtest"
+	"github.com/hyperhq/hyperd-go/sandbox"
 )
 
 func open(t *testing.T, root string, drv *podtest.Driver, imgRoot string) *pod.Daemon {
@@ -151,5 +155,54 @@ func TestStartFailureMarksPodFailed(t *testing.T) {
 	pi, _ := d.PodInfo(id)
 	if pi.Status.Phase != "Failed" || pi.Status.Reason != "StartFailed" {
 		t.Fatalf("%+v", pi.Status)
+	}
+}
+
+// TestSandboxStopReasons: how a pod's sandbox stopped becomes the pod's
+// phase and reason (a guest panic, a power-off, an unexplained death), at
+// start and while running.
+func TestSandboxStopReasons(t *testing.T) {
+	panicked := &sandbox.ExitError{Reason: sandbox.ExitPanic, Detail: "VM stopped: the guest kernel panicked; console tail:\nKernel panic - not syncing: x"}
+	poweroff := &sandbox.ExitError{Reason: sandbox.ExitPoweroff, Detail: "VM stopped: the guest powered off"}
+	for _, tc := range []struct {
+		name        string
+		atStart     bool
+		err         error
+		phase, why  string
+		msgContains string
+	}{
+		{"panic while running", false, panicked, "Failed", "GuestPanic", "Kernel panic"},
+		{"poweroff while a container runs", false, poweroff, "Failed", "GuestPoweroff", "powered off"},
+		{"unexplained death", false, io.ErrUnexpectedEOF, "Failed", "SandboxDied", "unexpected EOF"},
+		{"panic during boot", true, fmt.Errorf("kvm driver: the VM of pod x stopped before its agent answered: %w", panicked), "Failed", "GuestPanic", "Kernel panic"},
+		{"boot deadline", true, errors.New("the guest agent did not answer within 30s"), "Failed", "StartFailed", "did not answer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			drv := podtest.NewDriver()
+			if tc.atStart {
+				drv.FailCreate = tc.err
+			}
+			d := open(t, t.TempDir(), drv, t.TempDir())
+			defer d.Close()
+			id := mustCreate(t, d, `{"containers":[{"image":"busybox","command":["sleep","up"]}]}`)
+			err := d.StartPod(context.Background(), id)
+			if tc.atStart != (err != nil) {
+				t.Fatalf("start: %v", err)
+			}
+			if !tc.atStart {
+				drv.KillWith(drv.Running()[0], tc.err)
+			}
+			var pi *pod.PodInfo
+			for i := 0; i < 200; i++ {
+				pi, _ = d.PodInfo(id)
+				if pi.Status.Phase != "Running" {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if pi.Status.Phase != tc.phase || pi.Status.Reason != tc.why || !strings.Contains(pi.Status.Message, tc.msgContains) {
+				t.Fatalf("pod status %+v; want %s/%s with %q", pi.Status, tc.phase, tc.why, tc.msgContains)
+			}
+		})
 	}
 }

@@ -76,6 +76,27 @@ type Sandbox interface {
 	HostStats() (HostStats, error)
 }
 
+// ExitError is what Sandbox.Err returns when a sandbox stopped by itself
+// and the driver knows why: Reason is one of the Exit* reasons below (it
+// becomes the pod's failure reason), Error() the details (for a VM, with
+// the tail of its console).
+type ExitError struct {
+	Reason string
+	Detail string
+}
+
+func (e *ExitError) Error() string { return e.Detail }
+
+// Reasons of an ExitError.
+const (
+	ExitPoweroff = "GuestPoweroff" // the guest powered off (agent shutdown, poweroff in the guest)
+	ExitPanic    = "GuestPanic"    // the guest kernel panicked
+	ExitReset    = "GuestReset"    // the guest rebooted
+	ExitCrash    = "GuestCrash"    // triple fault or crash event
+	ExitVMM      = "VMMError"      // the VMM failed (vCPU error, emulation failure)
+	ExitKilled   = "SandboxKilled" // the sandbox process was killed or stopped from outside
+)
+
 // HostStats are the host-side costs of a sandbox.
 type HostStats struct {
 	RSSBytes   uint64

@@ -24,6 +24,37 @@ const (
 	StopError       StopReason = "error"        // a vCPU failed; Err says why
 )
 
+// exitStatuses are what `hyperd vm run` exits with for each stop reason,
+// so that its parent (the kvm sandbox driver) learns why a VM stopped
+// without parsing its console. 2 is left to usage/setup errors (and Go's
+// own fatal errors); 1 to anything else unexpected.
+var exitStatuses = map[StopReason]int{
+	StopPoweroff:    0,
+	StopReset:       3,
+	StopTripleFault: 4,
+	StopCrash:       5,
+	StopError:       6,
+	StopKilled:      7,
+}
+
+// ExitStatus is the process exit status that reports r (see StopReasonOf).
+func (r StopReason) ExitStatus() int {
+	if s, ok := exitStatuses[r]; ok {
+		return s
+	}
+	return 1
+}
+
+// StopReasonOf maps a `hyperd vm run` exit status back to its stop reason.
+func StopReasonOf(status int) (StopReason, bool) {
+	for r, s := range exitStatuses {
+		if s == status {
+			return r, true
+		}
+	}
+	return "", false
+}
+
 // Result is how and why a machine stopped.
 type Result struct {
 	Reason StopReason

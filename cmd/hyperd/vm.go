@@ -19,8 +19,9 @@ const vmUsage = `usage: hyperd vm run --kernel K [--initrd I] [--append A] [--me
                      [--disk path[,ro]]... [--vsock uds] [--cid 3]
 
 Boots a VM on hyperd's own VMM in the foreground, its serial console on
-stdout, and exits when the guest powers off (status 0), resets (1) or
-fails (2).`
+stdout, and exits when the guest stops: status 0 when it powered off, 3 it
+reset (reboot, or a panic with panic=-1), 4 triple fault, 5 crash event,
+6 a vCPU/VMM error, 7 stopped by SIGTERM/SIGINT; 2 bad usage or setup.`
 
 type diskFlags []string
 
@@ -128,11 +129,5 @@ func vmCommand(args []string) int {
 	m.Start()
 	res := m.Wait()
 	fmt.Fprintf(os.Stderr, "hyperd vm run: guest stopped: %v (%+v)\n", res, m.Stats())
-	switch {
-	case res.Reason == vmm.StopPoweroff:
-		return 0
-	case res.Reason == vmm.StopReset || res.Reason == vmm.StopKilled:
-		return 1
-	}
-	return 2
+	return res.Reason.ExitStatus()
 }

@@ -75,13 +75,17 @@ func (d *Driver) Reattach(ctx context.Context, h sandbox.Handle) (sandbox.Sandbo
 }
 
 // Kill makes a sandbox die as if its VM crashed.
-func (d *Driver) Kill(id string) {
+func (d *Driver) Kill(id string) { d.KillWith(id, errors.New("killed by test")) }
+
+// KillWith makes a sandbox die with err as its Err (e.g. a
+// *sandbox.ExitError saying the guest panicked).
+func (d *Driver) KillWith(id string, err error) {
 	d.mu.Lock()
 	s := d.sandboxes[id]
 	delete(d.sandboxes, id)
 	d.mu.Unlock()
 	if s != nil {
-		s.die(errors.New("killed by test"))
+		s.die(err)
 	}
 }
 

@@ -138,7 +138,7 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 	s := &vmSandbox{id: cfg.ID, pid: cmd.Process.Pid, uds: uds, console: console, disks: disks, done: make(chan struct{})}
 	go func() {
 		err := cmd.Wait()
-		s.exited(fmt.Errorf("VM process exited: %v; console tail:\n%s", err, tail(console, 20)))
+		s.exited(exitError(err, true, console))
 	}()
 	if cfg.Started != nil {
 		cfg.Started(s.Handle())
@@ -151,6 +151,11 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 	defer cancel()
 	agent, err := d.waitAgent(bctx, s, ready)
 	if err != nil {
+		var stopped *sandbox.ExitError
+		if errors.As(err, &stopped) {
+			os.Remove(uds)
+			return nil, fmt.Errorf("kvm driver: the VM of pod %s stopped before its agent answered: %w", cfg.ID, err)
+		}
 		s.kill()
 		<-s.done
 		os.Remove(uds)
@@ -364,7 +369,7 @@ func (s *vmSandbox) watch() {
 	for s.alive() {
 		time.Sleep(500 * time.Millisecond)
 	}
-	s.exited(fmt.Errorf("VM process %d exited; console tail:\n%s", s.pid, tail(s.console, 20)))
+	s.exited(exitError(nil, false, s.console))
 }
 
 func (s *vmSandbox) kill() { syscall.Kill(s.pid, syscall.SIGKILL) }

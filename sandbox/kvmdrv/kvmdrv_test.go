@@ -3,6 +3,7 @@ package kvmdrv
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +22,36 @@ import (
 func repoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+var (
+	hyperdOnce sync.Once
+	hyperdBin  string
+	hyperdErr  error
+)
+
+// buildHyperd builds the hyperd binary (whose `vm run` is the VM process)
+// once for the package's tests.
+func buildHyperd(t *testing.T) string {
+	t.Helper()
+	hyperdOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "kvmdrv-test")
+		if err != nil {
+			hyperdErr = err
+			return
+		}
+		hyperdBin = filepath.Join(dir, "hyperd")
+		build := exec.Command("go", "build", "-o", hyperdBin, "./cmd/hyperd")
+		build.Dir = repoRoot()
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			hyperdErr = fmt.Errorf("building hyperd: %v\n%s", err, out)
+		}
+	})
+	if hyperdErr != nil {
+		t.Fatal(hyperdErr)
+	}
+	return hyperdBin
 }
 
 // TestCreateBootDeadline starts a real VM process for a pod with a disk and
@@ -39,13 +71,7 @@ func TestCreateBootDeadline(t *testing.T) {
 		t.Fatalf("run make kernel: %v", err)
 	}
 	dir := t.TempDir()
-	hyperd := filepath.Join(dir, "hyperd")
-	build := exec.Command("go", "build", "-o", hyperd, "./cmd/hyperd")
-	build.Dir = repoRoot()
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building hyperd: %v\n%s", err, out)
-	}
+	hyperd := buildHyperd(t)
 	initrd := filepath.Join(dir, "initrd")
 	os.WriteFile(initrd, []byte("not a real initramfs: the guest never gets that far here"), 0o644)
 	disk := filepath.Join(dir, "disk.img")
