@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hyperhq/hyperd-go/e2e/imgtest"
+	"github.com/hyperhq/hyperd-go/guest/guesttest"
 )
 
 // hardwareVirt reports whether the host CPU has vmx/svm: only then can a
@@ -321,4 +322,55 @@ poll:
 	if n := len(vmProcs(root)); n != 0 {
 		t.Errorf("%d VM processes left", n)
 	}
+}
+
+// TestE2EKVMGuestPanic: a pod whose guest kernel panics while booting (a
+// tiny PVH kernel that prints a panic line and resets, as Linux does with
+// panic=-1) fails at once through hyperd with reason GuestPanic, the panic
+// line in its message, its console log kept, its VM gone, and hyperd fine.
+func TestE2EKVMGuestPanic(t *testing.T) {
+	requireHost(t)
+	bin := binaries(t)
+	tmp := t.TempDir()
+	kernel := filepath.Join(tmp, "panic-kernel")
+	const line = "Kernel panic - not syncing: VFS: Unable to mount root fs"
+	if err := os.WriteFile(kernel, guesttest.Kernel(line+"\n", guesttest.Reset), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	initrd := filepath.Join(tmp, "initrd")
+	os.WriteFile(initrd, []byte("unused"), 0o644)
+	root := filepath.Join(tmp, "root")
+	d := startDaemon(t, bin, root, filepath.Join(tmp, "hyper.sock"), "kvm", "--kernel", kernel, "--initrd", initrd)
+	defer func() { d.signal(syscall.SIGTERM) }()
+	ctx := ctxT(t, time.Minute)
+	var tarBuf bytes.Buffer
+	bb, _ := imgtest.BusyboxPath()
+	if err := imgtest.Write(&tarBuf, bb, "busybox:latest"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.c.Load(ctx, &tarBuf); err != nil {
+		t.Fatal(err)
+	}
+	id, err := d.c.CreatePod(ctx, []byte(`{"id":"panics","containers":[{"image":"busybox:latest","command":["true"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	d.expect("POST", "/pod/start?podId="+id, "", 500, "panicked")
+	if took := time.Since(t0); took > 20*time.Second {
+		t.Errorf("the panic was reported after %v", took)
+	}
+	ps := podPhase(t, d, id)
+	if ps.Status.Phase != "Failed" || ps.Status.Reason != "GuestPanic" || !strings.Contains(ps.Status.Message, line) {
+		t.Errorf("pod status %+v; want Failed/GuestPanic with the panic line", ps.Status)
+	}
+	podDir := filepath.Join(root, "pods", id)
+	if b, err := os.ReadFile(filepath.Join(podDir, "sandbox", "console.log")); err != nil || !strings.Contains(string(b), line) {
+		t.Errorf("console log not kept (%v): %q", err, b)
+	}
+	waitNoVM(t, podDir, 5*time.Second)
+	if s := sockets(podDir); len(s) != 0 {
+		t.Errorf("sockets left: %v", s)
+	}
+	d.expect("GET", "/_ping", "", 200, "OK")
 }
