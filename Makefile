@@ -34,8 +34,8 @@ test: fmt vet build kernel
 # boot and density benchmarks run once (a software-nested boot takes minutes;
 # density starts pods until their start time doubles).
 bench: build kernel
-	$(GO) test -run '^$$' -bench . -skip 'BenchmarkBoot|BenchmarkDensity' -benchtime 3x -timeout 30m ./...
-	$(GO) test -run '^$$' -bench 'BenchmarkBoot|BenchmarkDensity' -benchtime 1x -timeout 30m ./vmm ./e2e
+	$(GO) test -run '^$$' -bench . -skip 'BenchmarkBoot|Density' -benchtime 3x -timeout 30m ./...
+	$(GO) test -run '^$$' -bench 'BenchmarkBoot|Density' -benchtime 1x -timeout 30m ./vmm ./e2e
 
 kernel:
 	KERNEL_CACHE=$(KERNEL_CACHE) scripts/make-kernel.sh build
