@@ -140,41 +140,57 @@ func BenchmarkDensity(b *testing.B) {
 			defer stop()
 			ctx := context.Background()
 			for i := 0; i < b.N; i++ {
-				memStart := memAvailable()
-				var times []time.Duration
 				var ids []string
-				why := "cap of 1000 pods"
-				for n := 0; n < 1000; n++ {
-					id := fmt.Sprintf("den%d-%d", i, n)
+				n, summary := density(1000, func(k int) (time.Duration, error) {
+					id := fmt.Sprintf("den%d-%d", i, k)
 					t0 := time.Now()
 					if _, err := d.c.CreatePod(ctx, []byte(`{"id":"`+id+`","resource":{"vcpu":1,"memory":128},"containers":[{"image":"busybox:latest","command":["sleep","100000"]}]}`)); err != nil {
 						b.Fatal(err)
 					}
 					ids = append(ids, id)
-					if err := d.c.StartPod(ctx, id); err != nil {
-						why = "start failed: " + err.Error()
-						break
-					}
-					times = append(times, time.Since(t0))
-					if len(times) >= 6 && median(times[len(times)-3:]) > 2*median(times[:3]) {
-						why = "start time doubled"
-						break
-					}
-					if memAvailable() < 1<<30 {
-						why = "MemAvailable < 1 GiB"
-						break
-					}
-				}
-				used := memStart - memAvailable()
-				fmt.Printf("density %s: N=%d idle pods (%s); first start %v, last %v; host memory %.1f MiB/pod\n",
-					driver, len(times), why, median(times[:min(3, len(times))]), times[len(times)-1], float64(used)/float64(len(times))/(1<<20))
-				b.ReportMetric(float64(len(times)), "pods")
+					err := d.c.StartPod(ctx, id)
+					return time.Since(t0), err
+				})
+				fmt.Printf("density %s: %d idle pods: %s\n", driver, n, summary)
+				b.ReportMetric(float64(n), "pods")
 				for _, id := range ids {
 					d.c.RemovePod(ctx, id)
 				}
 			}
 		})
 	}
+}
+
+// density starts one more sandbox with start(k) until starting one takes
+// twice as long as the first ones (median of the last 3 against the first
+// 3), MemAvailable drops below 1 GiB, a start fails, or limit; it returns
+// how many started and a summary with the reason and the memory each cost.
+func density(limit int, start func(k int) (time.Duration, error)) (int, string) {
+	mem0 := memAvailable()
+	var times []time.Duration
+	why := fmt.Sprintf("the cap of %d", limit)
+	for len(times) < limit {
+		took, err := start(len(times))
+		if err != nil {
+			why = "a start failed: " + err.Error()
+			break
+		}
+		times = append(times, took)
+		if len(times) >= 6 && median(times[len(times)-3:]) > 2*median(times[:3]) {
+			why = "start time doubled"
+			break
+		}
+		if memAvailable() < 1<<30 {
+			why = "MemAvailable < 1 GiB"
+			break
+		}
+	}
+	if len(times) == 0 {
+		return 0, why
+	}
+	used := mem0 - memAvailable()
+	return len(times), fmt.Sprintf("stopped at %s; first start %v, last %v; host memory %.1f MiB each",
+		why, median(times[:min(3, len(times))]), times[len(times)-1], float64(used)/float64(len(times))/(1<<20))
 }
 
 func median(d []time.Duration) time.Duration {

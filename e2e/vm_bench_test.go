@@ -177,33 +177,20 @@ func BenchmarkVMStart(b *testing.B) {
 
 // BenchmarkVMDensity starts idle 128 MiB VMs (the tiny kernel, halted)
 // until starting one takes twice as long as the first ones (median of 3),
-// MemAvailable drops below 1 GiB, or 1000 VMs; it prints N per VMM.
+// MemAvailable drops below 1 GiB, or 1000 VMs (see density); it prints N per VMM.
 func BenchmarkVMDensity(b *testing.B) {
 	kernel, line := tinyKernel(b)
 	for _, p := range vmmPeers(b) {
 		b.Run(p.name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				mem0 := memAvailable()
 				var vms []*runningVM
-				var times []time.Duration
-				why := "cap of 1000 VMs"
-				for len(vms) < 1000 {
+				n, summary := density(1000, func(int) (time.Duration, error) {
 					vm, took := startVM(b, p, kernel, line)
 					vms = append(vms, vm)
-					times = append(times, took)
-					if len(times) >= 6 && median(times[len(times)-3:]) > 2*median(times[:3]) {
-						why = "start time doubled"
-						break
-					}
-					if memAvailable() < 1<<30 {
-						why = "MemAvailable < 1 GiB"
-						break
-					}
-				}
-				used := mem0 - memAvailable()
-				fmt.Printf("VM density %s: N=%d idle %d MiB VMs (%s); first start %v, last %v; host memory %.1f MiB/VM\n",
-					p.name, len(vms), vmMemMiB, why, median(times[:3]), times[len(times)-1], float64(used)/float64(len(vms))/(1<<20))
-				b.ReportMetric(float64(len(vms)), "VMs")
+					return took, nil
+				})
+				fmt.Printf("VM density %s: %d idle %d MiB VMs: %s\n", p.name, n, vmMemMiB, summary)
+				b.ReportMetric(float64(n), "VMs")
 				for _, vm := range vms {
 					vm.cmd.Process.Signal(syscall.SIGKILL)
 				}
