@@ -1700,13 +1700,7 @@ func (d *Daemon) ListPods(podFilter, vmFilter string) []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []string
-	for _, p := range d.sortedPods() {
-		if podFilter != "" && p.rec.ID != podFilter && p.rec.Name != podFilter {
-			continue
-		}
-		if vmFilter != "" && p.rec.VMID != vmFilter {
-			continue
-		}
+	for _, p := range d.filteredPods(podFilter, vmFilter) {
 		out = append(out, strings.Join([]string{p.rec.ID, p.rec.Name, p.rec.VMID, listStatus(p.rec.State)}, ":"))
 	}
 	return out
@@ -1720,6 +1714,22 @@ func listStatus(state string) string {
 		return "pending"
 	}
 	return state
+}
+
+// filteredPods are the pods (by creation) matching the /list filters: pod
+// id or name, VM id; "" matches all. Caller holds d.mu.
+func (d *Daemon) filteredPods(podFilter, vmFilter string) []*podState {
+	var out []*podState
+	for _, p := range d.sortedPods() {
+		if podFilter != "" && p.rec.ID != podFilter && p.rec.Name != podFilter {
+			continue
+		}
+		if vmFilter != "" && p.rec.VMID != vmFilter {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 func (d *Daemon) sortedPods() []*podState {
@@ -1741,13 +1751,7 @@ func (d *Daemon) ListContainers(podFilter, vmFilter string) []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []string
-	for _, p := range d.sortedPods() {
-		if podFilter != "" && p.rec.ID != podFilter && p.rec.Name != podFilter {
-			continue
-		}
-		if vmFilter != "" && p.rec.VMID != vmFilter {
-			continue
-		}
+	for _, p := range d.filteredPods(podFilter, vmFilter) {
 		for _, cid := range p.rec.Containers {
 			if c := d.ctrs[cid]; c != nil {
 				out = append(out, strings.Join([]string{c.rec.ID, c.rec.Name, p.rec.ID, c.rec.Phase}, ":"))
@@ -1762,14 +1766,8 @@ func (d *Daemon) ListVMs(podFilter, vmFilter string) []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []string
-	for _, p := range d.sortedPods() {
+	for _, p := range d.filteredPods(podFilter, vmFilter) {
 		if p.sb == nil {
-			continue
-		}
-		if podFilter != "" && p.rec.ID != podFilter && p.rec.Name != podFilter {
-			continue
-		}
-		if vmFilter != "" && p.rec.VMID != vmFilter {
 			continue
 		}
 		st := "associated"
