@@ -688,8 +688,9 @@ func (d *Daemon) checkPortConflicts(podID string, pms []PortMapping) error {
 	return nil
 }
 
-// StartPod boots the pod's sandbox and starts its containers.
-func (d *Daemon) StartPod(ctx context.Context, ref string) error {
+// withPod runs f on the pod ref names, holding the pod's operation lock
+// (one start/stop/remove at a time per pod).
+func (d *Daemon) withPod(ref string, f func(p *podState) error) error {
 	d.mu.Lock()
 	p, err := d.findPod(ref)
 	d.mu.Unlock()
@@ -698,7 +699,12 @@ func (d *Daemon) StartPod(ctx context.Context, ref string) error {
 	}
 	p.op.Lock()
 	defer p.op.Unlock()
-	return d.startPodLocked(ctx, p)
+	return f(p)
+}
+
+// StartPod boots the pod's sandbox and starts its containers.
+func (d *Daemon) StartPod(ctx context.Context, ref string) error {
+	return d.withPod(ref, func(p *podState) error { return d.startPodLocked(ctx, p) })
 }
 
 func (d *Daemon) startPodLocked(ctx context.Context, p *podState) error {
@@ -1372,15 +1378,7 @@ func (d *Daemon) watchSandbox(p *podState, sb sandbox.Sandbox) {
 // StopPod stops every container (stop signal, then SIGKILL after the stop
 // timeout) and the sandbox. The pod and its records stay.
 func (d *Daemon) StopPod(ctx context.Context, ref string) error {
-	d.mu.Lock()
-	p, err := d.findPod(ref)
-	d.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	p.op.Lock()
-	defer p.op.Unlock()
-	return d.stopPodLocked(ctx, p)
+	return d.withPod(ref, func(p *podState) error { return d.stopPodLocked(ctx, p) })
 }
 
 func (d *Daemon) stopPodLocked(ctx context.Context, p *podState) error {
@@ -1457,14 +1455,10 @@ func (d *Daemon) stopProcess(ctx context.Context, sb sandbox.Sandbox, c *ctrStat
 // RemovePod stops the pod if needed and deletes it with its containers,
 // execs, logs and volumes created by the daemon.
 func (d *Daemon) RemovePod(ctx context.Context, ref string) error {
-	d.mu.Lock()
-	p, err := d.findPod(ref)
-	d.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	p.op.Lock()
-	defer p.op.Unlock()
+	return d.withPod(ref, func(p *podState) error { return d.removePodLocked(ctx, p) })
+}
+
+func (d *Daemon) removePodLocked(ctx context.Context, p *podState) error {
 	d.mu.Lock()
 	running := p.sb != nil
 	d.mu.Unlock()
