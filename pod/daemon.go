@@ -1079,6 +1079,17 @@ func (d *Daemon) watchContainer(p *podState, c *ctrState, sb sandbox.Sandbox, re
 
 func (d *Daemon) containerExited(p *podState, c *ctrState, sb sandbox.Sandbox, st sandbox.ExitStatus, werr error) {
 	d.mu.Lock()
+	stopReq := c.stopReq
+	d.mu.Unlock()
+	if !stopReq && d.sandboxDying(sb, werr) {
+		d.mu.Lock()
+		stopping := p.stopping || p.rec.State == StateStopping
+		d.mu.Unlock()
+		if !stopping {
+			return // the sandbox died under the process: watchSandbox records why
+		}
+	}
+	d.mu.Lock()
 	select {
 	case <-c.exited:
 		// already finished: the pod's sandbox died and failPodLocked
@@ -1373,6 +1384,29 @@ func (d *Daemon) watchSandbox(p *podState, sb sandbox.Sandbox) {
 			d.savePod(p)
 		}
 	}()
+}
+
+// sandboxDying reports whether a process's end was the sandbox dying: its
+// Done is closed, or the wait lost the agent (werr) and Done closes within
+// a grace period (the VM process is reaped a moment after its agent's
+// connection drops).
+func (d *Daemon) sandboxDying(sb sandbox.Sandbox, werr error) bool {
+	select {
+	case <-sb.Done():
+		return true
+	default:
+	}
+	if werr == nil {
+		return false
+	}
+	select {
+	case <-sb.Done():
+		return true
+	case <-time.After(2 * time.Second):
+		return false
+	case <-d.ctx.Done():
+		return false
+	}
 }
 
 // StopPod stops every container (stop signal, then SIGKILL after the stop

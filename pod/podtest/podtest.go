@@ -136,12 +136,12 @@ func (s *Sandbox) Shutdown(ctx context.Context) error          { return s.Stop(c
 func (s *Sandbox) die(err error) {
 	s.once.Do(func() {
 		s.err = err
+		close(s.done) // dead before its processes are seen to end, like a VM
 		s.mu.Lock()
 		for _, p := range s.procs {
 			p.exit(137, 9)
 		}
 		s.mu.Unlock()
-		close(s.done)
 	})
 }
 
