@@ -19,65 +19,59 @@ type MMIODevice interface {
 	Write(offset uint64, data []byte)
 }
 
-type pioRange struct {
-	base, size uint16
-	dev        PIODevice
-}
-
-type mmioRange struct {
-	base, size uint64
-	dev        MMIODevice
+// span is one device's address range on a bus.
+type span[A uint16 | uint64, D any] struct {
+	base, size A
+	dev        D
 }
 
 // bus routes I/O exits to devices by address. Ranges are registered before
 // the vCPUs start and never change afterwards, so lookups take no lock.
 type bus struct {
 	mu   sync.Mutex
-	pio  []pioRange
-	mmio []mmioRange
+	pio  []span[uint16, PIODevice]
+	mmio []span[uint64, MMIODevice]
 }
 
-func (b *bus) addPIO(base, size uint16, d PIODevice) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, r := range b.pio {
+// insert adds a range to a sorted list unless it overlaps one there.
+func insert[A uint16 | uint64, D any](list []span[A, D], base, size A, d D, what string) ([]span[A, D], error) {
+	for _, r := range list {
 		if base < r.base+r.size && r.base < base+size {
-			return fmt.Errorf("vmm: port range %#x+%d overlaps %#x+%d", base, size, r.base, r.size)
+			return list, fmt.Errorf("vmm: %s range %#x+%#x overlaps %#x+%#x", what, base, size, r.base, r.size)
 		}
 	}
-	b.pio = append(b.pio, pioRange{base, size, d})
-	sort.Slice(b.pio, func(i, j int) bool { return b.pio[i].base < b.pio[j].base })
-	return nil
+	list = append(list, span[A, D]{base, size, d})
+	sort.Slice(list, func(i, j int) bool { return list[i].base < list[j].base })
+	return list, nil
 }
 
-func (b *bus) addMMIO(base, size uint64, d MMIODevice) error {
+// lookup finds the range holding addr and the offset into it.
+func lookup[A uint16 | uint64, D any](list []span[A, D], addr A) (D, A) {
+	i := sort.Search(len(list), func(i int) bool { return list[i].base+list[i].size > addr })
+	if i < len(list) && list[i].base <= addr {
+		return list[i].dev, addr - list[i].base
+	}
+	var none D
+	return none, 0
+}
+
+func (b *bus) addPIO(base, size uint16, d PIODevice) (err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for _, r := range b.mmio {
-		if base < r.base+r.size && r.base < base+size {
-			return fmt.Errorf("vmm: MMIO range %#x+%#x overlaps %#x+%#x", base, size, r.base, r.size)
-		}
-	}
-	b.mmio = append(b.mmio, mmioRange{base, size, d})
-	sort.Slice(b.mmio, func(i, j int) bool { return b.mmio[i].base < b.mmio[j].base })
-	return nil
+	b.pio, err = insert(b.pio, base, size, d, "port")
+	return err
 }
 
-func (b *bus) findPIO(port uint16) (PIODevice, uint16) {
-	i := sort.Search(len(b.pio), func(i int) bool { return b.pio[i].base+b.pio[i].size > port })
-	if i < len(b.pio) && b.pio[i].base <= port {
-		return b.pio[i].dev, port - b.pio[i].base
-	}
-	return nil, 0
+func (b *bus) addMMIO(base, size uint64, d MMIODevice) (err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.mmio, err = insert(b.mmio, base, size, d, "MMIO")
+	return err
 }
 
-func (b *bus) findMMIO(addr uint64) (MMIODevice, uint64) {
-	i := sort.Search(len(b.mmio), func(i int) bool { return b.mmio[i].base+b.mmio[i].size > addr })
-	if i < len(b.mmio) && b.mmio[i].base <= addr {
-		return b.mmio[i].dev, addr - b.mmio[i].base
-	}
-	return nil, 0
-}
+func (b *bus) findPIO(port uint16) (PIODevice, uint16) { return lookup(b.pio, port) }
+
+func (b *bus) findMMIO(addr uint64) (MMIODevice, uint64) { return lookup(b.mmio, addr) }
 
 // uartPIO adapts the UART to the port bus (one byte per register).
 type uartPIO struct{ u *UART }
