@@ -343,7 +343,16 @@ func (s *Server) podStart(w http.ResponseWriter, r *http.Request) {
 func (s *Server) podStop(w http.ResponseWriter, r *http.Request) {
 	id, err := podRef(r)
 	if err == nil {
-		err = s.Pods.StopPod(r.Context(), id)
+		// stopVM=yes (the default) destroys the pod's VM; no keeps it idle
+		// for the next start
+		switch strings.ToLower(q(r, "stopVM")) {
+		case "", "yes", "true", "1":
+			err = s.Pods.StopPod(r.Context(), id)
+		case "no", "false", "0":
+			err = s.Pods.StopPodKeepSandbox(r.Context(), id)
+		default:
+			err = badParam("stopVM must be yes or no, not %q", q(r, "stopVM"))
+		}
 	}
 	if err != nil {
 		s.fail(w, r, err)

@@ -372,6 +372,18 @@ func (d *Daemon) restorePod(p *podState) {
 	ctx, cancel := context.WithTimeout(d.ctx, 15*time.Second)
 	sb, err := d.drv.Reattach(ctx, *p.rec.Handle)
 	cancel()
+	if p.rec.SandboxKept && p.rec.State == StateStopped {
+		// a stopped pod's idle sandbox (stopVM=no): adopt it, or forget it
+		if err != nil {
+			d.log.Warn("restore: the kept sandbox of a stopped pod is gone", "pod", p.rec.ID, "err", err)
+			p.rec.Handle, p.rec.SandboxKept = nil, false
+		} else {
+			p.sb = sb
+			d.watchSandbox(p, sb)
+		}
+		d.savePod(p)
+		return
+	}
 	if err != nil {
 		d.log.Warn("restore: sandbox gone, pod marked failed", "pod", p.rec.ID, "err", err)
 		d.failPodLocked(p, "SandboxLost", fmt.Sprintf("reattach after daemon restart failed: %v", err))
@@ -791,6 +803,15 @@ func (d *Daemon) startPodLocked(ctx context.Context, p *podState) error {
 		}
 		files[f.Name] = b
 	}
+	if sb := d.keptSandbox(p, cfg.Disks); sb != nil {
+		d.mu.Lock()
+		p.rec.SandboxKept = false
+		p.rec.Started, p.rec.Finished = time.Now(), time.Time{}
+		d.savePod(p)
+		d.mu.Unlock()
+		d.log.Info("reusing the pod's kept sandbox", "pod", p.rec.ID, "sandbox", sb.ID())
+		return d.startContainers(ctx, p, sb, ctrs, spec, rootfs, volPaths, files, fail, false)
+	}
 	cfg.Started = func(h sandbox.Handle) {
 		// persisted while still Pending: a daemon killed during the boot
 		// finds this sandbox on restart and releases it (restorePod)
@@ -811,7 +832,48 @@ func (d *Daemon) startPodLocked(ctx context.Context, p *podState) error {
 	d.savePod(p)
 	d.mu.Unlock()
 	d.log.Info("sandbox created", "pod", p.rec.ID, "driver", d.drv.Name(), "sandbox", sb.ID())
+	return d.startContainers(ctx, p, sb, ctrs, spec, rootfs, volPaths, files, fail, true)
+}
 
+// keptSandbox returns the idle sandbox a stopVM=no stop left, if it can
+// serve this start (alive, every disk attached); one that cannot is
+// stopped and forgotten.
+func (d *Daemon) keptSandbox(p *podState, disks []sandbox.Disk) sandbox.Sandbox {
+	d.mu.Lock()
+	sb := p.sb
+	d.mu.Unlock()
+	if sb == nil {
+		return nil
+	}
+	ok := true
+	select {
+	case <-sb.Done():
+		ok = false
+	default:
+	}
+	for _, dk := range disks {
+		if _, err := sb.DiskSource(dk.HostPath); err != nil {
+			ok = false // e.g. a container added while stopped: its image is not attached
+		}
+	}
+	if ok {
+		return sb
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	sb.Stop(ctx)
+	cancel()
+	d.mu.Lock()
+	p.sb, p.rec.Handle, p.rec.SandboxKept = nil, nil, false
+	d.savePod(p)
+	d.mu.Unlock()
+	return nil
+}
+
+// startContainers adds and starts the pod's containers in sb, then its
+// port mappings; the pod is Running after that. watch: sb is new (its
+// watcher is started here; a reused sandbox has one).
+func (d *Daemon) startContainers(ctx context.Context, p *podState, sb sandbox.Sandbox, ctrs []*ctrState, spec PodSpec,
+	rootfs map[string][2]string, volPaths map[string]VolumeSpec, files map[string][]byte, fail func(error) error, watch bool) error {
 	ag := sb.Agent()
 	for _, c := range ctrs {
 		cs, err := d.agentSpec(sb, c, spec.Hostname, rootfs[c.rec.ID], volPaths, files)
@@ -845,7 +907,9 @@ func (d *Daemon) startPodLocked(ctx context.Context, p *podState) error {
 	p.rec.State, p.rec.Phase = StateRunning, "Running"
 	d.savePod(p)
 	d.mu.Unlock()
-	d.watchSandbox(p, sb)
+	if watch {
+		d.watchSandbox(p, sb)
+	}
 	d.log.Info("pod started", "pod", p.rec.ID)
 	return nil
 }
@@ -1311,14 +1375,22 @@ func (d *Daemon) stopSandbox(p *podState, sb sandbox.Sandbox) {
 		d.log.Warn("sandbox stop", "pod", p.rec.ID, "err", err)
 	}
 	d.mu.Lock()
-	p.sb, p.rec.Handle = nil, nil
+	p.sb, p.rec.Handle, p.rec.SandboxKept = nil, nil, false
 	p.rec.State, p.rec.Finished = StateStopped, time.Now()
+	d.releaseLocked(p, "SandboxStopped", "the pod's sandbox stopped")
+	d.savePod(p)
+	d.mu.Unlock()
+}
+
+// releaseLocked records that the pod's containers and execs are out of its
+// sandbox: what still ran is marked failed with reason/msg.
+func (d *Daemon) releaseLocked(p *podState, reason, msg string) {
 	for _, cid := range p.rec.Containers {
 		if c := d.ctrs[cid]; c != nil {
 			c.rec.InSandbox = false
 			if c.rec.Phase == PhaseRunning {
 				c.rec.Phase, c.rec.Exited, c.rec.ExitCode, c.rec.Finished = PhaseFailed, true, 255, time.Now()
-				c.rec.Reason, c.rec.Message = "SandboxStopped", "the pod's sandbox stopped"
+				c.rec.Reason, c.rec.Message = reason, msg
 				select {
 				case <-c.exited:
 				default:
@@ -1333,13 +1405,35 @@ func (d *Daemon) stopSandbox(p *podState, sb sandbox.Sandbox) {
 	}
 	for _, e := range d.execs {
 		if e.rec.PodID == p.rec.ID && !e.rec.Exited {
-			e.rec.Exited, e.rec.ExitCode, e.rec.Reason = true, 255, "sandbox stopped"
+			e.rec.Exited, e.rec.ExitCode, e.rec.Reason = true, 255, msg
 			close(e.done)
 			d.saveExec(e)
 		}
 	}
+}
+
+// idleSandbox empties a running pod's sandbox (its containers removed from
+// the agent, port forwarders closed) and keeps it for the next start.
+func (d *Daemon) idleSandbox(ctx context.Context, p *podState, sb sandbox.Sandbox) {
+	d.mu.Lock()
+	fwd := p.fwd
+	p.fwd = nil
+	cids := append([]string(nil), p.rec.Containers...)
+	d.mu.Unlock()
+	if fwd != nil {
+		fwd.closeAll()
+	}
+	for _, cid := range cids {
+		if err := sb.Agent().RemoveContainer(ctx, cid); err != nil {
+			d.log.Warn("stop (keep sandbox): remove container from the agent", "container", cid, "err", err)
+		}
+	}
+	d.mu.Lock()
+	p.rec.State, p.rec.Finished, p.rec.SandboxKept = StateStopped, time.Now(), true
+	d.releaseLocked(p, "Stopped", "the pod was stopped")
 	d.savePod(p)
 	d.mu.Unlock()
+	d.log.Info("pod stopped; its sandbox is kept", "pod", p.rec.ID, "sandbox", sb.ID())
 }
 
 // watchSandbox marks the pod failed if its sandbox dies on its own.
@@ -1354,6 +1448,13 @@ func (d *Daemon) watchSandbox(p *podState, sb sandbox.Sandbox) {
 		}
 		d.mu.Lock()
 		defer d.mu.Unlock()
+		if p.sb == sb && p.rec.SandboxKept && p.rec.State == StateStopped {
+			// the idle sandbox of a stopped pod went away: nothing to fail
+			d.log.Warn("the kept sandbox of a stopped pod died", "pod", p.rec.ID, "err", sb.Err())
+			p.sb, p.rec.Handle, p.rec.SandboxKept = nil, nil, false
+			d.savePod(p)
+			return
+		}
 		if p.sb != sb || p.rec.State == StateStopping || p.stopping {
 			return
 		}
@@ -1412,12 +1513,26 @@ func (d *Daemon) sandboxDying(sb sandbox.Sandbox, werr error) bool {
 // StopPod stops every container (stop signal, then SIGKILL after the stop
 // timeout) and the sandbox. The pod and its records stay.
 func (d *Daemon) StopPod(ctx context.Context, ref string) error {
-	return d.withPod(ref, func(p *podState) error { return d.stopPodLocked(ctx, p) })
+	return d.withPod(ref, func(p *podState) error { return d.stopPodLocked(ctx, p, false) })
 }
 
-func (d *Daemon) stopPodLocked(ctx context.Context, p *podState) error {
+// StopPodKeepSandbox stops the pod's containers but keeps its sandbox (the
+// VM, for kvm) running without them, so that the next start reuses it
+// (/pod/stop?stopVM=no).
+func (d *Daemon) StopPodKeepSandbox(ctx context.Context, ref string) error {
+	return d.withPod(ref, func(p *podState) error { return d.stopPodLocked(ctx, p, true) })
+}
+
+func (d *Daemon) stopPodLocked(ctx context.Context, p *podState, keepSandbox bool) error {
 	d.mu.Lock()
 	sb := p.sb
+	if sb != nil && p.rec.SandboxKept && p.rec.State == StateStopped {
+		d.mu.Unlock()
+		if !keepSandbox { // stopVM=yes on a stopped pod whose VM idles
+			d.stopSandbox(p, sb)
+		}
+		return nil
+	}
 	if sb == nil || p.rec.State != StateRunning && p.rec.State != StatePaused {
 		st := p.rec.State
 		d.mu.Unlock()
@@ -1443,7 +1558,11 @@ func (d *Daemon) stopPodLocked(ctx context.Context, p *podState) error {
 		}()
 	}
 	wg.Wait()
-	d.stopSandbox(p, sb)
+	if keepSandbox {
+		d.idleSandbox(ctx, p, sb)
+	} else {
+		d.stopSandbox(p, sb)
+	}
 	d.mu.Lock()
 	allOK := true
 	for _, cid := range p.rec.Containers {
@@ -1497,7 +1616,7 @@ func (d *Daemon) removePodLocked(ctx context.Context, p *podState) error {
 	running := p.sb != nil
 	d.mu.Unlock()
 	if running {
-		if err := d.stopPodLocked(ctx, p); err != nil {
+		if err := d.stopPodLocked(ctx, p, false); err != nil {
 			if _, ok := err.(*ConflictError); !ok {
 				return err
 			}
@@ -1812,7 +1931,7 @@ func (d *Daemon) Counts() (pods, containers, running int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, p := range d.pods {
-		if p.sb != nil {
+		if p.rec.State == StateRunning || p.rec.State == StatePaused {
 			running++
 		}
 	}

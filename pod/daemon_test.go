@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -204,5 +205,80 @@ func TestSandboxStopReasons(t *testing.T) {
 				t.Fatalf("pod status %+v; want %s/%s with %q", pi.Status, tc.phase, tc.why, tc.msgContains)
 			}
 		})
+	}
+}
+
+// TestStopKeepSandbox: /pod/stop?stopVM=no stops the containers and keeps
+// the sandbox; the next start reuses it (same sandbox, containers run
+// again); the kept sandbox survives a daemon restart; stopVM=yes on the
+// stopped pod, or deleting it, releases the sandbox.
+func TestStopKeepSandbox(t *testing.T) {
+	root, imgs := t.TempDir(), t.TempDir()
+	drv := podtest.NewDriver()
+	d := open(t, root, drv, imgs)
+	ctx := context.Background()
+	id := mustCreate(t, d, `{"id":"keep","containers":[{"image":"sleeper","name":"k","command":["sleep","up"]}]}`)
+	if err := d.StartPod(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	sbs := drv.Running()
+	if len(sbs) != 1 {
+		t.Fatalf("sandboxes %v", sbs)
+	}
+	if err := d.StopPodKeepSandbox(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	pi, _ := d.PodInfo(id)
+	if pi.Status.Phase == "Running" || !slices.Equal(drv.Running(), sbs) {
+		t.Fatalf("after stop keep: phase %s, sandboxes %v (want %v kept)", pi.Status.Phase, drv.Running(), sbs)
+	}
+	if vms := d.ListVMs("", ""); len(vms) != 1 {
+		t.Errorf("the kept sandbox is not listed as the pod's VM: %v", vms)
+	}
+	if code, _ := d.ExitCode(ctx, "k", ""); code != 143 {
+		t.Errorf("stopped container exit %d, want 143", code)
+	}
+	if _, _, running := d.Counts(); running != 0 {
+		t.Errorf("a stopped pod counted as running")
+	}
+	// the daemon restarts: the idle sandbox is adopted, not stopped
+	d.Close()
+	d = open(t, root, drv, imgs)
+	defer func() { d.Close() }()
+	if !slices.Equal(drv.Running(), sbs) || len(d.ListVMs("", "")) != 1 {
+		t.Fatalf("kept sandbox after restart: %v / %v", drv.Running(), d.ListVMs("", ""))
+	}
+	if err := d.StartPod(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(drv.Running(), sbs) {
+		t.Errorf("start did not reuse the kept sandbox: %v, was %v", drv.Running(), sbs)
+	}
+	waitLogs(t, d, "k", "up\nup\n")
+	if pi, _ := d.PodInfo(id); pi.Status.Phase != "Running" {
+		t.Errorf("phase %s after the reuse start", pi.Status.Phase)
+	}
+	// stop keep, then stopVM=yes on the stopped pod: the sandbox goes
+	if err := d.StopPodKeepSandbox(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.StopPod(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if len(drv.Running()) != 0 || len(d.ListVMs("", "")) != 0 {
+		t.Errorf("stopVM=yes left %v", drv.Running())
+	}
+	// a fresh start, stop keep, delete: nothing left
+	if err := d.StartPod(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.StopPodKeepSandbox(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.RemovePod(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if len(drv.Running()) != 0 {
+		t.Errorf("delete left the kept sandbox %v", drv.Running())
 	}
 }

@@ -44,8 +44,11 @@ type PodRecord struct {
 	PortMappings []PortMapping     `json:"portMappings,omitempty"`
 	Containers   []string          `json:"containers"`
 	Handle       *sandbox.Handle   `json:"handle,omitempty"`
-	Driver       string            `json:"driver,omitempty"`
-	Isolation    string            `json:"isolation,omitempty"`
+	// SandboxKept: the pod was stopped with stopVM=no; its sandbox (Handle)
+	// idles, without containers, for the next start.
+	SandboxKept bool   `json:"sandboxKept,omitempty"`
+	Driver      string `json:"driver,omitempty"`
+	Isolation   string `json:"isolation,omitempty"`
 }
 
 // ContainerRecord is a container as persisted in bbolt.

@@ -167,10 +167,18 @@ func (c *Client) StartPod(ctx context.Context, id string) error {
 	return c.call(ctx, "POST", "/pod/start", pq(id), nil, nil)
 }
 
-// StopPod stops a pod.
+// StopPod stops a pod and its VM.
 func (c *Client) StopPod(ctx context.Context, id string) error {
 	q := pq(id)
 	q.Set("stopVM", "yes")
+	return c.call(ctx, "POST", "/pod/stop", q, nil, nil)
+}
+
+// StopPodKeepVM stops a pod's containers and keeps its VM for the next
+// start (stopVM=no).
+func (c *Client) StopPodKeepVM(ctx context.Context, id string) error {
+	q := pq(id)
+	q.Set("stopVM", "no")
 	return c.call(ctx, "POST", "/pod/stop", q, nil, nil)
 }
 

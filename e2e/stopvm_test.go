@@ -1,0 +1,104 @@
+package e2e
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hyperhq/hyperd-go/e2e/imgtest"
+)
+
+// TestStopVM drives /pod/stop?stopVM=no|yes with curl against a real hyperd
+// (local driver: the "VM" is the pod's agent process): no keeps the sandbox
+// (same process, listed under item=vm) and the next start reuses it; yes
+// (the default) ends it; anything else is a 400.
+func TestStopVM(t *testing.T) {
+	requireHost(t)
+	bin := binaries(t)
+	tmp := t.TempDir()
+	root := filepath.Join(tmp, "root")
+	d := startDaemon(t, bin, root, filepath.Join(tmp, "hyper.sock"), "local")
+	defer func() { d.signal(syscall.SIGTERM) }()
+	ctx := ctxT(t, 2*time.Minute)
+	var tarBuf bytes.Buffer
+	bb, _ := imgtest.BusyboxPath()
+	if err := imgtest.Write(&tarBuf, bb, "busybox:latest"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.c.Load(ctx, &tarBuf); err != nil {
+		t.Fatal(err)
+	}
+	d.expect("POST", "/pod/create", `{"id":"svm","containers":[{"name":"svm","image":"busybox","command":["sh","-c","echo started; exec sleep 1000"]}]}`, 201, `"ID":"svm"`)
+	d.expect("POST", "/pod/start?podId=svm", "", 200, "")
+	waitPhase(t, d, "svm", "Running")
+	agentPids := func() []string {
+		var out []string
+		for pid := range agentProcs(filepath.Join(root, "pods", "svm")) {
+			out = append(out, pid)
+		}
+		return out
+	}
+	before := agentPids()
+	if len(before) != 1 {
+		t.Fatalf("agent processes of the pod: %v", before)
+	}
+	d.expect("POST", "/pod/stop?podId=svm&stopVM=maybe", "", 400, "stopVM")
+	d.expect("POST", "/pod/stop?podId=svm&stopVM=no", "", 200, `"ID":"svm"`)
+	if pi := podPhase(t, d, "svm"); pi.Status.Phase == "Running" {
+		t.Fatalf("pod still running after stop: %+v", pi.Status)
+	}
+	if got := agentPids(); len(got) != 1 || got[0] != before[0] {
+		t.Fatalf("stopVM=no did not keep the sandbox: agents %v, before %v", got, before)
+	}
+	d.expect("GET", "/list?item=vm", "", 201, ":svm:associated")
+	d.expect("GET", "/exitcode?container=svm", "", 200, "143")
+	d.expect("POST", "/pod/start?podId=svm", "", 200, "")
+	waitPhase(t, d, "svm", "Running")
+	if got := agentPids(); len(got) != 1 || got[0] != before[0] {
+		t.Errorf("the start did not reuse the kept sandbox: agents %v, before %v", got, before)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, logs := d.curl("GET", "/container/logs?container=svm&stdout=1", "")
+		if strings.Count(logs, "started") == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the container did not run again in the kept sandbox; logs %q", logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	d.expect("POST", "/pod/stop?podId=svm", "", 200, `"ID":"svm"`) // stopVM defaults to yes
+	for i := 0; len(agentPids()) != 0; i++ {
+		if i > 200 {
+			t.Fatalf("stopVM=yes left the sandbox: %v", agentPids())
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	if _, body := d.curl("GET", "/list?item=vm", ""); strings.Contains(body, ":svm:") {
+		t.Errorf("VM still listed: %s", body)
+	}
+	d.expect("DELETE", "/pod?podId=svm", "", 200, "")
+	if _, err := os.Stat(filepath.Join(root, "pods", "svm")); !os.IsNotExist(err) {
+		t.Errorf("pod dir left: %v", err)
+	}
+}
+
+// agentProcs returns the pids (as strings) of hyper-agent processes whose
+// command line mentions sub.
+func agentProcs(sub string) map[string]bool {
+	out := map[string]bool{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !bytes.Contains(b, []byte(sub)) || !bytes.Contains(b, []byte("hyper-agent")) {
+			continue
+		}
+		out[e.Name()] = true
+	}
+	return out
+}
