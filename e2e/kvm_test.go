@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -184,7 +185,7 @@ func runKVMBootFailure(t *testing.T) {
 	}
 
 	// --- a pod sized 1 vCPU / 160 MiB: created, VM started, boot deadline
-	id, err := d.c.CreatePod(ctx, []byte(`{"id":"vmpod","resource":{"vcpu":1,"memory":160},"containers":[{"name":"c1","image":"busybox:latest","command":["echo","hi"]}]}`))
+	id, err := d.c.CreatePod(ctx, []byte(`{"id":"vmpod","resource":{"vcpu":1,"memory":160},"volumes":[{"name":"data"}],"containers":[{"name":"c1","image":"busybox:latest","command":["echo","hi"],"volumes":[{"volume":"data","path":"/data"}]}]}`))
 	if err != nil {
 		t.Fatalf("create pod: %v\n%s", err, d.log())
 	}
@@ -208,10 +209,18 @@ func runKVMBootFailure(t *testing.T) {
 		t.Errorf("VM vCPUs %v, want 1", got)
 	}
 	disks := argAfter(args, "--disk")
-	if len(disks) != 1 || !strings.HasSuffix(disks[0], ",ro") {
-		t.Errorf("VM disks %v, want the image as one read-only disk", disks)
-	} else if st, err := os.Stat(strings.TrimSuffix(disks[0], ",ro")); err != nil || st.Size() == 0 {
-		t.Errorf("image disk %s: %v", disks[0], err)
+	if len(disks) != 2 || !strings.HasSuffix(disks[0], ",ro") {
+		t.Errorf("VM disks %v, want the image read-only and the volume", disks)
+	} else {
+		if st, err := os.Stat(strings.TrimSuffix(disks[0], ",ro")); err != nil || st.Size() == 0 {
+			t.Errorf("image disk %s: %v", disks[0], err)
+		}
+		// the volume: a fresh ext4 image under the pod, writable
+		if disks[1] != filepath.Join(podDir, "volumes", "data.img") {
+			t.Errorf("volume disk %q, want %s (rw)", disks[1], filepath.Join(podDir, "volumes", "data.img"))
+		} else if out, err := exec.Command("dumpe2fs", "-h", disks[1]).CombinedOutput(); err != nil || !strings.Contains(string(out), "clean") {
+			t.Errorf("volume image is not a clean ext4 file system: %v\n%s", err, out)
+		}
 	}
 	uds := argAfter(args, "--vsock")
 	if len(uds) != 1 || !strings.HasPrefix(uds[0], podDir) {
