@@ -28,9 +28,13 @@ func NotifyReady(port uint32) error {
 	return c.Close()
 }
 
-// InitVM prepares the guest as PID 1: the pseudo filesystems, cgroup2,
-// kernel modules from /lib/modules/order, the loopback interface.
+// InitVM prepares the guest as PID 1: it leaves the initial rootfs (see
+// leaveRootfs), mounts the pseudo filesystems and cgroup2, loads the kernel
+// modules from /lib/modules/order and brings up the loopback interface.
 func InitVM() error {
+	if err := leaveRootfs(); err != nil {
+		return err
+	}
 	mounts := []struct {
 		src, dst, fstype string
 		flags            uintptr
@@ -55,6 +59,44 @@ func InitVM() error {
 		return err
 	}
 	return LoopbackUp()
+}
+
+// leaveRootfs makes the root of PID 1 (and so of every process it starts)
+// a bind mount of the initramfs instead of the kernel's initial rootfs
+// itself: pivot_root(2) fails with EINVAL while the caller's root is the
+// initial rootfs, which has no parent mount, and every container shim
+// pivot_roots into its overlay. The files stay the same (/init is still
+// the agent). This is switch_root's move-and-chroot with the initramfs as
+// its own new root; it must run before anything else is mounted.
+func leaveRootfs() error {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/", &st); err != nil {
+		return fmt.Errorf("statfs /: %w", err)
+	}
+	if st.Type != unix.RAMFS_MAGIC && st.Type != unix.TMPFS_MAGIC {
+		return nil // booted from a disk: not the initial rootfs
+	}
+	const tmp = "/.root"
+	if err := os.Mkdir(tmp, 0o700); err != nil && !os.IsExist(err) {
+		return fmt.Errorf("leave rootfs: %w", err)
+	}
+	if err := unix.Mount("/", tmp, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("leave rootfs: bind /: %w", err)
+	}
+	if err := unix.Chdir(tmp); err != nil {
+		return fmt.Errorf("leave rootfs: %w", err)
+	}
+	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("leave rootfs: move to /: %w", err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("leave rootfs: chroot: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("leave rootfs: %w", err)
+	}
+	os.Remove(tmp) // the now empty mount point, seen through the bind
+	return nil
 }
 
 // LoadModules loads dir/NAME for each line NAME of dir/order with

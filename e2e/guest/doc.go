@@ -1,0 +1,24 @@
+// Package guest is test tier 6 of DESIGN.md, "the guest side in a real
+// kernel": its tests boot `make kernel`'s kernel (build/vmlinuz) with our
+// initramfs (initramfs.Build: hyper-agent as /init plus the guest's kernel
+// modules) under qemu-system-x86_64 with TCG — no KVM, so it runs wherever
+// QEMU does — and drive the agent, PID 1 of the guest, over a
+// virtio-console (hyper_agent_serial=/dev/hvc0 on the kernel command line;
+// every connection multiplexed with agent/mux). The image's rootfs is an
+// ext4 image of a busybox tree on a read-only virtio-blk disk, the overlay
+// lower of every container.
+//
+// One VM is booted per test run; the cases run against it in turn: module
+// loading, the overlay root on the virtio-blk lower, the container
+// namespaces, exit codes and signals, exec, tty and resize, a few MB of
+// stdout, stdin EOF, localhost between containers, cgroup v2 stats, commit
+// with a whiteout, and finally shutdown, after which QEMU must exit by
+// itself because the guest powered off. The guest's kernel console
+// (ttyS0) is kept in a file and shown with any failure.
+//
+// Missing prerequisites (root, qemu-system-x86_64, build/vmlinuz from
+// `make kernel`, mkfs.ext4, /bin/busybox) fail the test with the reason;
+// nothing is skipped.
+//
+// The package holds tests only.
+package guest
