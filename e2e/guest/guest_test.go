@@ -36,6 +36,12 @@ func TestGuest(t *testing.T) {
 		if t.Failed() {
 			t.Log(v.diag())
 		}
+		// HYPERD_GUEST_CONSOLE=FILE keeps the whole guest console
+		if keep := os.Getenv("HYPERD_GUEST_CONSOLE"); keep != "" {
+			if err := os.WriteFile(keep, []byte(v.consoleText()), 0o644); err != nil {
+				t.Errorf("keeping the console: %v", err)
+			}
+		}
 		t.Logf("total wall time %v", time.Since(t0).Round(time.Millisecond))
 	})
 	p := &pod{a: v.agent}
@@ -315,6 +321,7 @@ func testExitCodes(t *testing.T, p *pod) {
 		{"exit 3 with both streams", []string{"sh", "-c", "echo out; echo err >&2; exit 3"}, "out\n", "err\n", 3},
 		{"false", []string{"false"}, "", "", 1},
 		{"user nobody", []string{"id", "-u"}, "65534\n", "", 0},
+		{"resolv.conf from the pod setup", []string{"cat", "/etc/resolv.conf"}, "nameserver 10.0.2.3\n", "", 0},
 		{"missing binary", []string{"/nonexistent"}, "", "", -1},
 	}
 	for i, tt := range tests {

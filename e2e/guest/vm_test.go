@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -26,6 +27,11 @@ const (
 	// the kernel reaches its init in a few seconds; this is slack for a
 	// loaded CI machine, not an expectation.
 	bootTimeout = 120 * time.Second
+	// vmDeadline bounds the whole VM's life: past it QEMU is killed, so a
+	// hung guest makes every remaining case fail at once (the agent
+	// session ends) instead of each waiting out its own timeout. A passing
+	// run takes well under a minute.
+	vmDeadline = 5 * time.Minute
 	// agentDev is the guest's end of the agent channel: the first
 	// virtconsole of the virtio-serial-pci device.
 	agentDev = "/dev/hvc0"
@@ -64,6 +70,7 @@ type vm struct {
 	agent   *client.Client
 	started time.Time
 	ready   time.Duration // QEMU start → the agent's READY frame
+	killed  atomic.Bool   // by the vmDeadline timer
 }
 
 // repoRoot is the module root (this file is in e2e/guest).
@@ -213,7 +220,15 @@ func bootVM(t *testing.T, marker string) *vm {
 		t.Fatalf("starting QEMU: %v", err)
 	}
 	go func() { v.waitErr = v.cmd.Wait(); close(v.exited) }()
+	deadline := time.AfterFunc(vmDeadline, func() {
+		v.killed.Store(true)
+		v.cmd.Process.Kill()
+	})
 	t.Cleanup(func() {
+		deadline.Stop()
+		if v.killed.Load() {
+			t.Errorf("QEMU was killed: the guest outlived the harness's %v deadline", vmDeadline)
+		}
 		if v.agent != nil {
 			v.agent.Close()
 		}
