@@ -235,7 +235,7 @@ func testModules(t *testing.T, p *pod, modules string) {
 
 // testRootfs: the container's root is an overlay whose lower is the ext4
 // image on the read-only virtio-blk disk; writes go to the container's
-// own upper dir.
+// own upper dir; a read-only root refuses them.
 func testRootfs(t *testing.T, p *pod, marker string) {
 	out, errOut, code := p.sh(t, "root1",
 		"cat /etc/marker; awk '$2 == \"/\" {print $1, $3}' /proc/mounts; cat /sys/block/vda/ro; "+
@@ -248,6 +248,15 @@ func testRootfs(t *testing.T, p *pod, marker string) {
 	out, errOut, code = p.sh(t, "root2", "cat /etc/marker; ls /newfile 2>&1 >/dev/null | grep -c 'No such file'")
 	if want := marker + "\n1\n"; out != want || code != 0 {
 		t.Errorf("second container: got %q (exit %d, stderr %q), want %q", out, code, errOut, want)
+	}
+	// a read-only root with a file written into it by the agent
+	s := p.spec("root3", sandbox.Process{Args: []string{"sh", "-c", "cat /etc/app.conf; stat -c '%a %u' /etc/app.conf; touch /x 2>/dev/null || echo read-only"}})
+	s.ReadOnlyFS = true
+	s.Files = []sandbox.File{{Path: "/etc/app.conf", Content: []byte("k=v\n"), Mode: 0o600, UID: 65534}}
+	p.runSpec(t, s)
+	out, errOut = p.output(t, "root3", "")
+	if want := "k=v\n600 65534\nread-only\n"; out != want {
+		t.Errorf("read-only root: got %q (stderr %q), want %q", out, errOut, want)
 	}
 }
 
@@ -546,20 +555,25 @@ func testLocalhost(t *testing.T, p *pod) {
 
 // testCgroupStats: containers are placed in cgroup v2 under
 // /sys/fs/cgroup/hyperd with the cpu, memory and pids controllers
-// delegated, and stats report plausible figures from there.
+// delegated down to them (seen through a read-only bind of the guest's
+// cgroup2 mount), and stats report plausible figures from there.
 func testCgroupStats(t *testing.T, p *pod) {
 	t0 := time.Now()
-	p.run(t, "cg", sandbox.Process{Args: []string{"sh", "-c",
+	s := p.spec("cg", sandbox.Process{Args: []string{"sh", "-c",
 		"i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; head -c 8000000 /dev/zero > /tmp/fill; " +
-			"cat /proc/self/cgroup; echo ready; exec sleep 1000"}})
+			"cat /proc/self/cgroup /cg/cgroup.subtree_control /cg/hyperd/cgroup.subtree_control /cg/hyperd/cg/cgroup.controllers; " +
+			"echo ready; exec sleep 1000"}})
+	s.Mounts = []sandbox.Mount{{Source: "/sys/fs/cgroup", Dest: "/cg", ReadOnly: true}}
+	p.runSpec(t, s)
 	sio, err := p.a.Attach(ctx(t), "cg", "", false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sio.Stdout.Close()
+	defer sio.Stderr.Close()
 	out := readUntil(sio.Stdout, "ready\n")
-	if want := "0::/hyperd/cg\nready\n"; out != want {
-		t.Errorf("/proc/self/cgroup in the container: %q, want %q", out, want)
+	if want := "0::/hyperd/cg\n" + strings.Repeat("cpu memory pids\n", 3) + "ready\n"; out != want {
+		t.Errorf("container's cgroup, the subtree_control of / and /hyperd, its controllers:\n%q, want\n%q", out, want)
 	}
 	st, err := p.a.Stats(ctx(t))
 	if err != nil {
