@@ -89,14 +89,17 @@ func prerequisites(t testing.TB) (qemu, kernel, modules string) {
 	if err != nil {
 		t.Fatalf("qemu-system-x86_64 is needed to boot the guest under TCG (apt-get install qemu-system-x86): %v", err)
 	}
-	kernel = os.Getenv("HYPERD_KERNEL_BZIMAGE")
-	if kernel == "" {
-		kernel = filepath.Join(repoRoot(), "build", "vmlinuz")
+	// the bzImage next to the vmlinux the other kernel tests use
+	// ($HYPERD_KERNEL), with its modules
+	dir := filepath.Join(repoRoot(), "build")
+	if k := os.Getenv("HYPERD_KERNEL"); k != "" {
+		dir = filepath.Dir(k)
 	}
-	modules = filepath.Join(filepath.Dir(kernel), "modules")
+	kernel = filepath.Join(dir, "vmlinuz")
+	modules = filepath.Join(dir, "modules")
 	for _, p := range []string{kernel, filepath.Join(modules, "order")} {
 		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("guest kernel missing: run `make kernel` (or set HYPERD_KERNEL_BZIMAGE): %v", err)
+			t.Fatalf("guest kernel missing: run `make kernel` (or set HYPERD_KERNEL to a vmlinux with vmlinuz and modules/ next to it): %v", err)
 		}
 	}
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
