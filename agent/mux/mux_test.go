@@ -200,19 +200,20 @@ func TestProtocolViolations(t *testing.T) {
 		server bool
 		input  []byte
 		want   string
+		eof    bool // the input ends with the transport closing
 	}{
-		{"huge data", true, append(frame(1, typeOpen, 0, nil), frame(1, typeData, 1<<31, nil)...), "data frame of"},
-		{"open on client", false, append(frame(0, typeReady, readyMagic, nil), frame(2, typeOpen, 0, nil)...), "unexpected open"},
-		{"ready twice", false, append(frame(0, typeReady, readyMagic, nil), frame(0, typeReady, readyMagic, nil)...), "unexpected ready"},
-		{"ready to server", true, frame(0, typeReady, readyMagic, nil), "unexpected ready"},
-		{"no ready", false, []byte("kernel panic"), "waiting for the server"},
-		{"open twice", true, append(frame(1, typeOpen, 0, nil), frame(1, typeOpen, 0, nil)...), "unexpected open"},
-		{"open id 0", true, frame(0, typeOpen, 0, nil), "unexpected open"},
-		{"fin with length", true, append(frame(1, typeOpen, 0, nil), frame(1, typeFin, 5, nil)...), "with length"},
-		{"unknown type", true, append(frame(1, typeOpen, 0, nil), frame(1, 99, 0, nil)...), "unknown frame type"},
-		{"window overrun", true, overrun, "overran its window"},
-		{"data after fin", true, append(append(frame(1, typeOpen, 0, nil), frame(1, typeFin, 0, nil)...), frame(1, typeData, 1, []byte("x"))...), "after its end"},
-		{"truncated", true, frame(1, typeOpen, 0, nil)[:5], "read"},
+		{"huge data", true, append(frame(1, typeOpen, 0, nil), frame(1, typeData, 1<<31, nil)...), "data frame of", false},
+		{"open on client", false, append(frame(0, typeReady, readyMagic, nil), frame(2, typeOpen, 0, nil)...), "unexpected open", false},
+		{"ready twice", false, append(frame(0, typeReady, readyMagic, nil), frame(0, typeReady, readyMagic, nil)...), "unexpected ready", false},
+		{"ready to server", true, frame(0, typeReady, readyMagic, nil), "unexpected ready", false},
+		{"no ready", false, []byte("kernel panic"), "waiting for the server", true},
+		{"open twice", true, append(frame(1, typeOpen, 0, nil), frame(1, typeOpen, 0, nil)...), "unexpected open", false},
+		{"open id 0", true, frame(0, typeOpen, 0, nil), "unexpected open", false},
+		{"fin with length", true, append(frame(1, typeOpen, 0, nil), frame(1, typeFin, 5, nil)...), "with length", false},
+		{"unknown type", true, append(frame(1, typeOpen, 0, nil), frame(1, 99, 0, nil)...), "unknown frame type", false},
+		{"window overrun", true, overrun, "overran its window", false},
+		{"data after fin", true, append(append(frame(1, typeOpen, 0, nil), frame(1, typeFin, 0, nil)...), frame(1, typeData, 1, []byte("x"))...), "after its end", false},
+		{"truncated", true, frame(1, typeOpen, 0, nil)[:5], "read", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := net.Pipe()
@@ -229,11 +230,36 @@ func TestProtocolViolations(t *testing.T) {
 			} else {
 				sess = Client(b)
 			}
+			// Frames the session sends back are drained. The pipe stays open
+			// until the session ends (a close would race the server's READY
+			// write and end it with "closed pipe" instead of the violation),
+			// except where the violation is the end of input itself: then
+			// it closes once the server's first frame went out.
+			sent := make(chan struct{})
+			go func() {
+				buf := make([]byte, 4096)
+				first := true
+				for {
+					n, err := a.Read(buf)
+					if n > 0 && first {
+						first = false
+						close(sent)
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+			defer a.Close()
 			go func() {
 				a.Write(tc.input)
-				a.Close()
+				if tc.eof {
+					if tc.server {
+						<-sent
+					}
+					a.Close()
+				}
 			}()
-			go io.Copy(io.Discard, a) // frames the session sends back
 			select {
 			case <-sess.Done():
 			case <-time.After(10 * time.Second):
