@@ -21,18 +21,22 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/hyperhq/hyperd-go/image/dockerfile"
 )
 
-// RunFunc runs cmd in a container of the image rootfsImageID (supplied by the daemon:
-// it runs the command in a pod) and returns the container's changes as an
-// uncompressed tar using OCI whiteouts. Output goes to out.
+// RunFunc runs cmd in a container of the image rootfsImageID and returns the
+// container's changes as an uncompressed tar using OCI whiteouts; the command's
+// output goes to out as it is produced. A non-zero exit is an error. The daemon's
+// RunFunc is pod.Daemon.BuildRunner: a throw-away pod on the sandbox driver whose
+// changes the agent streams; it also decides what happens to the step's container
+// (POST /image/build rm, forcerm). Closing the layer ends the step.
 type RunFunc func(ctx context.Context, rootfsImageID string, cmd []string, env []string, workdir, user string, out io.Writer) (layer io.ReadCloser, err error)
 
-// BuildOptions are the POST /image/build parameters.
+// BuildOptions are the POST /image/build parameters (rm and forcerm belong to the RunFunc).
 type BuildOptions struct {
 	Dockerfile string            // path inside the context; "Dockerfile" when empty
 	Tags       []string          // t
@@ -40,8 +44,11 @@ type BuildOptions struct {
 	NoCache    bool              // nocache
 	Pull       bool              // pull: pull FROM images even when present
 	Quiet      bool              // q: print only the final image id
-	Auth       *AuthConfig       // for FROM pulls
-	Progress   func(Progress)    // FROM pull progress
+	Auth       *AuthConfig       // for FROM pulls (any registry)
+	// Auths are X-Registry-Config's credentials per registry for FROM pulls;
+	// without a match, Auth and then the credentials saved by SaveAuth are used.
+	Auths    map[string]AuthConfig
+	Progress func(Progress) // FROM pull progress
 }
 
 // Build builds an image from a tar build context (identity, gzip, bzip2, xz or zstd)
@@ -51,6 +58,11 @@ type BuildOptions struct {
 func (s *Store) Build(ctx context.Context, buildContext io.Reader, opts BuildOptions, run RunFunc, out io.Writer) (Image, error) {
 	if out == nil {
 		out = io.Discard
+	}
+	runOut := out
+	if opts.Quiet {
+		// q: only the final id; RUN output and FROM pull progress are dropped.
+		runOut, opts.Progress = io.Discard, nil
 	}
 	say := func(format string, a ...any) {
 		if !opts.Quiet {
@@ -103,7 +115,7 @@ func (s *Store) Build(ctx context.Context, buildContext io.Reader, opts BuildOpt
 	if err := applyDockerignore(root); err != nil {
 		return Image{}, fmt.Errorf("build: %v: %w", err, ErrInvalid)
 	}
-	b := &builder{s: s, ctx: ctx, opts: opts, run: run, out: out, root: root, ctxDir: ctxDir, tmp: dir,
+	b := &builder{s: s, ctx: ctx, opts: opts, run: run, out: runOut, root: root, ctxDir: ctxDir, tmp: dir,
 		args: map[string]string{}, say: say}
 	for i, in := range ins {
 		say("Step %d/%d : %s\n", i+1, len(ins), in.Original)
@@ -145,7 +157,7 @@ type builder struct {
 	ctx     context.Context
 	opts    BuildOptions
 	run     RunFunc
-	out     io.Writer
+	out     io.Writer // RUN output
 	root    *os.Root
 	ctxDir  string
 	tmp     string
@@ -231,6 +243,7 @@ func (b *builder) step(in dockerfile.Instruction) error {
 		}
 	}
 	var edit func(c *v1.Config)
+	var layer func() (io.ReadCloser, error)
 	switch in.Cmd {
 	case "ENV":
 		edit = func(c *v1.Config) {
@@ -248,13 +261,22 @@ func (b *builder) step(in dockerfile.Instruction) error {
 			}
 		}
 	case "WORKDIR":
-		edit = func(c *v1.Config) {
-			w := args[0]
-			if !path.IsAbs(w) {
-				w = path.Join("/", c.WorkingDir, w)
+		w := args[0]
+		if !path.IsAbs(w) {
+			cur := ""
+			if b.img != nil {
+				cur = b.img.Config.WorkingDir
 			}
-			c.WorkingDir = path.Clean(w)
+			w = path.Join("/", cur, w)
 		}
+		w = path.Clean(w)
+		edit = func(c *v1.Config) { c.WorkingDir = w }
+		// As in Docker, a missing WORKDIR is created (a layer of its directories),
+		// so RUN can start in it.
+		layer = func() (io.ReadCloser, error) { return b.mkdirLayer(w) }
+	case "MAINTAINER":
+		key := b.cacheKey(in.Cmd, args, nil)
+		return b.commit(key, nil, func(cf *v1.ConfigFile) { cf.Author = args[0] }, "/bin/sh -c #(nop) MAINTAINER "+args[0])
 	case "USER":
 		edit = func(c *v1.Config) { c.User = args[0] }
 	case "STOPSIGNAL":
@@ -300,7 +322,7 @@ func (b *builder) step(in dockerfile.Instruction) error {
 		return fmt.Errorf("unsupported instruction %s: %w", in.Cmd, ErrInvalid)
 	}
 	key := b.cacheKey(in.Cmd, args, nil)
-	return b.commit(key, nil, func(cf *v1.ConfigFile) { edit(&cf.Config) }, "/bin/sh -c #(nop) "+in.Cmd+" "+strings.Join(args, " "))
+	return b.commit(key, layer, func(cf *v1.ConfigFile) { edit(&cf.Config) }, "/bin/sh -c #(nop) "+in.Cmd+" "+strings.Join(args, " "))
 }
 
 func (b *builder) from(in dockerfile.Instruction) error {
@@ -326,12 +348,83 @@ func (b *builder) from(in dockerfile.Instruction) error {
 		}
 	}
 	b.say("Pulling %s\n", ref)
-	im, err := b.s.Pull(b.ctx, ref, b.opts.Auth, b.opts.Progress)
+	im, err := b.s.Pull(b.ctx, ref, b.fromAuth(ref), b.opts.Progress)
 	if err != nil {
 		return err
 	}
 	b.img, err = b.s.getRec(im.ID)
 	return err
+}
+
+// fromAuth picks the credentials for pulling ref: X-Registry-Config's entry for
+// its registry, else opts.Auth (Pull falls back to the saved ones).
+func (b *builder) fromAuth(ref string) *AuthConfig {
+	if r, err := name.ParseReference(ref); err == nil {
+		reg := registryKey(r.Context().RegistryStr())
+		for k, a := range b.opts.Auths {
+			if registryKey(k) == reg {
+				return &a
+			}
+		}
+	}
+	return b.opts.Auth
+}
+
+// mkdirLayer returns a layer creating dir and its missing parents (following
+// symlinks inside the image as a container would), or nil when dir exists.
+func (b *builder) mkdirLayer(dir string) (io.ReadCloser, error) {
+	rel := path.Clean("/" + dir)[1:]
+	if b.img != nil {
+		rootfs, err := b.s.RootfsDir(b.ctx, b.img.ID)
+		if err != nil {
+			return nil, err
+		}
+		r, err := os.OpenRoot(rootfs)
+		if err != nil {
+			return nil, err
+		}
+		defer r.Close()
+		if rel, err = resolveIn(r, dir); err != nil {
+			return nil, fmt.Errorf("WORKDIR %s: %v: %w", dir, err, ErrInvalid)
+		}
+		if fi, err := r.Stat(rel); err == nil {
+			if !fi.IsDir() {
+				return nil, fmt.Errorf("WORKDIR %s: not a directory in the image: %w", dir, ErrInvalid)
+			}
+			return nil, nil
+		}
+		// Keep the existing prefix out of the layer: only missing directories are added.
+		var missing []string
+		for p := rel; p != "." && p != ""; p = path.Dir(p) {
+			if _, err := r.Lstat(p); err == nil {
+				break
+			}
+			missing = append([]string{p}, missing...)
+		}
+		return dirTar(missing)
+	}
+	if rel == "" {
+		return nil, nil
+	}
+	var all []string
+	for p := rel; p != "."; p = path.Dir(p) {
+		all = append([]string{p}, all...)
+	}
+	return dirTar(all)
+}
+
+func dirTar(dirs []string) (io.ReadCloser, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, d := range dirs {
+		if err := tw.WriteHeader(&tar.Header{Name: d + "/", Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
+			return nil, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return io.NopCloser(&buf), nil
 }
 
 func (b *builder) cacheKey(cmd string, args []string, extra []byte) string {
@@ -371,8 +464,10 @@ func (b *builder) commit(key string, layer func() (io.ReadCloser, error), edit f
 		if err != nil {
 			return err
 		}
-		defer rc.Close()
-		lr = rc
+		if rc != nil { // nil: nothing to add after all
+			defer rc.Close()
+			lr = rc
+		}
 	}
 	if edit == nil {
 		edit = func(*v1.ConfigFile) {}
@@ -503,9 +598,13 @@ func (b *builder) copyStep(in dockerfile.Instruction) error {
 		if pattern == "" {
 			pattern = "."
 		}
-		matches, err := fs.Glob(b.root.FS(), pattern)
-		if err != nil {
-			return fmt.Errorf("bad pattern %q: %w", src, ErrInvalid)
+		var matches []string
+		if strings.ContainsAny(pattern, `*?[\`) {
+			if matches, err = fs.Glob(b.root.FS(), pattern); err != nil {
+				return fmt.Errorf("bad pattern %q: %w", src, ErrInvalid)
+			}
+		} else if _, err := b.root.Lstat(pattern); err == nil {
+			matches = []string{pattern} // Glob would follow a symlink (maybe out of the context)
 		}
 		if len(matches) == 0 {
 			return fmt.Errorf("%s %s: no such file or directory in the build context: %w", in.Cmd, src, ErrNotFound)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"io/fs"
@@ -275,5 +276,72 @@ func TestBuildErrors(t *testing.T) {
 	// No Dockerfile at the given path.
 	if _, err := s.Build(context.Background(), bytes.NewReader(buildContext(t, "FROM busybox\n")), BuildOptions{Dockerfile: "other/Dockerfile"}, nil, io.Discard); !errors.Is(err, ErrInvalid) {
 		t.Errorf("missing Dockerfile: %v", err)
+	}
+}
+
+// The config-only instructions, MAINTAINER, and WORKDIR creating missing
+// directories (through symlinks of the image, leaving existing ones alone).
+func TestBuildConfigInstructions(t *testing.T) {
+	s := openStore(t)
+	loadBusybox(t, s, "busybox")
+	ctx := context.Background()
+	df := "FROM busybox\nMAINTAINER Jane <jane@example.com>\nCOPY lnk /lnk\nWORKDIR /lnk/sub\nWORKDIR deeper\nWORKDIR /etc\n" +
+		"USER 1000:1000\nVOLUME /data /x\nVOLUME [\"/y\"]\nENTRYPOINT [\"/bin/echo\"]\nCMD hello\nSTOPSIGNAL SIGINT\nLABEL k=v\nEXPOSE 53/udp 80\n"
+	bctx := tarOf(t, []entry{{name: "Dockerfile", body: df}, {name: "lnk", typ: tar.TypeSymlink, link: "/tmp"}})
+	var out bytes.Buffer
+	im, err := s.Build(ctx, bytes.NewReader(bctx), BuildOptions{}, nil, &out)
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, out.String())
+	}
+	c := im.Config
+	if c.User != "1000:1000" || c.WorkingDir != "/etc" || strings.Join(c.Entrypoint, " ") != "/bin/echo" ||
+		strings.Join(c.Cmd, " ") != "/bin/sh -c hello" || c.StopSignal != "SIGINT" || c.Labels["k"] != "v" {
+		t.Errorf("config %+v", c)
+	}
+	for _, v := range []string{"/data", "/x", "/y"} {
+		if _, ok := c.Volumes[v]; !ok {
+			t.Errorf("volumes %v lack %s", c.Volumes, v)
+		}
+	}
+	if _, ok := c.ExposedPorts["80/tcp"]; !ok || len(c.ExposedPorts) != 2 {
+		t.Errorf("ports %v", c.ExposedPorts)
+	}
+	raw, err := s.readBlob(im.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cf struct {
+		Author string
+		RootFS struct {
+			DiffIDs []string `json:"diff_ids"`
+		} `json:"rootfs"`
+	}
+	if err := json.Unmarshal(raw, &cf); err != nil || cf.Author != "Jane <jane@example.com>" {
+		t.Errorf("author %q %v", cf.Author, err)
+	}
+	// busybox + COPY + the two WORKDIRs that created directories; WORKDIR /etc adds none.
+	if len(cf.RootFS.DiffIDs) != 4 {
+		t.Errorf("%d layers, want 4 (busybox, COPY, WORKDIR /lnk/sub, WORKDIR deeper)", len(cf.RootFS.DiffIDs))
+	}
+	dir, err := s.RootfsDir(ctx, im.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, err := os.Readlink(filepath.Join(dir, "lnk")); err != nil || l != "/tmp" {
+		t.Errorf("the symlink WORKDIR went through was replaced: %q %v", l, err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "tmp/sub/deeper")); err != nil || !fi.IsDir() {
+		t.Errorf("WORKDIR did not create tmp/sub/deeper: %v", err)
+	}
+	// WORKDIR on a file is an error.
+	bad := tarOf(t, []entry{{name: "Dockerfile", body: "FROM busybox\nWORKDIR /etc/passwd\n"}})
+	if _, err := s.Build(ctx, bytes.NewReader(bad), BuildOptions{}, nil, io.Discard); !errors.Is(err, ErrInvalid) {
+		t.Errorf("WORKDIR on a file: %v", err)
+	}
+	// q: only the id, nothing of the steps.
+	out.Reset()
+	im2, err := s.Build(ctx, bytes.NewReader(bctx), BuildOptions{Quiet: true}, nil, &out)
+	if err != nil || out.String() != im2.ID+"\n" || im2.ID != im.ID {
+		t.Errorf("quiet build: %q (id %s, first build %s) %v", out.String(), im2.ID, im.ID, err)
 	}
 }

@@ -9,16 +9,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/hyperhq/hyperd-go/image/regtest"
 )
 
 // entry is one tar member for test layers.
@@ -126,88 +124,12 @@ func loadBusybox(t testing.TB, s *Store, tags ...string) string {
 	return id
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// startRegistry runs docker-registry on a loopback port (regtest.Start).
+func startRegistry(t testing.TB, user, pass string) string { return regtest.Start(t, user, pass) }
 
-// startRegistry runs Debian's docker-registry on a loopback port with a temp storage
-// dir, optionally with htpasswd auth for user:pass, and returns host:port.
-func startRegistry(t testing.TB, user, pass string) string {
-	t.Helper()
-	bin, err := exec.LookPath("docker-registry")
-	if err != nil {
-		t.Fatalf("registry tests need the docker-registry binary (apt-get install -y docker-registry): %v", err)
-	}
-	dir := t.TempDir()
-	port := freePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), addr)
-	if user != "" {
-		hp, err := exec.LookPath("htpasswd")
-		if err != nil {
-			t.Fatalf("auth tests need htpasswd (apt-get install -y apache2-utils): %v", err)
-		}
-		out, err := exec.Command(hp, "-Bbn", user, pass).Output()
-		if err != nil {
-			t.Fatalf("htpasswd: %v", err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "htpasswd"), out, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cfg += fmt.Sprintf("auth:\n  htpasswd:\n    realm: test\n    path: %s\n", filepath.Join(dir, "htpasswd"))
-	}
-	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "serve", filepath.Join(dir, "config.yml"))
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting docker-registry: %v", err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 || resp.StatusCode == 401 {
-				return addr
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("docker-registry did not answer on %s within 15s: %v\n%s", addr, err, logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+func mustSkopeo(t testing.TB) string { return regtest.Skopeo(t) }
 
-func mustSkopeo(t testing.TB) string {
-	t.Helper()
-	p, err := exec.LookPath("skopeo")
-	if err != nil {
-		t.Fatalf("interop tests need skopeo (apt-get install -y skopeo): %v", err)
-	}
-	return p
-}
-
-func run(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
+func run(t testing.TB, name string, args ...string) string { return regtest.Run(t, name, args...) }
 
 type boltTx = bolt.Tx
 

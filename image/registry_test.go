@@ -139,6 +139,28 @@ func TestRegistryAuth(t *testing.T) {
 	if _, err := s3.Pull(ctx, remote, nil, nil); err != nil {
 		t.Errorf("pull with saved credentials: %v", err)
 	}
+	// They are in the store's database: a reopened store (daemon restart) still
+	// has them (Pull asks the registry for the manifest again, so it needs them).
+	root3 := s3.Root()
+	s3.Close()
+	s3, err := Open(root3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s3.Close()
+	if _, err := s3.Pull(ctx, remote, nil, nil); err != nil {
+		t.Errorf("pull with credentials saved before a restart: %v", err)
+	}
+	// Build: X-Registry-Config credentials (per registry) pull a private FROM.
+	df := tarOf(t, []entry{{name: "Dockerfile", body: "FROM " + remote + "\nCMD [\"sh\"]\n"}})
+	s4 := openStore(t)
+	if _, err := s4.Build(ctx, strings.NewReader(string(df)), BuildOptions{}, nil, nil); err == nil || !strings.Contains(err.Error(), "authentication required") {
+		t.Errorf("build FROM a private image without credentials = %v", err)
+	}
+	if _, err := s4.Build(ctx, strings.NewReader(string(df)), BuildOptions{Auths: map[string]AuthConfig{
+		"other.example.com": {Username: "x", Password: "y"}, "http://" + reg + "/v2/": {Username: "alice", Password: "s3cret"}}}, nil, nil); err != nil {
+		t.Errorf("build FROM a private image with X-Registry-Config credentials: %v", err)
+	}
 	// The base64 "auth" field works as in Docker's AuthConfig.
 	im, err := s2.Pull(ctx, remote, &AuthConfig{Auth: "YWxpY2U6czNjcmV0"}, nil)
 	if err != nil {

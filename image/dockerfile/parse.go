@@ -22,7 +22,7 @@ type Instruction struct {
 
 // Supported lists the instructions Parse accepts.
 var Supported = []string{"FROM", "RUN", "CMD", "ENTRYPOINT", "COPY", "ADD", "ENV", "WORKDIR", "EXPOSE",
-	"LABEL", "USER", "ARG", "VOLUME", "STOPSIGNAL"}
+	"LABEL", "USER", "ARG", "VOLUME", "STOPSIGNAL", "MAINTAINER"}
 
 var directiveRe = regexp.MustCompile(`^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$`)
 
@@ -34,7 +34,7 @@ var directiveRe = regexp.MustCompile(`^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*
 //	ENV/LABEL   k=v... or k v            -> alternating key, value
 //	ARG         name[=default]...        -> alternating name, default ("" when none; see HasDefault)
 //	EXPOSE/VOLUME                        -> the words
-//	WORKDIR/USER/STOPSIGNAL              -> [value]
+//	WORKDIR/USER/STOPSIGNAL/MAINTAINER   -> [value]
 func Parse(r io.Reader) ([]Instruction, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
@@ -198,7 +198,7 @@ func parseInstruction(text string, escape rune) (Instruction, error) {
 			}
 			in.Args = append(in.Args, k, v)
 		}
-	case "WORKDIR", "USER", "STOPSIGNAL":
+	case "WORKDIR", "USER", "STOPSIGNAL", "MAINTAINER":
 		if rest == "" {
 			return in, fmt.Errorf("%s requires an argument", in.Cmd)
 		}

@@ -28,6 +28,8 @@ func TestParse(t *testing.T) {
 		"VOLUME /a /b\n" +
 		"CMD [\"/bin/sh\"]\n" +
 		"ENTRYPOINT echo hi\n" +
+		"MAINTAINER Jane Doe <jane@example.com>\n" +
+		"STOPSIGNAL SIGINT\n" +
 		"\n"
 	got, err := Parse(strings.NewReader(src))
 	if err != nil {
@@ -55,6 +57,8 @@ func TestParse(t *testing.T) {
 		{"VOLUME", []string{"/a", "/b"}, false},
 		{"CMD", []string{"/bin/sh"}, true},
 		{"ENTRYPOINT", []string{"echo hi"}, false},
+		{"MAINTAINER", []string{"Jane Doe <jane@example.com>"}, false},
+		{"STOPSIGNAL", []string{"SIGINT"}, false},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %d instructions, want %d: %+v", len(got), len(want), got)
