@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -428,51 +427,6 @@ func TestPanicRecovered(t *testing.T) {
 		if resp.StatusCode != 500 || !strings.Contains(string(b), `"message":"internal error`) {
 			t.Fatalf("%d %s", resp.StatusCode, b)
 		}
-	}
-}
-
-func TestBuild(t *testing.T) {
-	e := newEnv(t)
-	var ctxTar bytes.Buffer
-	tw := tar.NewWriter(&ctxTar)
-	add := func(name, body string) {
-		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg})
-		tw.Write([]byte(body))
-	}
-	add("Dockerfile", "# test\nFROM busybox\nENV A=1 B=\"two words\"\nRUN echo built it\nCOPY hello.txt /srv/\nWORKDIR /srv\nCMD [\"echo\", \"x\"]\n")
-	add("hello.txt", "hi")
-	tw.Close()
-	var lines []string
-	err := e.c.Build(ctx(t), &ctxTar, []string{"built:v1"}, "", func(m api.JSONMessage) { lines = append(lines, m.Stream) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	all := strings.Join(lines, "")
-	for _, want := range []string{"Step 1/6 : FROM busybox\n", "Step 3/6 : RUN echo built it\n", "built it\n", "Successfully built sha256:c0ff3\n"} {
-		if !strings.Contains(all, want) {
-			t.Errorf("build output lacks %q:\n%s", want, all)
-		}
-	}
-	last := e.imgs.Commits[len(e.imgs.Commits)-1]
-	if last.Repo != "built" || last.Tag != "v1" || last.Config.WorkingDir != "/srv" || last.Config.Cmd[0] != "echo" || last.Config.Env[len(last.Config.Env)-1] != "B=two words" {
-		t.Errorf("final commit %+v %+v", last, last.Config)
-	}
-	if len(e.drv.Running()) != 0 {
-		t.Errorf("build left sandboxes: %v", e.drv.Running())
-	}
-	// a failing step is reported in the stream
-	ctxTar.Reset()
-	tw = tar.NewWriter(&ctxTar)
-	add("Dockerfile", "FROM busybox\nRUN exit 2\n")
-	tw.Close()
-	err = e.c.Build(ctx(t), &ctxTar, nil, "", nil)
-	if err == nil || !strings.Contains(err.Error(), "non-zero code: 2") {
-		t.Fatalf("failing build: %v", err)
-	}
-	// no Dockerfile: 400 before any output
-	code, body, _ := e.raw("POST", "/image/build", "")
-	if code != 400 {
-		t.Fatalf("empty context: %d %s", code, body)
 	}
 }
 

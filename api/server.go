@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hyperhq/hyperd-go/pod"
@@ -1025,11 +1026,10 @@ func (s *Server) imageCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	ps := newProgressStream(w)
 	ps.send(JSONMessage{Status: "Pulling " + ref})
+	// The store's last line says "Downloaded newer image" or "Image is up to date".
 	if err := is.Pull(r.Context(), ref, auth, ps.progress); err != nil {
 		ps.fail(err)
-		return
 	}
-	ps.send(JSONMessage{Status: "Status: Downloaded image for " + ref})
 }
 
 func (s *Server) imagePush(w http.ResponseWriter, r *http.Request) {
@@ -1081,33 +1081,105 @@ func (s *Server) imageRemove(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) imageBuild(w http.ResponseWriter, r *http.Request) {
+	is := s.imgs(w, r)
+	if is == nil {
+		return
+	}
 	if q(r, "remote") != "" {
 		s.fail(w, r, &pod.NotImplementedError{Msg: "building from a remote URL is not supported; send the context as a tar body"})
 		return
 	}
-	opt := pod.BuildOptions{Dockerfile: q(r, "dockerfile"), Tags: r.URL.Query()["t"]}
-	// The daemon builds with throw-away pods; errors before the first
-	// output line still get a proper status.
-	var ps *progressStream
-	out := func(line string) {
-		if ps == nil {
-			ps = newProgressStream(w)
-		}
-		ps.send(JSONMessage{Stream: line})
-	}
-	id, err := s.Pods.Build(r.Context(), r.Body, opt, out)
-	if err != nil {
-		if ps == nil {
-			s.fail(w, r, err)
+	opt := BuildOptions{Dockerfile: q(r, "dockerfile"), Tags: r.URL.Query()["t"], NoCache: boolParam(r, "nocache", false),
+		Pull: boolParam(r, "pull", false), Quiet: boolParam(r, "q", false)}
+	if ba := q(r, "buildargs"); ba != "" {
+		if err := json.Unmarshal([]byte(ba), &opt.BuildArgs); err != nil {
+			s.fail(w, r, badParam("buildargs must be a JSON object of strings: %v", err))
 			return
 		}
-		ps.fail(err)
+	}
+	auths, err := registryConfig(r)
+	if err != nil {
+		s.fail(w, r, err)
 		return
 	}
-	if ps == nil {
-		ps = newProgressStream(w)
+	opt.Auths = auths
+	// rm (default) removes a step's container once it is committed; forcerm
+	// also removes the container of a failed step, which is kept otherwise.
+	rm, forcerm := boolParam(r, "rm", true), boolParam(r, "forcerm", false)
+	run := s.Pods.BuildRunner(pod.BuildRunOptions{KeepOnSuccess: !rm && !forcerm, KeepOnFailure: !forcerm})
+	// The stream starts with the first output, so errors before it (no
+	// Dockerfile, a bad context) still get a proper status.
+	bs := &buildStream{w: w}
+	id, err := is.Build(r.Context(), r.Body, opt, run, bs, bs.progress)
+	if err != nil {
+		if ps := bs.started(); ps != nil {
+			bs.mu.Lock()
+			ps.fail(err)
+			bs.mu.Unlock()
+			return
+		}
+		s.fail(w, r, err)
+		return
 	}
-	ps.send(JSONMessage{Stream: "Successfully built " + id + "\n"})
+	aux, _ := json.Marshal(BuildResult{ID: id})
+	bs.send(JSONMessage{Aux: aux})
+}
+
+// registryConfig decodes X-Registry-Config: base64 JSON of registry -> AuthConfig.
+func registryConfig(r *http.Request) (map[string]AuthConfig, error) {
+	h := r.Header.Get("X-Registry-Config")
+	if h == "" {
+		return nil, nil
+	}
+	b, err := base64.URLEncoding.DecodeString(h)
+	if err != nil {
+		b, err = base64.StdEncoding.DecodeString(h)
+	}
+	if err != nil {
+		return nil, badParam("X-Registry-Config is not base64: %v", err)
+	}
+	var m map[string]AuthConfig
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, badParam("X-Registry-Config is not a JSON object of AuthConfig per registry: %v", err)
+	}
+	return m, nil
+}
+
+// buildStream is a build's output: each write is a {"stream": ...} line and
+// pull progress a status line, on a progress stream opened at the first one.
+type buildStream struct {
+	w  http.ResponseWriter
+	mu sync.Mutex
+	ps *progressStream
+}
+
+func (b *buildStream) started() *progressStream {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ps
+}
+
+func (b *buildStream) send(m JSONMessage) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ps == nil {
+		b.ps = newProgressStream(b.w)
+	}
+	b.ps.send(m)
+}
+
+func (b *buildStream) Write(p []byte) (int, error) {
+	b.send(JSONMessage{Stream: string(p)})
+	return len(p), nil
+}
+
+func (b *buildStream) progress(pr Progress) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ps == nil {
+		b.ps = newProgressStream(b.w)
+	}
+	b.ps.progress(pr)
 }
 
 func (s *Server) imageLoad(w http.ResponseWriter, r *http.Request) {
@@ -1181,6 +1253,12 @@ func (s *Server) auth(w http.ResponseWriter, r *http.Request) {
 			code = http.StatusUnauthorized
 		}
 		writeError(w, code, err.Error())
+		return
+	}
+	// Accepted credentials are kept (in the daemon's state): pulls and pushes
+	// to that registry without X-Registry-Auth use them, as after docker login.
+	if err := is.SaveAuth(a); err != nil {
+		s.fail(w, r, fmt.Errorf("the registry accepted the credentials but storing them failed: %w", err))
 		return
 	}
 	writeJSON(w, 200, AuthResult{Status: st})

@@ -2,7 +2,10 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"io"
+
+	"github.com/hyperhq/hyperd-go/pod"
 )
 
 // Wire types shared by the server and api/client.
@@ -81,6 +84,13 @@ type JSONMessage struct {
 	Stream         string          `json:"stream,omitempty"`
 	Error          string          `json:"error,omitempty"`
 	ErrorDetail    *ErrorDetail    `json:"errorDetail,omitempty"`
+	// Aux carries a result, as in Docker: {"ID": "sha256:..."} at the end of a build.
+	Aux json.RawMessage `json:"aux,omitempty"`
+}
+
+// BuildResult is the aux message of a successful build.
+type BuildResult struct {
+	ID string `json:"ID"`
 }
 
 type ProgressDetail struct {
@@ -136,6 +146,19 @@ type Progress struct {
 	Error                string
 }
 
+// BuildOptions are POST /image/build's parameters for the image store's
+// builder (rm and forcerm choose the daemon's step runner instead).
+type BuildOptions struct {
+	Dockerfile string
+	Tags       []string
+	BuildArgs  map[string]string
+	NoCache    bool
+	Pull       bool
+	Quiet      bool
+	// Auths is X-Registry-Config (credentials per registry) for FROM pulls.
+	Auths map[string]AuthConfig
+}
+
 // ImageService is the API's view of the image store. cmd/hyperd adapts
 // image.Store to it; errors should wrap pod.NotFoundError / ConflictError /
 // SpecError so the API can pick the status code.
@@ -146,5 +169,14 @@ type ImageService interface {
 	Remove(ref string, force, noprune bool, inUse func(id string) bool) ([]RemoveItem, error)
 	Load(ctx context.Context, r io.Reader) ([]string, error)
 	Save(ctx context.Context, w io.Writer, refs []string) error
+	// CheckAuth verifies credentials against auth.ServerAddress's registry.
 	CheckAuth(ctx context.Context, auth AuthConfig) (string, error)
+	// SaveAuth stores credentials that CheckAuth accepted, in the daemon's
+	// state: later pulls, pushes and FROM pulls of that registry without
+	// X-Registry-Auth use them.
+	SaveAuth(auth AuthConfig) error
+	// Build builds a Dockerfile from a tar context; RUN steps go to run
+	// (the daemon's pod runner), the build output to out, FROM pull progress
+	// to progress. It returns the image id.
+	Build(ctx context.Context, buildContext io.Reader, opt BuildOptions, run pod.BuildRunFunc, out io.Writer, progress func(Progress)) (string, error)
 }

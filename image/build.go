@@ -106,7 +106,7 @@ func (s *Store) Build(ctx context.Context, buildContext io.Reader, opts BuildOpt
 	}
 	df, err := root.ReadFile(path.Clean("/" + dfName)[1:])
 	if err != nil {
-		return Image{}, fmt.Errorf("build: cannot read %s from the context: %v: %w", dfName, err, ErrInvalid)
+		return Image{}, fmt.Errorf("build: cannot read %s from the build context: %v: %w", dfName, err, ErrInvalid)
 	}
 	ins, err := dockerfile.Parse(bytes.NewReader(df))
 	if err != nil {

@@ -95,10 +95,13 @@ func toAuth(a *api.AuthConfig) *image.AuthConfig {
 	if a == nil {
 		return nil
 	}
-	return &image.AuthConfig{Username: a.Username, Password: a.Password, Auth: a.Auth, ServerAddress: a.ServerAddress, IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken}
+	return &image.AuthConfig{Username: a.Username, Password: a.Password, Auth: a.Auth, Email: a.Email, ServerAddress: a.ServerAddress, IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken}
 }
 
 func toProgress(fn func(api.Progress)) func(image.Progress) {
+	if fn == nil {
+		return nil
+	}
 	return func(p image.Progress) {
 		fn(api.Progress{Status: p.Status, ID: p.ID, Progress: p.Progress, Current: p.Current, Total: p.Total, Error: p.Error})
 	}
@@ -137,4 +140,24 @@ func (a *imageAdapter) Save(ctx context.Context, w io.Writer, refs []string) err
 func (a *imageAdapter) CheckAuth(ctx context.Context, auth api.AuthConfig) (string, error) {
 	s, err := image.CheckAuth(ctx, *toAuth(&auth), a.insecure)
 	return s, mapErr(err)
+}
+
+func (a *imageAdapter) SaveAuth(auth api.AuthConfig) error {
+	return mapErr(a.st.SaveAuth(*toAuth(&auth)))
+}
+
+func (a *imageAdapter) Build(ctx context.Context, buildContext io.Reader, opt api.BuildOptions, run pod.BuildRunFunc, out io.Writer, progress func(api.Progress)) (string, error) {
+	bo := image.BuildOptions{Dockerfile: opt.Dockerfile, Tags: opt.Tags, BuildArgs: opt.BuildArgs, NoCache: opt.NoCache,
+		Pull: opt.Pull, Quiet: opt.Quiet, Progress: toProgress(progress)}
+	if len(opt.Auths) > 0 {
+		bo.Auths = map[string]image.AuthConfig{}
+		for k, v := range opt.Auths {
+			bo.Auths[k] = *toAuth(&v)
+		}
+	}
+	im, err := a.st.Build(ctx, buildContext, bo, image.RunFunc(run), out)
+	if err != nil {
+		return "", mapErr(err)
+	}
+	return im.ID, nil
 }
