@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/creack/pty"
 	"github.com/hyperhq/hyperd-go/agent/protocol"
 	"golang.org/x/sys/unix"
 )
@@ -198,11 +197,13 @@ func (c *container) shimLoop(exited <-chan syscall.WaitStatus) {
 		defer close(msgs)
 		for {
 			m, fds, err := recvShim(c.shimFD)
-			for _, f := range fds {
-				unix.Close(f)
-			}
 			if err != nil {
 				return
+			}
+			if m.Op == "started" {
+				m.fds = fds // the pty master of a tty process
+			} else {
+				closeFDs(fds)
 			}
 			msgs <- m
 		}
@@ -256,6 +257,8 @@ func (c *container) onShim(m shimMsg) {
 		c.mu.Unlock()
 		if ok {
 			ch <- m
+		} else {
+			closeFDs(m.fds)
 		}
 	case "exit":
 		c.mu.Lock()
@@ -355,57 +358,21 @@ func (c *container) launch(id string, spec protocol.Process) *protocol.Error {
 }
 
 func (c *container) launchProcess(p *process) *protocol.Error {
-	id, spec, out := p.id, p.spec, p.out
-	var err error
-	var child []*os.File
+	id, spec := p.id, p.spec
+	// a tty process gets its pty from the shim (the container's own
+	// devpts, see openContainerPty), the master comes back with "started";
+	// other processes get pipes made here
+	var child, readers []*os.File
+	if !spec.Tty {
+		var perr *protocol.Error
+		if child, readers, perr = p.pipes(); perr != nil {
+			return perr
+		}
+	}
 	closeChild := func() {
 		for _, f := range child {
 			f.Close()
 		}
-	}
-	var readers []*os.File
-	if spec.Tty {
-		ptm, pts, err := pty.Open()
-		if err != nil {
-			return protocol.Errorf(protocol.CodeInternal, "pty: %v", err)
-		}
-		if spec.Width > 0 && spec.Height > 0 {
-			pty.Setsize(ptm, &pty.Winsize{Cols: uint16(spec.Width), Rows: uint16(spec.Height)})
-		}
-		p.ptm = ptm
-		child = []*os.File{pts, pts, pts}
-		readers = []*os.File{ptm}
-		if spec.OpenStdin {
-			p.stdin = ptm
-		}
-	} else {
-		var in *os.File
-		if spec.OpenStdin {
-			r, w, err := os.Pipe()
-			if err != nil {
-				return protocol.Errorf(protocol.CodeInternal, "%v", err)
-			}
-			in, p.stdin = r, w
-		} else {
-			in, err = os.Open("/dev/null")
-			if err != nil {
-				return protocol.Errorf(protocol.CodeInternal, "%v", err)
-			}
-		}
-		or, ow, err := os.Pipe()
-		if err != nil {
-			in.Close()
-			return protocol.Errorf(protocol.CodeInternal, "%v", err)
-		}
-		er, ew, err := os.Pipe()
-		if err != nil {
-			in.Close()
-			or.Close()
-			ow.Close()
-			return protocol.Errorf(protocol.CodeInternal, "%v", err)
-		}
-		child = []*os.File{in, ow, ew}
-		readers = []*os.File{or, er}
 	}
 	reply := make(chan shimMsg, 1)
 	c.mu.Lock()
@@ -425,8 +392,98 @@ func (c *container) launchProcess(p *process) *protocol.Error {
 	c.pending[id] = reply
 	c.mu.Unlock()
 
-	var wg sync.WaitGroup
+	// from here an exit waits (briefly) for drained: readers are started
+	// before the send for pipes, once the master arrived for a pty
 	p.reading.Store(true)
+	if !spec.Tty {
+		p.readOutput(readers, false)
+	}
+	p.started = time.Now()
+	m := shimMsg{Op: "exec", ID: id, Proc: &spec}
+	fds := make([]int, len(child))
+	for i, f := range child {
+		fds[i] = int(f.Fd())
+	}
+	c.shimW.Lock()
+	err := errors.New("container exited")
+	if c.shimFD >= 0 {
+		err = sendShim(c.shimFD, m, fds...)
+	}
+	c.shimW.Unlock()
+	closeChild()
+	if err != nil {
+		c.mu.Lock()
+		delete(c.pending, id)
+		c.mu.Unlock()
+		if spec.Tty {
+			close(p.drained)
+		}
+		return protocol.Errorf(protocol.CodeInternal, "send to shim: %v", err)
+	}
+	r := <-reply
+	if r.Op == "error" {
+		if spec.Tty {
+			close(p.drained)
+		}
+		return protocol.Errorf(protocol.CodeBadRequest, "start %s: %s", c.id, r.Err)
+	}
+	if spec.Tty {
+		if len(r.fds) != 1 {
+			closeFDs(r.fds)
+			close(p.drained)
+			// without its master the terminal hangs up: the process gets SIGHUP
+			return protocol.Errorf(protocol.CodeInternal, "start %s: shim sent %d pty fds, want 1", c.id, len(r.fds))
+		}
+		// non-blocking: the runtime poller serves reads, and Close
+		// interrupts a read that a background child keeps waiting
+		unix.SetNonblock(r.fds[0], true)
+		ptm := os.NewFile(uintptr(r.fds[0]), "ptmx")
+		p.stdinMu.Lock()
+		p.ptm = ptm
+		if spec.OpenStdin {
+			p.stdin = ptm
+		}
+		p.stdinMu.Unlock()
+		p.readOutput([]*os.File{ptm}, true)
+	}
+	return nil
+}
+
+// pipes makes the stdio of a process without a tty: the child's ends and
+// the agent's output read ends (stdout, stderr); stdin's write end is
+// p.stdin when the process has open_stdin, else its stdin is /dev/null.
+func (p *process) pipes() (child, readers []*os.File, perr *protocol.Error) {
+	var in *os.File
+	var err error
+	if p.spec.OpenStdin {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, nil, protocol.Errorf(protocol.CodeInternal, "%v", err)
+		}
+		in, p.stdin = r, w
+	} else if in, err = os.Open("/dev/null"); err != nil {
+		return nil, nil, protocol.Errorf(protocol.CodeInternal, "%v", err)
+	}
+	or, ow, err := os.Pipe()
+	if err != nil {
+		in.Close()
+		return nil, nil, protocol.Errorf(protocol.CodeInternal, "%v", err)
+	}
+	er, ew, err := os.Pipe()
+	if err != nil {
+		in.Close()
+		or.Close()
+		ow.Close()
+		return nil, nil, protocol.Errorf(protocol.CodeInternal, "%v", err)
+	}
+	return []*os.File{in, ow, ew}, []*os.File{or, er}, nil
+}
+
+// readOutput copies readers (stdout, stderr; or the pty master) into the
+// output records and closes drained when all ended. A pty master is closed
+// by exit, not here (stdin and resize use it).
+func (p *process) readOutput(readers []*os.File, pty bool) {
+	var wg sync.WaitGroup
 	for i, r := range readers {
 		stream := byte(streamStdout)
 		if i == 1 {
@@ -439,13 +496,13 @@ func (c *container) launchProcess(p *process) *protocol.Error {
 			for {
 				n, err := r.Read(buf)
 				if n > 0 {
-					out.write(stream, buf[:n])
+					p.out.write(stream, buf[:n])
 				}
 				if err != nil {
 					break
 				}
 			}
-			if r != p.ptm {
+			if !pty {
 				r.Close()
 			}
 		}()
@@ -454,26 +511,12 @@ func (c *container) launchProcess(p *process) *protocol.Error {
 		wg.Wait()
 		close(p.drained)
 	}()
-	p.started = time.Now()
-	m := shimMsg{Op: "exec", ID: id, Proc: &spec}
-	c.shimW.Lock()
-	err = errors.New("container exited")
-	if c.shimFD >= 0 {
-		err = sendShim(c.shimFD, m, int(child[0].Fd()), int(child[1].Fd()), int(child[2].Fd()))
+}
+
+func closeFDs(fds []int) {
+	for _, f := range fds {
+		unix.Close(f)
 	}
-	c.shimW.Unlock()
-	closeChild()
-	if err != nil {
-		c.mu.Lock()
-		delete(c.pending, id)
-		c.mu.Unlock()
-		return protocol.Errorf(protocol.CodeInternal, "send to shim: %v", err)
-	}
-	r := <-reply
-	if r.Op == "error" {
-		return protocol.Errorf(protocol.CodeBadRequest, "start %s: %s", c.id, r.Err)
-	}
-	return nil
 }
 
 // exit records the exit; the output is given up to 2s to drain (a
@@ -488,10 +531,10 @@ func (p *process) exit(code, sig int) {
 				}
 			}
 			p.out.finish()
+			p.stdinMu.Lock()
 			if p.ptm != nil {
 				p.ptm.Close()
 			}
-			p.stdinMu.Lock()
 			if p.stdin != nil && p.stdin != p.ptm {
 				p.stdin.Close()
 			}
@@ -509,7 +552,7 @@ func (p *process) wait() protocol.ExitStatus {
 }
 
 func (p *process) resize(w, h int) *protocol.Error {
-	if p.ptm == nil {
+	if !p.spec.Tty {
 		return protocol.Errorf(protocol.CodeConflict, "process has no tty")
 	}
 	if w <= 0 || h <= 0 || w > 65535 || h > 65535 {
@@ -520,7 +563,22 @@ func (p *process) resize(w, h int) *protocol.Error {
 		return protocol.Errorf(protocol.CodeConflict, "process exited")
 	default:
 	}
-	if err := pty.Setsize(p.ptm, &pty.Winsize{Cols: uint16(w), Rows: uint16(h)}); err != nil {
+	p.stdinMu.Lock()
+	defer p.stdinMu.Unlock()
+	if p.ptm == nil {
+		return protocol.Errorf(protocol.CodeConflict, "process has no terminal yet (not started) or exited")
+	}
+	// not through Fd(), which would put the master back in blocking mode
+	rc, err := p.ptm.SyscallConn()
+	if err == nil {
+		cerr := rc.Control(func(fd uintptr) {
+			err = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Col: uint16(w), Row: uint16(h)})
+		})
+		if err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
 		return protocol.Errorf(protocol.CodeInternal, "%v", err)
 	}
 	return nil

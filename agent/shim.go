@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -78,10 +79,69 @@ type shim struct {
 	wmu  sync.Mutex
 }
 
-func (s *shim) send(m shimMsg) {
+func (s *shim) send(m shimMsg, fds ...int) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	sendShim(shimFD, m)
+	sendShim(shimFD, m, fds...)
+}
+
+// stdioFDs is how many descriptors the agent attaches to an exec: stdin,
+// stdout and stderr, or none for a tty (the shim allocates the pty).
+func stdioFDs(tty bool) int {
+	if tty {
+		return 0
+	}
+	return 3
+}
+
+// openContainerPty allocates a pseudo-terminal from the devpts instance
+// at /dev/pts of the shim's (the container's) root, as runc does: the
+// slave, owned by uid, has the size w x h. The slave is opened from the
+// master (TIOCGPTPEER), not by a path a container process could replace.
+func openContainerPty(uid, w, h int) (ptm, pts int, err error) {
+	ptm, err = unix.Open("/dev/pts/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, -1, fmt.Errorf("open the container's /dev/pts/ptmx: %w", err)
+	}
+	fail := func(what string, err error) (int, int, error) {
+		unix.Close(ptm)
+		return -1, -1, fmt.Errorf("pty: %s: %w", what, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(ptm, &st); err != nil {
+		return fail("stat ptmx", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFCHR || unix.Major(st.Rdev) != 5 || unix.Minor(st.Rdev) != 2 {
+		return fail("/dev/pts/ptmx", errors.New("not the ptmx device"))
+	}
+	if err := unix.IoctlSetPointerInt(ptm, unix.TIOCSPTLCK, 0); err != nil {
+		return fail("unlock", err)
+	}
+	if w > 0 && h > 0 && w <= 65535 && h <= 65535 {
+		if err := unix.IoctlSetWinsize(ptm, unix.TIOCSWINSZ, &unix.Winsize{Col: uint16(w), Row: uint16(h)}); err != nil {
+			return fail("set size", err)
+		}
+	}
+	r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(ptm), unix.TIOCGPTPEER, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC)
+	pts, err = int(r), nil
+	if errno != 0 {
+		err = errno
+	}
+	if err == unix.EINVAL || err == unix.ENOTTY {
+		// kernels before 4.13: open the slave by its number
+		var n uint32
+		if n, err = unix.IoctlGetUint32(ptm, unix.TIOCGPTN); err == nil {
+			pts, err = unix.Open(fmt.Sprintf("/dev/pts/%d", n), unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		}
+	}
+	if err != nil {
+		return fail("open slave", err)
+	}
+	if err := unix.Fchown(pts, uid, -1); err != nil {
+		unix.Close(pts)
+		return fail("chown slave", err)
+	}
+	return ptm, pts, nil
 }
 
 func (s *shim) exec(m shimMsg, fds []int) {
@@ -90,15 +150,30 @@ func (s *shim) exec(m shimMsg, fds []int) {
 		fail(fmt.Errorf("no command"))
 		return
 	}
-	if len(fds) != 3 {
-		fail(fmt.Errorf("expected 3 stdio fds, got %d", len(fds)))
+	p := m.Proc
+	if want := stdioFDs(p.Tty); len(fds) != want {
+		fail(fmt.Errorf("expected %d stdio fds, got %d", want, len(fds)))
 		return
 	}
-	p := m.Proc
 	cred, home, err := resolveUser(p.User)
 	if err != nil {
 		fail(err)
 		return
+	}
+	// a tty comes from the container's own devpts instance (mounted
+	// newinstance by setupRoot), so its name resolves inside the container:
+	// tty, ps and ttyname work. The master goes back to the agent.
+	ptm := -1
+	if p.Tty {
+		var pts int
+		ptm, pts, err = openContainerPty(int(cred.Uid), p.Width, p.Height)
+		if err != nil {
+			fail(err)
+			return
+		}
+		defer unix.Close(ptm)
+		defer unix.Close(pts)
+		fds = []int{pts, pts, pts}
 	}
 	env := append([]string(nil), p.Env...)
 	if envGet(env, "PATH") == "" {
@@ -139,7 +214,11 @@ func (s *shim) exec(m shimMsg, fds []int) {
 	s.ids[pid] = m.ID
 	s.pids[m.ID] = pid
 	s.mu.Unlock()
-	s.send(shimMsg{Op: "started", ID: m.ID, Pid: pid})
+	if ptm >= 0 {
+		s.send(shimMsg{Op: "started", ID: m.ID, Pid: pid}, ptm)
+	} else {
+		s.send(shimMsg{Op: "started", ID: m.ID, Pid: pid})
+	}
 	go func() {
 		ws := <-ch
 		code, sig := exitCode(ws)

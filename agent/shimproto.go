@@ -22,6 +22,9 @@ type shimMsg struct {
 	Code   int               `json:"code,omitempty"`
 	Signal int               `json:"signal,omitempty"`
 	Err    string            `json:"err,omitempty"`
+	// fds received with the message (the agent keeps those of "started":
+	// the pty master of a tty process)
+	fds []int
 }
 
 type shimConfig struct {
