@@ -1051,12 +1051,11 @@ func (s *Server) imagePush(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	// The store's last line is Docker's "<tag>: digest: sha256:... size: N".
 	ps := newProgressStream(w)
 	if err := is.Push(r.Context(), ref, ref, auth, ps.progress); err != nil {
 		ps.fail(err)
-		return
 	}
-	ps.send(JSONMessage{Status: "Pushed " + ref})
 }
 
 func (s *Server) imageRemove(w http.ResponseWriter, r *http.Request) {
