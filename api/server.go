@@ -954,22 +954,31 @@ func (s *Server) imagesGet(w http.ResponseWriter, r *http.Request) {
 }
 
 func authHeader(r *http.Request) (*AuthConfig, error) {
-	h := r.Header.Get("X-Registry-Auth")
+	var a *AuthConfig
+	if err := headerJSON(r, "X-Registry-Auth", "an AuthConfig", &a); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// headerJSON decodes a base64 (URL or standard alphabet) JSON header into v;
+// an absent header leaves v alone.
+func headerJSON(r *http.Request, name, what string, v any) error {
+	h := r.Header.Get(name)
 	if h == "" {
-		return nil, nil
+		return nil
 	}
 	b, err := base64.URLEncoding.DecodeString(h)
 	if err != nil {
 		b, err = base64.StdEncoding.DecodeString(h)
 	}
 	if err != nil {
-		return nil, badParam("X-Registry-Auth is not base64: %v", err)
+		return badParam("%s is not base64: %v", name, err)
 	}
-	var a AuthConfig
-	if err := json.Unmarshal(b, &a); err != nil {
-		return nil, badParam("X-Registry-Auth is not an AuthConfig: %v", err)
+	if err := json.Unmarshal(b, v); err != nil {
+		return badParam("%s is not %s: %v", name, what, err)
 	}
-	return &a, nil
+	return nil
 }
 
 // progressStream writes Docker JSON messages, one per line, flushing each.
@@ -991,7 +1000,10 @@ func (p *progressStream) send(m JSONMessage) {
 	}
 }
 
-func (p *progressStream) progress(pr Progress) {
+func (p *progressStream) progress(pr Progress) { p.send(progressMessage(pr)) }
+
+// progressMessage is a progress event as a Docker JSON message.
+func progressMessage(pr Progress) JSONMessage {
 	m := JSONMessage{Status: pr.Status, ID: pr.ID, Progress: pr.Progress}
 	if pr.Current != 0 || pr.Total != 0 {
 		m.ProgressDetail = &ProgressDetail{Current: pr.Current, Total: pr.Total}
@@ -999,7 +1011,7 @@ func (p *progressStream) progress(pr Progress) {
 	if pr.Error != "" {
 		m.Error, m.ErrorDetail = pr.Error, &ErrorDetail{Message: pr.Error}
 	}
-	p.send(m)
+	return m
 }
 
 func (p *progressStream) fail(err error) {
@@ -1126,22 +1138,9 @@ func (s *Server) imageBuild(w http.ResponseWriter, r *http.Request) {
 
 // registryConfig decodes X-Registry-Config: base64 JSON of registry -> AuthConfig.
 func registryConfig(r *http.Request) (map[string]AuthConfig, error) {
-	h := r.Header.Get("X-Registry-Config")
-	if h == "" {
-		return nil, nil
-	}
-	b, err := base64.URLEncoding.DecodeString(h)
-	if err != nil {
-		b, err = base64.StdEncoding.DecodeString(h)
-	}
-	if err != nil {
-		return nil, badParam("X-Registry-Config is not base64: %v", err)
-	}
 	var m map[string]AuthConfig
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, badParam("X-Registry-Config is not a JSON object of AuthConfig per registry: %v", err)
-	}
-	return m, nil
+	err := headerJSON(r, "X-Registry-Config", "a JSON object of AuthConfig per registry", &m)
+	return m, err
 }
 
 // buildStream is a build's output: each write is a {"stream": ...} line and
@@ -1172,14 +1171,7 @@ func (b *buildStream) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (b *buildStream) progress(pr Progress) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.ps == nil {
-		b.ps = newProgressStream(b.w)
-	}
-	b.ps.progress(pr)
-}
+func (b *buildStream) progress(pr Progress) { b.send(progressMessage(pr)) }
 
 func (s *Server) imageLoad(w http.ResponseWriter, r *http.Request) {
 	is := s.imgs(w, r)

@@ -375,11 +375,7 @@ func (b *builder) fromAuth(ref string) *AuthConfig {
 func (b *builder) mkdirLayer(dir string) (io.ReadCloser, error) {
 	rel := path.Clean("/" + dir)[1:]
 	if b.img != nil {
-		rootfs, err := b.s.RootfsDir(b.ctx, b.img.ID)
-		if err != nil {
-			return nil, err
-		}
-		r, err := os.OpenRoot(rootfs)
+		r, err := b.imageRoot()
 		if err != nil {
 			return nil, err
 		}
@@ -684,34 +680,37 @@ func (b *builder) addPath(add func(*tar.Header, io.Reader) error, src, dst strin
 	return add(hdr, f)
 }
 
-func (b *builder) isArchive(p string) bool {
+// openArchive reads context file p as a (possibly compressed) tar.
+func (b *builder) openArchive(p string) (_ *tar.Reader, closeAll func(), err error) {
 	f, err := b.root.Open(p)
 	if err != nil {
-		return false
+		return nil, nil, err
 	}
-	defer f.Close()
 	d, err := decompressContext(b.ctx, f)
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return tar.NewReader(d), func() { d.Close(); f.Close() }, nil
+}
+
+func (b *builder) isArchive(p string) bool {
+	tr, closeAll, err := b.openArchive(p)
 	if err != nil {
 		return false
 	}
-	defer d.Close()
-	_, err = tar.NewReader(d).Next()
+	defer closeAll()
+	_, err = tr.Next()
 	return err == nil
 }
 
 // addArchive is ADD's auto-extraction of a local (possibly compressed) tar into dest.
 func (b *builder) addArchive(add func(*tar.Header, io.Reader) error, p, dest string) error {
-	f, err := b.root.Open(p)
+	tr, closeAll, err := b.openArchive(p)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	d, err := decompressContext(b.ctx, f)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	tr := tar.NewReader(d)
+	defer closeAll()
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -818,14 +817,19 @@ func applyDockerignore(root *os.Root) error {
 	return nil
 }
 
+// imageRoot opens the current image's flattened root filesystem.
+func (b *builder) imageRoot() (*os.Root, error) {
+	rootfs, err := b.s.RootfsDir(b.ctx, b.img.ID)
+	if err != nil {
+		return nil, err
+	}
+	return os.OpenRoot(rootfs)
+}
+
 // isDirInImage reports whether p is a directory (following symlinks inside the
 // image) in the current image's root filesystem.
 func (b *builder) isDirInImage(p string) (bool, error) {
-	rootfs, err := b.s.RootfsDir(b.ctx, b.img.ID)
-	if err != nil {
-		return false, err
-	}
-	r, err := os.OpenRoot(rootfs)
+	r, err := b.imageRoot()
 	if err != nil {
 		return false, err
 	}

@@ -20,17 +20,24 @@
 // is github.com/google/go-containerregistry; layers are decompressed with
 // github.com/klauspost/compress (gzip, zstd).
 //
-// Build runs a Dockerfile (parsed by image/dockerfile) against a tar context
-// (identity, gzip, bzip2, xz, zstd). Supported instructions: FROM (incl. scratch and
-// ARG substitution), RUN (shell and exec forms, executed by the daemon-supplied
-// RunFunc), COPY and ADD (local files, globs, directories, --chown=uid:gid; ADD
-// auto-extracts local tar archives), ENV and LABEL (both forms), WORKDIR, CMD,
-// ENTRYPOINT, EXPOSE, USER, ARG (defaults, build args, ${VAR} substitution), VOLUME,
-// STOPSIGNAL. Every step is cached in the buildcache bucket, keyed by the parent image,
-// the instruction after substitution and, for COPY/ADD, the files' content and metadata.
-// .dockerignore is honoured (globs, **, ! exceptions).
-// Not supported: multi-stage COPY --from, ADD of URLs, HEALTHCHECK,
+// Build is hyperd's one Dockerfile builder (POST /image/build): it runs a Dockerfile
+// (parsed by image/dockerfile) against a tar context (identity, gzip, bzip2, xz, zstd).
+// Supported instructions: FROM (incl. scratch and ARG substitution; pulled when missing
+// or with pull, credentials from X-Registry-Config, the request or SaveAuth), RUN (shell
+// and exec forms, executed by the daemon-supplied RunFunc: pod.Daemon.BuildRunner runs
+// each step in a throw-away pod on the sandbox driver and the agent streams its
+// changes), COPY and ADD (local files, globs, directories, symlinks, --chown=uid:gid;
+// ADD auto-extracts local tar archives), ENV and LABEL (both forms), WORKDIR (missing
+// directories are created), CMD, ENTRYPOINT, EXPOSE, USER, ARG (defaults, build args,
+// ${VAR} substitution), VOLUME, STOPSIGNAL, MAINTAINER. Every step is cached in the
+// buildcache bucket, keyed by the parent image, the instruction after substitution and,
+// for COPY/ADD, the files' content and metadata (for RUN, the environment); nocache
+// skips the cache, q prints only the final id. .dockerignore is honoured (globs, **, !
+// exceptions). Not supported: multi-stage COPY --from, ADD of URLs, HEALTHCHECK,
 // ONBUILD, SHELL.
+//
+// SaveAuth keeps credentials (POST /auth after CheckAuth) per registry in the auth
+// bucket of images.db; Pull, Push and FROM use them when a call carries none.
 //
 // Errors wrap ErrNotFound, ErrConflict or ErrInvalid so callers can map them to HTTP
 // 404, 409 and 400.

@@ -6,30 +6,12 @@ import (
 	"context"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hyperhq/hyperd-go/pod"
 	"github.com/hyperhq/hyperd-go/pod/podtest"
 )
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // buildPods lists the build step pods with their list status.
 func buildPods(d *pod.Daemon) []string {
@@ -52,7 +34,7 @@ func TestBuildRunner(t *testing.T) {
 
 	// Success: output streamed, the step's container set up from the
 	// arguments, the agent's changes are the layer, the pod goes at Close.
-	var out syncBuf
+	var out bytes.Buffer
 	run := d.BuildRunner(pod.BuildRunOptions{KeepOnFailure: true})
 	layer, err := run(ctx, "busybox", []string{"/bin/sh", "-c", "echo built it"}, []string{"A=1", "B=two words"}, "/srv", "1000:100", &out)
 	if err != nil {
@@ -91,7 +73,7 @@ func TestBuildRunner(t *testing.T) {
 
 	// A failing command: the error has the code; forcerm=0 keeps the
 	// container (stopped), forcerm=1 does not.
-	out = syncBuf{}
+	out.Reset()
 	if _, err := run(ctx, "busybox", []string{"/bin/sh", "-c", "exit 2"}, nil, "", "", &out); err == nil || !strings.Contains(err.Error(), "returned a non-zero code: 2") {
 		t.Fatalf("failing step: %v", err)
 	}

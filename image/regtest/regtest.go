@@ -5,7 +5,6 @@
 package regtest
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"net/http"
@@ -13,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -48,9 +46,17 @@ func Start(t testing.TB, user, pass string) string {
 	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	logf, err := os.Create(filepath.Join(dir, "registry.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	logs := func() string {
+		b, _ := os.ReadFile(logf.Name())
+		return string(b)
+	}
 	cmd := exec.Command(bin, "serve", filepath.Join(dir, "config.yml"))
-	logs := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
+	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting docker-registry: %v", err)
 	}
@@ -77,11 +83,11 @@ func Start(t testing.TB, user, pass string) string {
 		select {
 		case werr := <-exited:
 			exited <- werr
-			t.Fatalf("docker-registry exited at startup (%v):\n%s", werr, logs.String())
+			t.Fatalf("docker-registry exited at startup (%v):\n%s", werr, logs())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("docker-registry did not answer on %s within 15s: %v\n%s", addr, err, logs.String())
+			t.Fatalf("docker-registry did not answer on %s within 15s: %v\n%s", addr, err, logs())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -115,21 +121,4 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
