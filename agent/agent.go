@@ -201,6 +201,45 @@ func decode[T any](b json.RawMessage) (T, *protocol.Error) {
 	return v, nil
 }
 
+// withBody decodes a request body T for f, which has an empty result.
+func withBody[T any](body json.RawMessage, f func(T) *protocol.Error) (any, *protocol.Error) {
+	v, perr := decode[T](body)
+	if perr != nil {
+		return nil, perr
+	}
+	return struct{}{}, f(v)
+}
+
+// onContainer decodes a request body T that names a container (and maybe
+// an exec) in ContainerRef's fields, and runs f on that container.
+func onContainer[T any](s *Server, body json.RawMessage, f func(*container, protocol.ContainerRef, T) (any, *protocol.Error)) (any, *protocol.Error) {
+	v, perr := decode[T](body)
+	if perr != nil {
+		return nil, perr
+	}
+	ref, perr := decode[protocol.ContainerRef](body)
+	if perr != nil {
+		return nil, perr
+	}
+	c, perr := s.get(ref.Container)
+	if perr != nil {
+		return nil, perr
+	}
+	return f(c, ref, v)
+}
+
+// onProcess is onContainer for the process the body names (exec "" is
+// the container's main process).
+func onProcess[T any](s *Server, body json.RawMessage, f func(*process, T) (any, *protocol.Error)) (any, *protocol.Error) {
+	return onContainer(s, body, func(c *container, ref protocol.ContainerRef, v T) (any, *protocol.Error) {
+		p, perr := c.proc(ref.Exec)
+		if perr != nil {
+			return nil, perr
+		}
+		return f(p, v)
+	})
+}
+
 func (s *Server) dispatch(req protocol.Request) (any, *protocol.Error) {
 	switch req.Op {
 	case protocol.OpVersion:
@@ -208,83 +247,33 @@ func (s *Server) dispatch(req protocol.Request) (any, *protocol.Error) {
 	case protocol.OpPing:
 		return struct{}{}, nil
 	case protocol.OpSetupPod:
-		p, perr := decode[protocol.PodSetup](req.Body)
-		if perr != nil {
-			return nil, perr
-		}
-		return struct{}{}, s.podSetup(p)
+		return withBody(req.Body, s.podSetup)
 	case protocol.OpAdd:
-		spec, perr := decode[protocol.ContainerSpec](req.Body)
-		if perr != nil {
-			return nil, perr
-		}
-		return struct{}{}, s.add(spec)
+		return withBody(req.Body, s.add)
 	case protocol.OpStart:
-		r, perr := decode[protocol.ContainerRef](req.Body)
-		if perr != nil {
-			return nil, perr
-		}
-		c, perr := s.get(r.Container)
-		if perr != nil {
-			return nil, perr
-		}
-		return struct{}{}, c.start()
+		return onContainer(s, req.Body, func(c *container, _, _ protocol.ContainerRef) (any, *protocol.Error) {
+			return struct{}{}, c.start()
+		})
 	case protocol.OpExec:
-		r, perr := decode[protocol.ExecRequest](req.Body)
-		if perr != nil {
-			return nil, perr
-		}
-		c, perr := s.get(r.Container)
-		if perr != nil {
-			return nil, perr
-		}
-		return struct{}{}, c.exec(r.Exec, r.Process)
+		return onContainer(s, req.Body, func(c *container, _ protocol.ContainerRef, r protocol.ExecRequest) (any, *protocol.Error) {
+			return struct{}{}, c.exec(r.Exec, r.Process)
+		})
 	case protocol.OpSignal:
-		r, perr := decode[protocol.SignalRequest](req.Body)
-		if perr != nil {
-			return nil, perr
-		}
-		c, perr := s.get(r.Container)
-		if perr != nil {
-			return nil, perr
-		}
-		return struct{}{}, c.signal(r.Exec, r.Signal)
+		return onContainer(s, req.Body, func(c *container, _ protocol.ContainerRef, r protocol.SignalRequest) (any, *protocol.Error) {
+			return struct{}{}, c.signal(r.Exec, r.Signal)
+		})
 	case protocol.OpWait:
-		r, perr := decode[protocol.ContainerRef](req.Body)
-		if perr != nil {
-			return nil, perr
-		}
-		c, perr := s.get(r.Container)
-		if perr != nil {
-			return nil, perr
-		}
-		p, perr := c.proc(r.Exec)
-		if perr != nil {
-			return nil, perr
-		}
-		return p.wait(), nil
+		return onProcess(s, req.Body, func(p *process, _ protocol.ContainerRef) (any, *protocol.Error) {
+			return p.wait(), nil
+		})
 	case protocol.OpResize:
-		r, perr := decode[protocol.ResizeRequest](req.Body)
-		if perr != nil {
-			return nil, perr
-		}
-		c, perr := s.get(r.Container)
-		if perr != nil {
-			return nil, perr
-		}
-		p, perr := c.proc(r.Exec)
-		if perr != nil {
-			return nil, perr
-		}
-		return struct{}{}, p.resize(r.Width, r.Height)
+		return onProcess(s, req.Body, func(p *process, r protocol.ResizeRequest) (any, *protocol.Error) {
+			return struct{}{}, p.resize(r.Width, r.Height)
+		})
 	case protocol.OpStats:
 		return s.stats(), nil
 	case protocol.OpRemove:
-		r, perr := decode[protocol.ContainerRef](req.Body)
-		if perr != nil {
-			return nil, perr
-		}
-		return struct{}{}, s.remove(r.Container)
+		return withBody(req.Body, func(r protocol.ContainerRef) *protocol.Error { return s.remove(r.Container) })
 	case protocol.OpShutdown:
 		s.mu.Lock()
 		ids := make([]string, 0, len(s.ctrs))

@@ -94,17 +94,31 @@ func procOutput(t *testing.T, p *process) (string, protocol.ExitStatus) {
 	}
 	defer r.close()
 	var b strings.Builder
-	for {
-		rec, err := r.next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	rec, err := r.next()
+	for ; err == nil; rec, err = r.next() {
 		b.Write(rec.data)
 	}
+	if err != io.EOF {
+		t.Fatalf("reading the output records: %v", err)
+	}
 	return b.String(), p.status
+}
+
+// startContainer adds and starts a container, removed when the test ends.
+func startContainer(t *testing.T, s *Server, spec protocol.ContainerSpec) *container {
+	t.Helper()
+	if perr := s.add(spec); perr != nil {
+		t.Fatal(perr)
+	}
+	t.Cleanup(func() { s.remove(spec.ID) })
+	c, perr := s.get(spec.ID)
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	if perr := c.start(); perr != nil {
+		t.Fatal(perr)
+	}
+	return c
 }
 
 // ttyScript prints what a process sees of its terminal: the tty name, the
@@ -148,14 +162,7 @@ func TestTTYInsideContainer(t *testing.T) {
 	t.Run("main", func(t *testing.T) {
 		spec := protocol.ContainerSpec{ID: "ttymain", Rootfs: rootfs, Process: protocol.Process{
 			Args: []string{"sh", "-c", ttyScript}, Tty: true, Width: 80, Height: 24}}
-		if perr := s.add(spec); perr != nil {
-			t.Fatal(perr)
-		}
-		defer s.remove(spec.ID)
-		c, _ := s.get(spec.ID)
-		if perr := c.start(); perr != nil {
-			t.Fatal(perr)
-		}
+		c := startContainer(t, s, spec)
 		p, _ := c.proc("")
 		out, st := procOutput(t, p)
 		checkTTYOutput(t, "main", out, "24 80")
@@ -166,14 +173,7 @@ func TestTTYInsideContainer(t *testing.T) {
 
 	t.Run("exec", func(t *testing.T) {
 		spec := protocol.ContainerSpec{ID: "ttyexec", Rootfs: rootfs, Process: protocol.Process{Args: []string{"sleep", "1000"}}}
-		if perr := s.add(spec); perr != nil {
-			t.Fatal(perr)
-		}
-		defer s.remove(spec.ID)
-		c, _ := s.get(spec.ID)
-		if perr := c.start(); perr != nil {
-			t.Fatal(perr)
-		}
+		c := startContainer(t, s, spec)
 		// a user other than root owns its terminal
 		if perr := c.exec("e1", protocol.Process{Args: []string{"sh", "-c", ttyScript}, Tty: true, Width: 100, Height: 30, User: "nobody"}); perr != nil {
 			t.Fatal(perr)
@@ -208,14 +208,7 @@ func TestTTYInsideContainer(t *testing.T) {
 	t.Run("resize", func(t *testing.T) {
 		spec := protocol.ContainerSpec{ID: "ttyresize", Rootfs: rootfs, Process: protocol.Process{
 			Args: []string{"sh", "-c", "stty size; read x; stty size"}, Tty: true, OpenStdin: true, Width: 80, Height: 24}}
-		if perr := s.add(spec); perr != nil {
-			t.Fatal(perr)
-		}
-		defer s.remove(spec.ID)
-		c, _ := s.get(spec.ID)
-		if perr := c.start(); perr != nil {
-			t.Fatal(perr)
-		}
+		c := startContainer(t, s, spec)
 		p, _ := c.proc("")
 		if perr := p.resize(100, 40); perr != nil {
 			t.Fatal(perr)
