@@ -286,7 +286,7 @@ func TestBuildConfigInstructions(t *testing.T) {
 	loadBusybox(t, s, "busybox")
 	ctx := context.Background()
 	df := "FROM busybox\nMAINTAINER Jane <jane@example.com>\nCOPY lnk /lnk\nWORKDIR /lnk/sub\nWORKDIR deeper\nWORKDIR /etc\n" +
-		"USER 1000:1000\nVOLUME /data /x\nVOLUME [\"/y\"]\nENTRYPOINT [\"/bin/echo\"]\nCMD hello\nSTOPSIGNAL SIGINT\nLABEL k=v\nEXPOSE 53/udp 80\n"
+		"USER 1000:1000\nVOLUME /data /x\nVOLUME [\"/y\"]\nENTRYPOINT [\"/bin/echo\"]\nCMD hello\nSTOPSIGNAL SIGINT\nLABEL k=v\nEXPOSE 53/udp 80\nENV A=1 B=\"two words\"\n"
 	bctx := tarOf(t, []entry{{name: "Dockerfile", body: df}, {name: "lnk", typ: tar.TypeSymlink, link: "/tmp"}})
 	var out bytes.Buffer
 	im, err := s.Build(ctx, bytes.NewReader(bctx), BuildOptions{}, nil, &out)
@@ -295,7 +295,8 @@ func TestBuildConfigInstructions(t *testing.T) {
 	}
 	c := im.Config
 	if c.User != "1000:1000" || c.WorkingDir != "/etc" || strings.Join(c.Entrypoint, " ") != "/bin/echo" ||
-		strings.Join(c.Cmd, " ") != "/bin/sh -c hello" || c.StopSignal != "SIGINT" || c.Labels["k"] != "v" {
+		strings.Join(c.Cmd, " ") != "/bin/sh -c hello" || c.StopSignal != "SIGINT" || c.Labels["k"] != "v" ||
+		strings.Join(c.Env[len(c.Env)-2:], ",") != "A=1,B=two words" {
 		t.Errorf("config %+v", c)
 	}
 	for _, v := range []string{"/data", "/x", "/y"} {
