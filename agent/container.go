@@ -390,6 +390,8 @@ func (c *container) launchProcess(p *process) *protocol.Error {
 	}
 	c.procs[id] = p
 	c.pending[id] = reply
+	// under c.mu: the shim's exit report (onShim takes c.mu) reads it
+	p.started = time.Now()
 	c.mu.Unlock()
 
 	// from here an exit waits (briefly) for drained: readers are started
@@ -398,7 +400,6 @@ func (c *container) launchProcess(p *process) *protocol.Error {
 	if !spec.Tty {
 		p.readOutput(readers, false)
 	}
-	p.started = time.Now()
 	m := shimMsg{Op: "exec", ID: id, Proc: &spec}
 	fds := make([]int, len(child))
 	for i, f := range child {
