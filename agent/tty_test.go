@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,11 +23,24 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(1)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if srv.s != nil {
+		srv.s.Shutdown()
+		os.RemoveAll(srv.s.cfg.StateDir)
+	}
+	os.Exit(code)
 }
 
-// testServer starts an agent serving nothing: the tests call its methods.
-// One per test process: its reaper waits for every child.
+// srv is the tests' agent: one per test process (also with -count N), as
+// its reaper waits for every child of the process.
+var srv struct {
+	once sync.Once
+	s    *Server
+	err  error
+}
+
+// testServer returns the agent, serving nothing: the tests call its
+// methods. Containers are removed by the tests that add them.
 func testServer(t *testing.T) *Server {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -35,23 +49,23 @@ func testServer(t *testing.T) *Server {
 	if _, err := os.Stat("/bin/busybox"); err != nil {
 		t.Fatal("/bin/busybox is missing: install Debian's busybox-static")
 	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	state, err := os.MkdirTemp("", "agent-tty")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := NewServer(Config{StateDir: state, Self: self})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		os.RemoveAll(state)
+	srv.once.Do(func() {
+		self, err := os.Executable()
+		if err != nil {
+			srv.err = err
+			return
+		}
+		state, err := os.MkdirTemp("", "agent-tty")
+		if err != nil {
+			srv.err = err
+			return
+		}
+		srv.s, srv.err = NewServer(Config{StateDir: state, Self: self})
 	})
-	return s
+	if srv.err != nil {
+		t.Fatalf("starting the agent: %v", srv.err)
+	}
+	return srv.s
 }
 
 // testRootfs is a minimal busybox root with the applets the tests use.
