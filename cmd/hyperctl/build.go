@@ -2,7 +2,6 @@ package main
 
 import (
 	"archive/tar"
-	"errors"
 	"io"
 	"io/fs"
 	"os"
@@ -14,11 +13,8 @@ func cmdBuild(x *cli, args []string) error {
 	var tags multi
 	f.Var(&tags, "t", "name[:tag] of the result (repeatable)")
 	dockerfile := f.String("f", "", "Dockerfile path inside the context")
-	if err := f.Parse(args); err != nil {
+	if err := parseArgs(f, args, 1, 1); err != nil {
 		return err
-	}
-	if f.NArg() != 1 {
-		return errors.New("usage: hyperctl " + commands["build"].usage)
 	}
 	dir := f.Arg(0)
 	pr, pw := io.Pipe()

@@ -139,6 +139,21 @@ type multi []string
 func (m *multi) String() string     { return strings.Join(*m, ",") }
 func (m *multi) Set(s string) error { *m = append(*m, s); return nil }
 
+// usageError is the error of a command called with the wrong arguments.
+func usageError(name string) error { return errors.New("usage: hyperctl " + commands[name].usage) }
+
+// parseArgs parses a command's flags (fs from newFlags) and wants min to
+// max arguments after them (max < 0: no limit).
+func parseArgs(fs *flag.FlagSet, args []string, min, max int) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() < min || max >= 0 && fs.NArg() > max {
+		return usageError(fs.Name())
+	}
+	return nil
+}
+
 func newFlags(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprintln(os.Stderr, "usage: hyperctl", commands[name].usage); fs.PrintDefaults() }
@@ -238,46 +253,34 @@ func (x *cli) createPod(spec []byte) (string, error) {
 	return id, err
 }
 
-func cmdCreate(x *cli, args []string) error {
+// createWithFlags parses run's flags (for command name) and creates the pod.
+func (x *cli) createWithFlags(name string, args []string) (*runFlags, string, error) {
 	var r runFlags
-	fs := newFlags("create")
+	fs := newFlags(name)
 	r.register(fs)
 	if err := fs.Parse(args); err != nil {
-		return err
+		return nil, "", err
 	}
 	spec, err := r.spec(fs.Args())
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	id, err := x.createPod(spec)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(x.out, id)
-	return nil
+	return &r, id, err
+}
+
+func cmdCreate(x *cli, args []string) error {
+	_, id, err := x.createWithFlags("create", args)
+	return x.printID(id, err)
 }
 
 func cmdRun(x *cli, args []string) error {
-	var r runFlags
-	fs := newFlags("run")
-	r.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	spec, err := r.spec(fs.Args())
-	if err != nil {
-		return err
-	}
-	id, err := x.createPod(spec)
+	r, id, err := x.createWithFlags("run", args)
 	if err != nil {
 		return err
 	}
 	if r.detach {
-		if err := x.c.StartPod(ctx(), id); err != nil {
-			return err
-		}
-		fmt.Fprintln(x.out, id)
-		return nil
+		return x.printID(id, x.c.StartPod(ctx(), id))
 	}
 	pi, err := x.c.PodInfo(ctx(), id)
 	if err != nil {
@@ -303,6 +306,11 @@ func cmdRun(x *cli, args []string) error {
 			fmt.Fprintln(os.Stderr, "hyperctl: rm:", rerr)
 		}
 	}
+	return exitStatus(code, err)
+}
+
+// exitStatus makes an attached process's exit code hyperctl's own.
+func exitStatus(code int, err error) error {
 	if err != nil {
 		return err
 	}
@@ -369,35 +377,25 @@ func forEach(args []string, min int, f func(string) error) error {
 	return errors.Join(errs...)
 }
 
-func cmdStart(x *cli, args []string) error {
-	return forEach(args, 1, func(id string) error {
-		if err := x.c.StartPod(ctx(), id); err != nil {
-			return err
-		}
-		fmt.Fprintln(x.out, id)
-		return nil
-	})
+// eachPod runs op on every POD argument and prints the ids it worked for.
+func (x *cli) eachPod(args []string, op func(context.Context, string) error) error {
+	return forEach(args, 1, func(id string) error { return x.printID(id, op(ctx(), id)) })
 }
 
-func cmdStop(x *cli, args []string) error {
-	return forEach(args, 1, func(id string) error {
-		if err := x.c.StopPod(ctx(), id); err != nil {
-			return err
-		}
-		fmt.Fprintln(x.out, id)
-		return nil
-	})
+// printID prints id unless err.
+func (x *cli) printID(id string, err error) error {
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(x.out, id)
+	return nil
 }
 
-func cmdRm(x *cli, args []string) error {
-	return forEach(args, 1, func(id string) error {
-		if err := x.c.RemovePod(ctx(), id); err != nil {
-			return err
-		}
-		fmt.Fprintln(x.out, id)
-		return nil
-	})
-}
+func cmdStart(x *cli, args []string) error { return x.eachPod(args, x.c.StartPod) }
+
+func cmdStop(x *cli, args []string) error { return x.eachPod(args, x.c.StopPod) }
+
+func cmdRm(x *cli, args []string) error { return x.eachPod(args, x.c.RemovePod) }
 
 func table(w io.Writer, header []string, rows [][]string) {
 	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
@@ -512,11 +510,8 @@ func cmdExec(x *cli, args []string) error {
 	fs := newFlags("exec")
 	tty := fs.Bool("t", false, "allocate a tty")
 	stdin := fs.Bool("i", false, "attach stdin")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args, 2, -1); err != nil {
 		return err
-	}
-	if fs.NArg() < 2 {
-		return errors.New("usage: hyperctl " + commands["exec"].usage)
 	}
 	cid, _, err := x.resolveContainer(fs.Arg(0))
 	if err != nil {
@@ -530,19 +525,12 @@ func cmdExec(x *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	code, err := x.pumpAttached(st, cid, eid, *tty, *stdin)
-	if err != nil {
-		return err
-	}
-	if code != 0 {
-		return exitError(code)
-	}
-	return nil
+	return exitStatus(x.pumpAttached(st, cid, eid, *tty, *stdin))
 }
 
 func cmdAttach(x *cli, args []string) error {
 	if len(args) != 1 {
-		return errors.New("usage: hyperctl " + commands["attach"].usage)
+		return usageError("attach")
 	}
 	cid, tty, err := x.resolveContainer(args[0])
 	if err != nil {
@@ -552,14 +540,7 @@ func cmdAttach(x *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	code, err := x.pumpAttached(st, cid, "", tty, true)
-	if err != nil {
-		return err
-	}
-	if code != 0 {
-		return exitError(code)
-	}
-	return nil
+	return exitStatus(x.pumpAttached(st, cid, "", tty, true))
 }
 
 func cmdLogs(x *cli, args []string) error {
@@ -567,11 +548,8 @@ func cmdLogs(x *cli, args []string) error {
 	follow := fs.Bool("f", false, "follow")
 	ts := fs.Bool("t", false, "timestamps")
 	tail := fs.String("tail", "all", "number of lines from the end, or all")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args, 1, 1); err != nil {
 		return err
-	}
-	if fs.NArg() != 1 {
-		return errors.New("usage: hyperctl " + commands["logs"].usage)
 	}
 	cid, tty, err := x.resolveContainer(fs.Arg(0))
 	if err != nil {
@@ -583,11 +561,8 @@ func cmdLogs(x *cli, args []string) error {
 func cmdKill(x *cli, args []string) error {
 	fs := newFlags("kill")
 	sig := fs.String("s", "KILL", "signal")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args, 1, -1); err != nil {
 		return err
-	}
-	if fs.NArg() < 1 {
-		return errors.New("usage: hyperctl " + commands["kill"].usage)
 	}
 	n, err := pod.ParseSignal(*sig)
 	if err != nil {
@@ -598,7 +573,7 @@ func cmdKill(x *cli, args []string) error {
 
 func cmdRename(x *cli, args []string) error {
 	if len(args) != 2 {
-		return errors.New("usage: hyperctl " + commands["rename"].usage)
+		return usageError("rename")
 	}
 	return x.c.RenameContainer(ctx(), args[0], args[1])
 }
@@ -606,11 +581,8 @@ func cmdRename(x *cli, args []string) error {
 func cmdLabels(x *cli, args []string) error {
 	fs := newFlags("labels")
 	override := fs.Bool("override", false, "replace existing keys")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args, 1, -1); err != nil {
 		return err
-	}
-	if fs.NArg() < 1 {
-		return errors.New("usage: hyperctl " + commands["labels"].usage)
 	}
 	if fs.NArg() == 1 {
 		pi, err := x.c.PodInfo(ctx(), fs.Arg(0))
@@ -641,7 +613,7 @@ func cmdLabels(x *cli, args []string) error {
 
 func cmdPorts(x *cli, args []string) error {
 	if len(args) < 1 {
-		return errors.New("usage: hyperctl " + commands["ports"].usage)
+		return usageError("ports")
 	}
 	if len(args) == 1 || args[1] == "ls" {
 		pms, err := x.c.PortMappings(ctx(), args[0])
@@ -680,11 +652,8 @@ func cmdCommit(x *cli, args []string) error {
 	fs := newFlags("commit")
 	author := fs.String("a", "", "author")
 	msg := fs.String("m", "", "commit message")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args, 1, -1); err != nil {
 		return err
-	}
-	if fs.NArg() < 1 {
-		return errors.New("usage: hyperctl " + commands["commit"].usage)
 	}
 	cid, _, err := x.resolveContainer(fs.Arg(0))
 	if err != nil {
@@ -847,11 +816,8 @@ func cmdLoad(x *cli, args []string) error {
 func cmdSave(x *cli, args []string) error {
 	fs := newFlags("save")
 	out := fs.String("o", "", "output file (default stdout)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args, 1, -1); err != nil {
 		return err
-	}
-	if fs.NArg() == 0 {
-		return errors.New("usage: hyperctl " + commands["save"].usage)
 	}
 	var w io.Writer = os.Stdout
 	if *out != "" {
