@@ -98,6 +98,7 @@ func stdioFDs(tty bool) int {
 // at /dev/pts of the shim's (the container's) root, as runc does: the
 // slave, owned by uid, has the size w x h. The slave is opened from the
 // master (TIOCGPTPEER), not by a path a container process could replace.
+// Without a size (w or h 0) it is 80x24.
 func openContainerPty(uid, w, h int) (ptm, pts int, err error) {
 	ptm, err = unix.Open("/dev/pts/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -117,10 +118,14 @@ func openContainerPty(uid, w, h int) (ptm, pts int, err error) {
 	if err := unix.IoctlSetPointerInt(ptm, unix.TIOCSPTLCK, 0); err != nil {
 		return fail("unlock", err)
 	}
-	if w > 0 && h > 0 && w <= 65535 && h <= 65535 {
-		if err := unix.IoctlSetWinsize(ptm, unix.TIOCSWINSZ, &unix.Winsize{Col: uint16(w), Row: uint16(h)}); err != nil {
-			return fail("set size", err)
-		}
+	if w <= 0 || h <= 0 || w > 65535 || h > 65535 {
+		// no size from the client (not a terminal, curl): a terminal's
+		// usual one rather than 0x0, which stty size and full-screen
+		// programs take for "no size"
+		w, h = 80, 24
+	}
+	if err := unix.IoctlSetWinsize(ptm, unix.TIOCSWINSZ, &unix.Winsize{Col: uint16(w), Row: uint16(h)}); err != nil {
+		return fail("set size", err)
 	}
 	r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(ptm), unix.TIOCGPTPEER, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC)
 	pts, err = int(r), nil

@@ -202,13 +202,14 @@ func TestTTYInsideContainer(t *testing.T) {
 			t.Errorf("exit %d: %q", st.Code, out)
 		}
 		// a second tty exec gets a terminal of its own; a non-tty exec has none
-		if perr := c.exec("e2", protocol.Process{Args: []string{"tty"}, Tty: true}); perr != nil {
+		// (without a size: 80x24, not 0x0 on which stty size fails)
+		if perr := c.exec("e2", protocol.Process{Args: []string{"sh", "-c", "tty; stty size"}, Tty: true}); perr != nil {
 			t.Fatal(perr)
 		}
 		p2, _ := c.proc("e2")
 		out2, _ := procOutput(t, p2)
-		if !regexp.MustCompile(`^/dev/pts/\d+\r?\n$`).MatchString(out2) {
-			t.Errorf("second tty exec: %q", out2)
+		if !regexp.MustCompile(`^/dev/pts/\d+\r?\n24 80\r?\n$`).MatchString(out2) {
+			t.Errorf("second tty exec, no size given: %q, want /dev/pts/N and 24 80", out2)
 		}
 		if perr := c.exec("e3", protocol.Process{Args: []string{"tty"}}); perr != nil {
 			t.Fatal(perr)

@@ -90,11 +90,15 @@ func TestE2ETTY(t *testing.T) {
 	}
 	var so bytes.Buffer
 	st.Pump(true, nil, &so, nil)
+	// no size was given: the terminal is 80x24 rather than 0x0, on which
+	// busybox's stty size fails
 	lines := strings.SplitAfterN(so.String(), "\n", 2)
-	if len(lines) != 2 || !ptsName.MatchString(lines[0]) {
-		t.Errorf("podArgs tty: attach %q, want /dev/pts/N first", so.String())
+	if len(lines) != 2 || !ptsName.MatchString(lines[0]) || lines[1] != "24 80\r\n" {
+		t.Errorf("podArgs tty: attach %q, want /dev/pts/N and 24 80", so.String())
 	}
-	// curl: the logs of a tty container are raw (no frames)
+	// curl: the logs of a tty container are raw (no frames); complete once
+	// /exitcode answered
+	d.expect("GET", "/exitcode?container=ttyc", "", 200, "0")
 	if _, logs := d.curl("GET", "/container/logs?container=ttyc&stdout=1&stderr=1", ""); logs != so.String() {
 		t.Errorf("tty logs by curl %q, attach saw %q", logs, so.String())
 	}
