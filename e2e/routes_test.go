@@ -94,6 +94,9 @@ func TestE2ERoutes(t *testing.T) {
 	list("pod", "rt:rt:")
 	list("container", ":rt-b:rt:running")
 	list("vm", ":rt:associated")
+	if ps, err := c.PodStats(ctx, "rt"); err != nil || len(ps.ContainerStats) != 2 {
+		t.Fatalf("PodStats: %+v %v", ps, err)
+	}
 
 	// --- labels (Go client)
 	if err := c.SetLabels(ctx, "rt", map[string]string{"tier": "x"}, false); err != nil {
@@ -189,6 +192,10 @@ func TestE2ERoutes(t *testing.T) {
 	if so, se := demux(t, []byte(b)); code != 200 || so != "attach-out\n" || se != "attach-err\n" {
 		t.Fatalf("curl attach: %d %q %q", code, so, se)
 	}
+	var lo, le bytes.Buffer
+	if err := c.Logs(ctx, "att", client.LogsOptions{Stdout: true, Stderr: true}, false, &lo, &le); err != nil || lo.String() != "attach-out\n" || le.String() != "attach-err\n" {
+		t.Fatalf("Logs: %q %q %v", lo.String(), le.String(), err)
+	}
 
 	// --- resize of a tty exec (Go client)
 	eid, err := c.ExecCreate(ctx, "rt-a", []string{"sh", "-c", "read x; stty size"}, true)
@@ -245,6 +252,26 @@ func TestE2ERoutes(t *testing.T) {
 	d.expect("POST", "/pod/kill?podName=rt&container=rt-a&signal=9", "", 200, `"ID":"rt"`)
 	d.expect("GET", "/exitcode?container=rt-a", "", 200, "137")
 	d.expect("POST", "/pod/unpause?podId=rt", "", 501, "pause")
+
+	// --- /pod/stop and DELETE /pod with the Go client
+	if _, err := c.CreatePod(ctx, []byte(`{"id":"rt-stop","containers":[{"image":"busybox","name":"rts","command":["sleep","1000"]}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StartPod(ctx, "rt-stop"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StopPod(ctx, "rt-stop"); err != nil {
+		t.Fatalf("StopPod: %v", err)
+	}
+	if code, _ := c.ExitCode(ctx, "rts", ""); code != 143 {
+		t.Fatalf("exit after StopPod: %d, want 143", code)
+	}
+	if err := c.RemovePod(ctx, "rt-stop"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PodInfo(ctx, "rt-stop"); client.StatusOf(err) != 404 {
+		t.Fatalf("PodInfo after RemovePod: %v, want 404", err)
+	}
 
 	// --- a registry with credentials: /auth, /image/build, /image/push,
 	// /image/create, with the Go client and curl
