@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,24 +16,6 @@ import (
 	"github.com/hyperhq/hyperd-go/api/client"
 	"github.com/hyperhq/hyperd-go/image/regtest"
 )
-
-// curlFile is curl --unix-socket with a file as the request body; it
-// returns status and body.
-func (d *daemon) curlFile(method, path, file string, hdr ...string) (int, string) {
-	d.t.Helper()
-	args := []string{"-sS", "--unix-socket", d.sock, "-X", method, "-o", "-", "-w", "\n%{http_code}", "--max-time", "120", "--data-binary", "@" + file}
-	for _, h := range hdr {
-		args = append(args, "-H", h)
-	}
-	out, err := exec.Command("curl", append(args, "http://hyperd"+path)...).Output()
-	if err != nil {
-		d.t.Fatalf("curl %s %s: %v (%s)", method, path, err, out)
-	}
-	s := string(out)
-	i := strings.LastIndexByte(s, '\n')
-	code, _ := strconv.Atoi(s[i+1:])
-	return code, s[:i]
-}
 
 // buildContext writes a tar build context holding only a Dockerfile.
 func buildContext(t *testing.T, dockerfile string) string {
@@ -235,7 +216,7 @@ func TestE2ERoutes(t *testing.T) {
 	if items, err := c.RemoveImage(ctx, "e2e-rt:v1", false, false); err != nil || len(items) == 0 {
 		t.Fatalf("RemoveImage: %+v %v", items, err)
 	}
-	if code, b := d.curlFile("POST", "/image/load", saved, "Content-Type: application/x-tar"); code != 200 || !strings.Contains(b, "e2e-rt:v1") {
+	if code, b := d.curl("POST", "/image/load", "@"+saved); code != 200 || !strings.Contains(b, "e2e-rt:v1") {
 		t.Fatalf("curl /image/load: %d %s", code, b)
 	}
 	if out, err := d.hyperctl(bin, "run", "--rm", "e2e-rt:v1"); err != nil || out != "committed\n" {
@@ -286,7 +267,7 @@ func TestE2ERoutes(t *testing.T) {
 	if err := c.Build(ctx, bytes.NewReader(mustRead(t, buildContext(t, "FROM busybox\nENV ROUTE=built-by-go\nCMD [\"sh\", \"-c\", \"echo $ROUTE\"]\n"))), []string{ref1}, "", nil); err != nil {
 		t.Fatalf("Build (Go client): %v\n%s", err, d.log())
 	}
-	if code, b := d.curlFile("POST", "/image/build?t="+q(ref2), buildContext(t, "FROM busybox\nENV ROUTE=built-by-curl\nCMD [\"sh\", \"-c\", \"echo $ROUTE\"]\n"), "Content-Type: application/tar"); code != 200 || strings.Contains(b, `"error"`) {
+	if code, b := d.curl("POST", "/image/build?t="+q(ref2), "@"+buildContext(t, "FROM busybox\nENV ROUTE=built-by-curl\nCMD [\"sh\", \"-c\", \"echo $ROUTE\"]\n")); code != 200 || strings.Contains(b, `"error"`) {
 		t.Fatalf("curl /image/build: %d %s", code, b)
 	}
 	// no credentials yet: the registry refuses the push
