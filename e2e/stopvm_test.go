@@ -72,6 +72,15 @@ func TestStopVM(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// the same through hyperctl: stop --onlypod keeps the sandbox, stop ends it
+	if out, err := d.hyperctl(bin, "stop", "--onlypod", "svm"); err != nil || strings.TrimSpace(out) != "svm" {
+		t.Fatalf("hyperctl stop --onlypod: %v %s", err, out)
+	}
+	if got := agentPids(); len(got) != 1 || got[0] != before[0] {
+		t.Fatalf("hyperctl stop --onlypod did not keep the sandbox: %v", got)
+	}
+	d.expect("POST", "/pod/start?podId=svm", "", 200, "")
+	waitPhase(t, d, "svm", "Running")
 	d.expect("POST", "/pod/stop?podId=svm", "", 200, `"ID":"svm"`) // stopVM defaults to yes
 	for i := 0; len(agentPids()) != 0; i++ {
 		if i > 200 {

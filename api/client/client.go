@@ -525,9 +525,38 @@ func (c *Client) RemoveImage(ctx context.Context, ref string, force, noprune boo
 
 // Build sends a tar build context.
 func (c *Client) Build(ctx context.Context, tarCtx io.Reader, tags []string, dockerfile string, fn func(api.JSONMessage)) error {
-	q := url.Values{"t": tags}
-	if dockerfile != "" {
-		q.Set("dockerfile", dockerfile)
+	return c.BuildWith(ctx, tarCtx, BuildOptions{Tags: tags, Dockerfile: dockerfile}, fn)
+}
+
+// BuildOptions are the /image/build parameters beyond the context.
+type BuildOptions struct {
+	Tags       []string
+	Dockerfile string
+	NoCache    bool
+	Pull       bool
+	Quiet      bool
+	NoRm       bool // keep each step's container (rm=0)
+	ForceRm    bool // remove the container of a failed step too
+	BuildArgs  map[string]string
+}
+
+// BuildWith posts a tar build context with every option of /image/build.
+func (c *Client) BuildWith(ctx context.Context, tarCtx io.Reader, opt BuildOptions, fn func(api.JSONMessage)) error {
+	q := url.Values{"t": opt.Tags}
+	if opt.Dockerfile != "" {
+		q.Set("dockerfile", opt.Dockerfile)
+	}
+	for k, on := range map[string]bool{"nocache": opt.NoCache, "pull": opt.Pull, "q": opt.Quiet, "forcerm": opt.ForceRm} {
+		if on {
+			q.Set(k, "1")
+		}
+	}
+	if opt.NoRm {
+		q.Set("rm", "0")
+	}
+	if len(opt.BuildArgs) > 0 {
+		b, _ := json.Marshal(opt.BuildArgs)
+		q.Set("buildargs", string(b))
 	}
 	resp, err := c.Do(ctx, "POST", "/image/build", q, tarCtx, http.Header{"Content-Type": {"application/tar"}})
 	if err != nil {

@@ -2,10 +2,14 @@ package main
 
 import (
 	"archive/tar"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+
+	"github.com/hyperhq/hyperd-go/api/client"
 )
 
 func cmdBuild(x *cli, args []string) error {
@@ -13,13 +17,36 @@ func cmdBuild(x *cli, args []string) error {
 	var tags multi
 	f.Var(&tags, "t", "name[:tag] of the result (repeatable)")
 	dockerfile := f.String("f", "", "Dockerfile path inside the context")
+	noCache := f.Bool("no-cache", false, "do not use the layer cache")
+	pull := f.Bool("pull", false, "always pull the FROM image")
+	quiet := f.Bool("q", false, "print only the image id")
+	rm := f.Bool("rm", true, "remove each step's container once it is committed")
+	forceRm := f.Bool("force-rm", false, "remove the container of a failed step too")
+	var buildArgs multi
+	f.Var(&buildArgs, "build-arg", "KEY=VALUE for an ARG (repeatable)")
 	if err := parseArgs(f, args, 1, 1); err != nil {
 		return err
+	}
+	opt := client.BuildOptions{Tags: tags, Dockerfile: *dockerfile, NoCache: *noCache, Pull: *pull, Quiet: *quiet,
+		NoRm: !*rm, ForceRm: *forceRm}
+	for _, kv := range buildArgs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			v, ok = os.LookupEnv(k) // docker: --build-arg KEY takes the value from the environment
+		}
+		if k == "" || !ok {
+			return fmt.Errorf("--build-arg %q: want KEY=VALUE (or KEY set in the environment)", kv)
+		}
+		if opt.BuildArgs == nil {
+			opt.BuildArgs = map[string]string{}
+		}
+		opt.BuildArgs[k] = v
 	}
 	dir := f.Arg(0)
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(tarDir(dir, pw)) }()
-	return x.c.Build(ctx(), pr, tags, *dockerfile, x.progress)
+	// with -q the daemon's stream is just the image id
+	return x.c.BuildWith(ctx(), pr, opt, x.progress())
 }
 
 // tarDir writes dir as an uncompressed tar build context.

@@ -43,7 +43,7 @@ func init() {
 		"run":     {"run [-d] [-t] [-i] [--rm] [--name NAME] [-e K=V] [-w DIR] [--label K=V] [--publish HOST:CTR[/udp]] [--cpu N] [--memory MiB] [--restart POLICY] [--podfile FILE] IMAGE [COMMAND...]", cmdRun},
 		"create":  {"create [--podfile FILE | run's flags IMAGE [COMMAND...]]", cmdCreate},
 		"start":   {"start POD...", cmdStart},
-		"stop":    {"stop POD...", cmdStop},
+		"stop":    {"stop [--onlypod] POD...", cmdStop},
 		"rm":      {"rm POD...", cmdRm},
 		"list":    {"list [pod|container|vm]", cmdList},
 		"ps":      {"ps (= list container)", func(x *cli, a []string) error { return cmdList(x, append([]string{"container"}, a...)) }},
@@ -60,7 +60,7 @@ func init() {
 		"pull":    {"pull IMAGE", cmdPull},
 		"push":    {"push IMAGE", cmdPush},
 		"rmi":     {"rmi [-f] [--no-prune] IMAGE...", cmdRmi},
-		"build":   {"build -t NAME[:TAG] [-f Dockerfile] DIR", cmdBuild},
+		"build":   {"build -t NAME[:TAG] [-f Dockerfile] [--no-cache] [--pull] [-q] [--rm=false] [--force-rm] [--build-arg K=V] DIR", cmdBuild},
 		"login":   {"login [-u USER] [-p PASSWORD] [SERVER]", cmdLogin},
 		"version": {"version", cmdVersion},
 		"load":    {"load -i FILE", cmdLoad},
@@ -393,7 +393,17 @@ func (x *cli) printID(id string, err error) error {
 
 func cmdStart(x *cli, args []string) error { return x.eachPod(args, x.c.StartPod) }
 
-func cmdStop(x *cli, args []string) error { return x.eachPod(args, x.c.StopPod) }
+func cmdStop(x *cli, args []string) error {
+	f := newFlags("stop")
+	onlyPod := f.Bool("onlypod", false, "stop the containers but keep the pod's VM for the next start (stopVM=no)")
+	if err := parseArgs(f, args, 1, -1); err != nil {
+		return err
+	}
+	if *onlyPod {
+		return x.eachPod(f.Args(), x.c.StopPodKeepVM)
+	}
+	return x.eachPod(f.Args(), x.c.StopPod)
+}
 
 func cmdRm(x *cli, args []string) error { return x.eachPod(args, x.c.RemovePod) }
 
@@ -721,27 +731,12 @@ func humanSize(b int64) string {
 	return fmt.Sprintf("%.3g TB", f)
 }
 
-func (x *cli) progress(m api.JSONMessage) {
-	if x.json {
-		json.NewEncoder(x.out).Encode(m)
-		return
-	}
-	switch {
-	case m.Stream != "":
-		fmt.Fprint(x.out, m.Stream)
-	case m.ID != "":
-		fmt.Fprintf(x.out, "%s: %s %s\n", m.ID, m.Status, m.Progress)
-	case m.Status != "":
-		fmt.Fprintln(x.out, m.Status)
-	}
-}
-
 func cmdPull(x *cli, args []string) error {
-	return forEach(args, 1, func(ref string) error { return x.c.Pull(ctx(), ref, loadAuth(ref), x.progress) })
+	return forEach(args, 1, func(ref string) error { return x.c.Pull(ctx(), ref, loadAuth(ref), x.progress()) })
 }
 
 func cmdPush(x *cli, args []string) error {
-	return forEach(args, 1, func(ref string) error { return x.c.Push(ctx(), ref, loadAuth(ref), x.progress) })
+	return forEach(args, 1, func(ref string) error { return x.c.Push(ctx(), ref, loadAuth(ref), x.progress()) })
 }
 
 func cmdRmi(x *cli, args []string) error {
