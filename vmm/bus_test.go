@@ -1,14 +1,13 @@
 package vmm
 
 import (
-	"bytes"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hyperhq/hyperd-go/guest/guesttest"
+	"github.com/hyperhq/hyperd-go/internal/syncbuf"
 )
 
 type nopPIO struct{ id int }
@@ -73,7 +72,7 @@ func TestMachineStops(t *testing.T) {
 			if err := os.WriteFile(k, guesttest.Kernel("hello from "+string(tc.want)+"\n", tc.act), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			var console lockedBuffer
+			var console syncbuf.Buffer
 			m, err := New(Config{Kernel: k, MemMiB: 32, CPUs: 1, Console: &console})
 			if err != nil {
 				t.Fatal(err)
@@ -94,22 +93,4 @@ func TestMachineStops(t *testing.T) {
 			}
 		})
 	}
-}
-
-// lockedBuffer is a console the vCPU threads write while the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -1,7 +1,6 @@
 package guest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -20,6 +18,7 @@ import (
 	"github.com/hyperhq/hyperd-go/agent/client"
 	"github.com/hyperhq/hyperd-go/agent/mux"
 	"github.com/hyperhq/hyperd-go/initramfs"
+	"github.com/hyperhq/hyperd-go/internal/syncbuf"
 )
 
 const (
@@ -39,30 +38,12 @@ const (
 	guestCPU = 2
 )
 
-// lockedBuffer collects QEMU's own stdout/stderr.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // vm is a booted guest: QEMU with our kernel and initramfs, the agent
 // reached over the virtio-console.
 type vm struct {
 	cmd     *exec.Cmd
 	console string // the guest's ttyS0 (kernel console, agent log)
-	qemuOut lockedBuffer
+	qemuOut syncbuf.Buffer
 	exited  chan struct{} // closed once QEMU was reaped; waitErr is set then
 	waitErr error
 	conn    net.Conn

@@ -9,34 +9,16 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hyperhq/hyperd-go/agent/client"
 	"github.com/hyperhq/hyperd-go/agent/mux"
+	"github.com/hyperhq/hyperd-go/internal/syncbuf"
 	"github.com/hyperhq/hyperd-go/sandbox"
 	"golang.org/x/sys/unix"
 )
-
-// lockedBuffer collects the agent's log.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestSerialTransportContainers runs the agent binary in its namespaces as
 // the local driver does, but serving on a tty (the slave of a pty stands in
@@ -57,7 +39,7 @@ func TestSerialTransportContainers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var agentLog lockedBuffer
+	var agentLog syncbuf.Buffer
 	cmd := exec.Command(agentBin, "--serial", fmt.Sprintf("/dev/pts/%d", n), "--state-dir", t.TempDir())
 	cmd.Stdout, cmd.Stderr = &agentLog, &agentLog
 	cmd.SysProcAttr = &syscall.SysProcAttr{
