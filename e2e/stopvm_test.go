@@ -111,3 +111,48 @@ func agentProcs(sub string) map[string]bool {
 	}
 	return out
 }
+
+// TestStopPodsOnExit: hyperd --stop-pods-on-exit stops every pod's sandbox
+// on SIGTERM (a running one and a stopped one whose VM was kept); the next
+// hyperd finds their records, none running. Without the flag (the other
+// tests) sandboxes are left for the next hyperd to reattach.
+func TestStopPodsOnExit(t *testing.T) {
+	requireHost(t)
+	bin := binaries(t)
+	tmp := t.TempDir()
+	root, sock := filepath.Join(tmp, "root"), filepath.Join(tmp, "hyper.sock")
+	d := startDaemon(t, bin, root, sock, "local", "--stop-pods-on-exit")
+	var tarBuf bytes.Buffer
+	bb, _ := imgtest.BusyboxPath()
+	if err := imgtest.Write(&tarBuf, bb, "busybox:latest"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.c.Load(ctxT(t, time.Minute), &tarBuf); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"run1", "kept1"} {
+		d.expect("POST", "/pod/create", `{"id":"`+id+`","containers":[{"image":"busybox","command":["sleep","1000"]}]}`, 201, id)
+		d.expect("POST", "/pod/start?podId="+id, "", 200, "")
+	}
+	d.expect("POST", "/pod/stop?podId=kept1&stopVM=no", "", 200, "kept1")
+	if n := len(agentProcs(filepath.Join(root, "pods"))); n != 2 {
+		t.Fatalf("%d agents before shutdown, want 2", n)
+	}
+	d.signal(syscall.SIGTERM)
+	if n := len(agentProcs(filepath.Join(root, "pods"))); n != 0 {
+		t.Fatalf("%d agents left after SIGTERM with --stop-pods-on-exit", n)
+	}
+	if !strings.Contains(d.log(), "their sandboxes were stopped") {
+		t.Errorf("shutdown log:\n%s", d.log())
+	}
+	d = startDaemon(t, bin, root, sock, "local")
+	defer func() { d.signal(syscall.SIGTERM) }()
+	for _, id := range []string{"run1", "kept1"} {
+		if ps := podPhase(t, d, id); ps.Status.Phase == "Running" || ps.Status.Phase == "" {
+			t.Errorf("pod %s after the restart: %+v", id, ps.Status)
+		}
+	}
+	if _, body := d.curl("GET", "/list?item=vm", ""); strings.Contains(body, "associated") {
+		t.Errorf("a VM is still associated: %s", body)
+	}
+}

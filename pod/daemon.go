@@ -1516,6 +1516,32 @@ func (d *Daemon) StopPod(ctx context.Context, ref string) error {
 	return d.withPod(ref, func(p *podState) error { return d.stopPodLocked(ctx, p, false) })
 }
 
+// StopAll stops every pod that has a sandbox (running, paused, or stopped
+// with a kept VM), all at once, and returns how many it stopped (hyperd
+// --stop-pods-on-exit at shutdown). Their records stay.
+func (d *Daemon) StopAll(ctx context.Context) int {
+	d.mu.Lock()
+	var ids []string
+	for id, p := range d.pods {
+		if p.sb != nil {
+			ids = append(ids, id)
+		}
+	}
+	d.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := d.StopPod(ctx, id); err != nil {
+				d.log.Warn("stop at shutdown", "pod", id, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+	return len(ids)
+}
+
 // StopPodKeepSandbox stops the pod's containers but keeps its sandbox (the
 // VM, for kvm) running without them, so that the next start reuses it
 // (/pod/stop?stopVM=no).

@@ -47,6 +47,7 @@ type Options struct {
 	InsecureRegistry  []string `json:"insecure-registries"`
 	StopTimeoutSecond int      `json:"stop-timeout"`
 	BootTimeoutSecond int      `json:"boot-timeout"`
+	StopPodsOnExit    bool     `json:"stop-pods-on-exit"`
 }
 
 type listFlag []string
@@ -69,7 +70,7 @@ func parseOptions(args []string) (Options, error) {
 	fs := flag.NewFlagSet("hyperd", flag.ContinueOnError)
 	var cfgPath string
 	var insecure listFlag
-	fs.StringVar(&cfgPath, "config", "", "JSON config file (keys: host, data-root, driver, kernel, initrd, vcpu, memory, log-level, log-format, insecure-registries, stop-timeout, boot-timeout); flags override it")
+	fs.StringVar(&cfgPath, "config", "", "JSON config file (keys: host, data-root, driver, kernel, initrd, vcpu, memory, log-level, log-format, insecure-registries, stop-timeout, boot-timeout, stop-pods-on-exit); flags override it")
 	host := fs.String("host", o.Host, "where to serve the API: unix:///path or tcp://addr:port")
 	fs.StringVar(host, "H", o.Host, "shorthand for --host")
 	dataRoot := fs.String("data-root", o.DataRoot, "state directory (bbolt state, logs, images)")
@@ -82,6 +83,7 @@ func parseOptions(args []string) (Options, error) {
 	logFormat := fs.String("log-format", o.LogFormat, "text or json")
 	stopTimeout := fs.Int("stop-timeout", o.StopTimeoutSecond, "seconds between the stop signal and SIGKILL")
 	bootTimeout := fs.Int("boot-timeout", o.BootTimeoutSecond, "kvm: seconds a pod's VM has to boot and its agent to answer before the pod fails (with the console tail)")
+	stopPods := fs.Bool("stop-pods-on-exit", false, "on SIGTERM/SIGINT stop every running pod and its VM (default: leave them running for the next hyperd to reattach)")
 	fs.Var(&insecure, "insecure-registry", "registry HOST:PORT reached over plain HTTP (repeatable)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -125,6 +127,8 @@ func parseOptions(args []string) (Options, error) {
 			o.LogFormat = *logFormat
 		case "stop-timeout":
 			o.StopTimeoutSecond = *stopTimeout
+		case "stop-pods-on-exit":
+			o.StopPodsOnExit = *stopPods
 		case "boot-timeout":
 			o.BootTimeoutSecond = *bootTimeout
 		case "insecure-registry":
@@ -219,13 +223,23 @@ func run(args []string) int {
 	hs.Shutdown(ctx)
 	cancel()
 	hs.Close()
+	if o.StopPodsOnExit {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(o.StopTimeoutSecond)*time.Second+30*time.Second)
+		n := d.StopAll(ctx)
+		cancel()
+		log.Info("stopped the running pods (--stop-pods-on-exit)", "pods", n)
+	}
 	if err := d.Close(); err != nil {
 		log.Error("close state", "err", err)
 	}
 	if strings.HasPrefix(o.Host, "unix://") {
 		os.Remove(strings.TrimPrefix(o.Host, "unix://"))
 	}
-	log.Info("hyperd stopped; pods keep their records, sandboxes are left running for the next start to reattach")
+	if o.StopPodsOnExit {
+		log.Info("hyperd stopped; pods keep their records, their sandboxes were stopped")
+	} else {
+		log.Info("hyperd stopped; pods keep their records, sandboxes are left running for the next start to reattach")
+	}
 	return code
 }
 

@@ -30,6 +30,7 @@ func TestParseOptions(t *testing.T) {
 		{name: "bad driver", args: []string{"--driver", "qemu"}, wantErr: true},
 		{name: "bad memory", args: []string{"--memory", "1"}, wantErr: true},
 		{name: "boot timeout", args: []string{"--boot-timeout", "90"}, want: func(o *Options) { o.BootTimeoutSecond = 90 }},
+		{name: "stop pods on exit", args: []string{"--stop-pods-on-exit"}, want: func(o *Options) { o.StopPodsOnExit = true }},
 		{name: "bad boot timeout", args: []string{"--boot-timeout", "0"}, wantErr: true},
 		{name: "stray argument", args: []string{"extra"}, wantErr: true},
 		{name: "missing config", args: []string{"--config", "/nonexistent.json"}, wantErr: true},
