@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -15,8 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/hyperhq/hyperd-go/e2e/imgtest"
 )
 
 // Pod-level benchmarks (make bench, tier 7): the same operations through a
@@ -33,17 +30,7 @@ func benchDaemon(b *testing.B, driver string) (*daemon, func()) {
 	bin := binaries(b)
 	tmp := b.TempDir()
 	d := startDaemon(b, bin, filepath.Join(tmp, "root"), filepath.Join(tmp, "hyper.sock"), driver, driverFlags(b, driver)...)
-	var tarBuf bytes.Buffer
-	bb, err := imgtest.BusyboxPath()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := imgtest.Write(&tarBuf, bb, "busybox:latest"); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := d.c.Load(context.Background(), &tarBuf); err != nil {
-		b.Fatalf("load: %v", err)
-	}
+	d.loadBusybox()
 	return d, func() { d.signal(syscall.SIGTERM) }
 }
 

@@ -1,16 +1,12 @@
 package e2e
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
-
-	"github.com/hyperhq/hyperd-go/e2e/imgtest"
 )
 
 // TestHyperctlBuildFlags: hyperctl build's docker flags reach /image/build:
@@ -22,14 +18,7 @@ func TestHyperctlBuildFlags(t *testing.T) {
 	tmp := t.TempDir()
 	d := startDaemon(t, bin, filepath.Join(tmp, "root"), filepath.Join(tmp, "hyper.sock"), "local")
 	defer func() { d.signal(syscall.SIGTERM) }()
-	var tarBuf bytes.Buffer
-	bb, _ := imgtest.BusyboxPath()
-	if err := imgtest.Write(&tarBuf, bb, "busybox:latest"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.c.Load(ctxT(t, time.Minute), &tarBuf); err != nil {
-		t.Fatal(err)
-	}
+	d.loadBusybox()
 	dir := filepath.Join(tmp, "ctx")
 	os.MkdirAll(dir, 0o755)
 	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM busybox\nARG GREETING=none\nRUN echo $GREETING > /greeting\nCMD [\"cat\", \"/greeting\"]\n"), 0o644)

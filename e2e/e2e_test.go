@@ -139,6 +139,25 @@ func startDaemon(t testing.TB, bin, root, sock, driver string, extra ...string) 
 	return d
 }
 
+// loadBusybox loads busybox:latest, made from the host's busybox-static,
+// into the daemon through POST /image/load.
+func (d *daemon) loadBusybox() {
+	d.t.Helper()
+	var tarBuf bytes.Buffer
+	bb, err := imgtest.BusyboxPath()
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	if err := imgtest.Write(&tarBuf, bb, "busybox:latest"); err != nil {
+		d.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := d.c.Load(ctx, &tarBuf); err != nil {
+		d.t.Fatalf("load busybox: %v\n%s", err, d.log())
+	}
+}
+
 func (d *daemon) log() string {
 	b, _ := os.ReadFile(d.logf)
 	if len(b) > 8000 {

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hyperhq/hyperd-go/e2e/imgtest"
 	"github.com/hyperhq/hyperd-go/guest/guesttest"
 )
 
@@ -175,14 +174,7 @@ func runKVMBootFailure(t *testing.T) {
 	ctx := ctxT(t, 5*time.Minute)
 
 	d.expect("GET", "/info", "", 200, `"SandboxDriver":"kvm"`)
-	var tarBuf bytes.Buffer
-	bb, _ := imgtest.BusyboxPath()
-	if err := imgtest.Write(&tarBuf, bb, "busybox:latest"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.c.Load(ctx, &tarBuf); err != nil {
-		t.Fatalf("POST /image/load: %v\n%s", err, d.log())
-	}
+	d.loadBusybox()
 
 	// --- a pod sized 1 vCPU / 160 MiB: created, VM started, boot deadline
 	id, err := d.c.CreatePod(ctx, []byte(`{"id":"vmpod","resource":{"vcpu":1,"memory":160},"volumes":[{"name":"data"}],"containers":[{"name":"c1","image":"busybox:latest","command":["echo","hi"],"volumes":[{"volume":"data","path":"/data"}]}]}`))
@@ -352,14 +344,7 @@ func TestE2EKVMGuestPanic(t *testing.T) {
 	d := startDaemon(t, bin, root, filepath.Join(tmp, "hyper.sock"), "kvm", "--kernel", kernel, "--initrd", initrd)
 	defer func() { d.signal(syscall.SIGTERM) }()
 	ctx := ctxT(t, time.Minute)
-	var tarBuf bytes.Buffer
-	bb, _ := imgtest.BusyboxPath()
-	if err := imgtest.Write(&tarBuf, bb, "busybox:latest"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.c.Load(ctx, &tarBuf); err != nil {
-		t.Fatal(err)
-	}
+	d.loadBusybox()
 	id, err := d.c.CreatePod(ctx, []byte(`{"id":"panics","containers":[{"image":"busybox:latest","command":["true"]}]}`))
 	if err != nil {
 		t.Fatal(err)

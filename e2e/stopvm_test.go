@@ -8,8 +8,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/hyperhq/hyperd-go/e2e/imgtest"
 )
 
 // TestStopVM drives /pod/stop?stopVM=no|yes with curl against a real hyperd
@@ -23,15 +21,7 @@ func TestStopVM(t *testing.T) {
 	root := filepath.Join(tmp, "root")
 	d := startDaemon(t, bin, root, filepath.Join(tmp, "hyper.sock"), "local")
 	defer func() { d.signal(syscall.SIGTERM) }()
-	ctx := ctxT(t, 2*time.Minute)
-	var tarBuf bytes.Buffer
-	bb, _ := imgtest.BusyboxPath()
-	if err := imgtest.Write(&tarBuf, bb, "busybox:latest"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.c.Load(ctx, &tarBuf); err != nil {
-		t.Fatal(err)
-	}
+	d.loadBusybox()
 	d.expect("POST", "/pod/create", `{"id":"svm","containers":[{"name":"svm","image":"busybox","command":["sh","-c","echo started; exec sleep 1000"]}]}`, 201, `"ID":"svm"`)
 	d.expect("POST", "/pod/start?podId=svm", "", 200, "")
 	waitPhase(t, d, "svm", "Running")
@@ -122,14 +112,7 @@ func TestStopPodsOnExit(t *testing.T) {
 	tmp := t.TempDir()
 	root, sock := filepath.Join(tmp, "root"), filepath.Join(tmp, "hyper.sock")
 	d := startDaemon(t, bin, root, sock, "local", "--stop-pods-on-exit")
-	var tarBuf bytes.Buffer
-	bb, _ := imgtest.BusyboxPath()
-	if err := imgtest.Write(&tarBuf, bb, "busybox:latest"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.c.Load(ctxT(t, time.Minute), &tarBuf); err != nil {
-		t.Fatal(err)
-	}
+	d.loadBusybox()
 	for _, id := range []string{"run1", "kept1"} {
 		d.expect("POST", "/pod/create", `{"id":"`+id+`","containers":[{"image":"busybox","command":["sleep","1000"]}]}`, 201, id)
 		d.expect("POST", "/pod/start?podId="+id, "", 200, "")

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/creack/pty"
-	"github.com/hyperhq/hyperd-go/e2e/imgtest"
 )
 
 // localDaemon starts hyperd --driver local on a temp socket and data root
@@ -37,14 +36,7 @@ func localDaemon(t *testing.T) (*daemon, string) {
 		}
 		d.signal(syscall.SIGTERM)
 	})
-	var tarBuf bytes.Buffer
-	bb, _ := imgtest.BusyboxPath()
-	if err := imgtest.Write(&tarBuf, bb, "busybox:latest"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.c.Load(ctxT(t, time.Minute), &tarBuf); err != nil {
-		t.Fatalf("load busybox: %v\n%s", err, d.log())
-	}
+	d.loadBusybox()
 	return d, bin
 }
 
