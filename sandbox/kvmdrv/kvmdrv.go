@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -135,10 +134,10 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		return nil, fmt.Errorf("kvm driver: starting the VM process: %w", err)
 	}
 	out.Close()
-	s := &vmSandbox{id: cfg.ID, pid: cmd.Process.Pid, uds: uds, console: console, disks: disks, done: make(chan struct{})}
+	s := &vmSandbox{id: cfg.ID, pid: cmd.Process.Pid, uds: uds, console: console, disks: disks, Exit: sandbox.NewExit()}
 	go func() {
 		err := cmd.Wait()
-		s.exited(exitError(err, true, console))
+		s.Exited(exitError(err, true, console))
 	}()
 	if cfg.Started != nil {
 		cfg.Started(s.Handle())
@@ -157,7 +156,7 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 			return nil, fmt.Errorf("kvm driver: the VM of pod %s stopped before its agent answered: %w", cfg.ID, err)
 		}
 		s.kill()
-		<-s.done
+		<-s.Done()
 		os.Remove(uds)
 		return nil, fmt.Errorf("kvm driver: the guest agent of pod %s did not answer within %v: %v; console tail:\n%s", cfg.ID, timeout, err, tail(console, 30))
 	}
@@ -178,7 +177,7 @@ func (d *Driver) waitAgent(ctx context.Context, s *vmSandbox, ready net.Listener
 		got <- err
 	}()
 	select {
-	case <-s.done:
+	case <-s.Done():
 		return nil, s.Err()
 	case <-ctx.Done():
 		ready.Close()
@@ -246,7 +245,7 @@ func (d *Driver) Reattach(ctx context.Context, h sandbox.Handle) (sandbox.Sandbo
 	if err != nil || pid <= 0 {
 		return nil, fmt.Errorf("kvm driver: handle of %s has no pid", h.ID)
 	}
-	s := &vmSandbox{id: h.ID, pid: pid, uds: h.Data["vsock"], console: h.Data["console"], done: make(chan struct{})}
+	s := &vmSandbox{id: h.ID, pid: pid, uds: h.Data["vsock"], console: h.Data["console"], Exit: sandbox.NewExit()}
 	if h.Data["disks"] != "" {
 		s.disks = strings.Split(h.Data["disks"], "\n")
 	}
@@ -301,11 +300,7 @@ type vmSandbox struct {
 	disks   []string
 	agent   sandbox.Agent
 	ready   bool // the agent answered (Handle says so: Reattach adopts only such VMs)
-
-	mu   sync.Mutex
-	err  error
-	done chan struct{}
-	once sync.Once
+	*sandbox.Exit
 }
 
 func (s *vmSandbox) ID() string { return s.id }
@@ -337,23 +332,6 @@ func (s *vmSandbox) DiskSource(hostPath string) (string, error) {
 	return "", fmt.Errorf("kvm driver: %s is not attached to %s", hostPath, s.id)
 }
 
-func (s *vmSandbox) Done() <-chan struct{} { return s.done }
-
-func (s *vmSandbox) Err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
-}
-
-func (s *vmSandbox) exited(err error) {
-	s.once.Do(func() {
-		s.mu.Lock()
-		s.err = err
-		s.mu.Unlock()
-		close(s.done)
-	})
-}
-
 // alive reports whether pid is still our VM process (not a reused pid).
 func (s *vmSandbox) alive() bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", s.pid))
@@ -369,7 +347,7 @@ func (s *vmSandbox) watch() {
 	for s.alive() {
 		time.Sleep(500 * time.Millisecond)
 	}
-	s.exited(exitError(nil, false, s.console))
+	s.Exited(exitError(nil, false, s.console))
 }
 
 func (s *vmSandbox) kill() { syscall.Kill(s.pid, syscall.SIGKILL) }
@@ -382,10 +360,10 @@ func (s *vmSandbox) Stop(ctx context.Context) error {
 		s.agent.Close()
 	}
 	select {
-	case <-s.done:
+	case <-s.Done():
 	case <-ctx.Done():
 		s.kill()
-		<-s.done
+		<-s.Done()
 	}
 	os.Remove(s.uds)
 	return nil

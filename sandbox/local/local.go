@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -97,18 +96,18 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("local driver: start agent: %w", err)
 	}
-	s := &localSandbox{id: cfg.ID, stateDir: cfg.StateDir, sock: sock, pid: cmd.Process.Pid, cgroup: cg, done: make(chan struct{}), disks: cfg.Disks}
+	s := &localSandbox{id: cfg.ID, stateDir: cfg.StateDir, sock: sock, pid: cmd.Process.Pid, cgroup: cg, Exit: sandbox.NewExit(), disks: cfg.Disks}
 	s.start, _ = procStart(s.pid)
 	go func() {
 		err := cmd.Wait()
-		s.setErr(fmt.Errorf("agent process exited: %v", err))
+		s.Exited(fmt.Errorf("agent process exited: %v", err))
 	}()
 	if cfg.Started != nil {
 		cfg.Started(s.Handle())
 	}
 	if err := d.connect(ctx, s); err != nil {
 		s.kill()
-		<-s.done
+		<-s.Done()
 		return nil, fmt.Errorf("local driver: %w (agent log %s: %s)", err, filepath.Join(cfg.StateDir, logName), tailFile(filepath.Join(cfg.StateDir, logName)))
 	}
 	if err := s.agent.Setup(ctx, protocol.PodSetup{Hostname: cfg.Hostname, DNS: cfg.DNS, DNSSearch: cfg.DNSSearch}); err != nil {
@@ -138,7 +137,7 @@ func (d *Driver) connect(ctx context.Context, s *localSandbox) error {
 			}
 		}
 		select {
-		case <-s.done:
+		case <-s.Done():
 			return s.Err()
 		case <-ctx.Done():
 			return fmt.Errorf("agent did not answer: %w", ctx.Err())
@@ -164,7 +163,7 @@ func (d *Driver) Reattach(ctx context.Context, h sandbox.Handle) (sandbox.Sandbo
 	if err != nil {
 		return nil, fmt.Errorf("local driver: agent process %d: %w", pid, err)
 	}
-	s := &localSandbox{id: h.ID, stateDir: h.Data["state_dir"], sock: h.Data["socket"], pid: pid, start: start, cgroup: h.Data["cgroup"], done: make(chan struct{}), pidfd: pfd}
+	s := &localSandbox{id: h.ID, stateDir: h.Data["state_dir"], sock: h.Data["socket"], pid: pid, start: start, cgroup: h.Data["cgroup"], Exit: sandbox.NewExit(), pidfd: pfd}
 	for _, p := range strings.Split(h.Data["disks"], "\x00") {
 		if p != "" {
 			s.disks = append(s.disks, sandbox.Disk{HostPath: p})
@@ -179,7 +178,7 @@ func (d *Driver) Reattach(ctx context.Context, h sandbox.Handle) (sandbox.Sandbo
 			}
 			break
 		}
-		s.setErr(errors.New("agent process exited"))
+		s.Exited(errors.New("agent process exited"))
 	}()
 	c, err := client.New(ctx, client.UnixDialer(s.sock))
 	if err == nil {
@@ -208,22 +207,7 @@ type localSandbox struct {
 	cgroup   string
 	disks    []sandbox.Disk
 	agent    *client.Client
-
-	mu   sync.Mutex
-	err  error
-	done chan struct{}
-}
-
-func (s *localSandbox) setErr(err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	select {
-	case <-s.done:
-		return
-	default:
-	}
-	s.err = err
-	close(s.done)
+	*sandbox.Exit
 }
 
 func (s *localSandbox) ID() string { return s.id }
@@ -251,21 +235,13 @@ func (s *localSandbox) DiskSource(hostPath string) (string, error) {
 	return "", fmt.Errorf("local driver: %s is not a disk of sandbox %s", hostPath, s.id)
 }
 
-func (s *localSandbox) Done() <-chan struct{} { return s.done }
-
-func (s *localSandbox) Err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
-}
-
 func (s *localSandbox) kill() {
 	if s.pidfd > 0 {
 		unix.PidfdSendSignal(s.pidfd, unix.SIGKILL, nil, 0)
 		return
 	}
 	select {
-	case <-s.done:
+	case <-s.Done():
 	default:
 		unix.Kill(s.pid, unix.SIGKILL) // our child: not reaped before done closes
 	}
@@ -283,10 +259,10 @@ func (s *localSandbox) Stop(ctx context.Context) error {
 		s.agent.Close()
 	}
 	select {
-	case <-s.done:
+	case <-s.Done():
 	case <-ctx.Done():
 		s.kill()
-		<-s.done
+		<-s.Done()
 	}
 	if s.pidfd > 0 {
 		unix.Close(s.pidfd)
