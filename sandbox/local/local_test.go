@@ -356,10 +356,16 @@ func TestTTYResize(t *testing.T) {
 }
 
 func TestLargeOutput(t *testing.T) {
-	p := newPod(t)
-	const size = 10 << 20
-	p.run("big", sandbox.Process{Args: []string{"sh", "-c", fmt.Sprintf("head -c %d /dev/urandom > /tmp/d; sha256sum /tmp/d >&2; cat /tmp/d", size)}})
-	sio, err := p.a.Attach(ctx(t), "big", "", false)
+	newPod(t).largeOutput("big", 10<<20)
+}
+
+// largeOutput runs a container printing size random bytes and checks that
+// every byte arrives (sha256 against the one computed in the container).
+func (p *pod) largeOutput(name string, size int64) {
+	t := p.t
+	t.Helper()
+	p.run(name, sandbox.Process{Args: []string{"sh", "-c", fmt.Sprintf("head -c %d /dev/urandom > /tmp/d; sha256sum /tmp/d >&2; cat /tmp/d", size)}})
+	sio, err := p.a.Attach(ctx(t), name, "", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -378,8 +384,8 @@ func TestLargeOutput(t *testing.T) {
 	if want := strings.Fields(errOut); len(want) == 0 || want[0] != fmt.Sprintf("%x", h.Sum(nil)) {
 		t.Fatalf("checksum %x, container says %q", h.Sum(nil), errOut)
 	}
-	if st := p.wait("big", ""); st.Code != 0 {
-		t.Errorf("exit %d", st.Code)
+	if st := p.wait(name, ""); st.Code != 0 {
+		t.Errorf("%s: exit %d", name, st.Code)
 	}
 }
 

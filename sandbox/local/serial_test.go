@@ -3,12 +3,9 @@ package local
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -76,30 +73,7 @@ func TestSerialTransportContainers(t *testing.T) {
 	blockedDone := make(chan sandbox.ExitStatus, 1)
 	go func() { blockedDone <- p.wait("blocked", "") }()
 
-	const size = 10 << 20
-	p.run("big", sandbox.Process{Args: []string{"sh", "-c", fmt.Sprintf("head -c %d /dev/urandom > /tmp/d; sha256sum /tmp/d >&2; cat /tmp/d", size)}})
-	sio, err := p.a.Attach(ctx(t), "big", "", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var errOut string
-	done := make(chan struct{})
-	go func() { errOut = readAll(t, sio.Stderr); close(done) }()
-	h := sha256.New()
-	got, err := io.Copy(h, sio.Stdout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	<-done
-	if got != size {
-		t.Fatalf("got %d bytes over serial, want %d (stderr %q)", got, size, errOut)
-	}
-	if want := strings.Fields(errOut); len(want) == 0 || want[0] != fmt.Sprintf("%x", h.Sum(nil)) {
-		t.Fatalf("checksum %x, container says %q", h.Sum(nil), errOut)
-	}
-	if st := p.wait("big", ""); st.Code != 0 {
-		t.Errorf("big: exit %d", st.Code)
-	}
+	p.largeOutput("big", 10<<20) // over serial
 
 	// stdin EOF through a stream half-close ends cat
 	in, err := p.a.Attach(ctx(t), "blocked", "", true)
