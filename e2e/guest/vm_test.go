@@ -17,6 +17,7 @@ import (
 
 	"github.com/hyperhq/hyperd-go/agent/client"
 	"github.com/hyperhq/hyperd-go/agent/mux"
+	"github.com/hyperhq/hyperd-go/e2e/imgtest"
 	"github.com/hyperhq/hyperd-go/initramfs"
 	"github.com/hyperhq/hyperd-go/internal/syncbuf"
 )
@@ -110,33 +111,10 @@ func buildAgent(t testing.TB, dir string) string {
 func rootfsImage(t testing.TB, dir, marker string) string {
 	t.Helper()
 	root := filepath.Join(dir, "rootfs")
-	for _, d := range []string{"bin", "etc", "tmp", "proc", "sys", "dev", "root", "var/lib"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	os.Chmod(filepath.Join(root, "tmp"), 0o1777)
-	b, err := os.ReadFile("/bin/busybox")
-	if err != nil {
+	if err := imgtest.Rootfs(root); err != nil {
 		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(root, "bin/busybox"), b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	list, err := exec.Command("/bin/busybox", "--list").Output()
-	if err != nil {
-		t.Fatalf("busybox --list: %v", err)
-	}
-	for _, a := range strings.Fields(string(list)) {
-		if a != "busybox" {
-			if err := os.Symlink("busybox", filepath.Join(root, "bin", a)); err != nil {
-				t.Fatal(err)
-			}
-		}
 	}
 	files := map[string]string{
-		"etc/passwd":  "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-		"etc/group":   "root:x:0:\nnogroup:x:65534:\n",
 		"etc/marker":  marker + "\n",
 		"etc/old":     "old\n",
 		"etc/gone":    "gone\n",

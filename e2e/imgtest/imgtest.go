@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -34,6 +35,52 @@ func applets(bb string) []string {
 		return []string{"sh", "echo", "cat", "sleep", "ls", "env", "true", "false"}
 	}
 	return strings.Fields(string(out))
+}
+
+// Rootfs lays out a busybox root file system in the directory root (made
+// if missing): busybox at /bin/busybox with relative applet links (busybox
+// --install -s would link to the host path), /etc/passwd and /etc/group
+// with root and nobody, a sticky /tmp, empty /proc /sys /dev /root /var/lib.
+func Rootfs(root string) error {
+	bb, err := BusyboxPath()
+	if err != nil {
+		return err
+	}
+	for _, d := range []string{"bin", "etc", "tmp", "proc", "sys", "dev", "root", "var/lib"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return err
+		}
+	}
+	if err := os.Chmod(filepath.Join(root, "tmp"), 0o1777); err != nil {
+		return err
+	}
+	bin, err := os.ReadFile(bb)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(root, "bin/busybox"), bin, 0o755); err != nil {
+		return err
+	}
+	out, err := exec.Command(bb, "--list").Output()
+	if err != nil {
+		return fmt.Errorf("busybox --list: %w", err)
+	}
+	for _, a := range strings.Fields(string(out)) {
+		if a != "busybox" && !strings.Contains(a, "/") {
+			if err := os.Symlink("busybox", filepath.Join(root, "bin", a)); err != nil {
+				return err
+			}
+		}
+	}
+	for name, content := range map[string]string{
+		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+		"etc/group":  "root:x:0:\nnogroup:x:65534:\n",
+	} {
+		if err := os.WriteFile(filepath.Join(root, name), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Write writes a docker-archive with one layer (busybox at /bin/busybox,

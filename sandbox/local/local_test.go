@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hyperhq/hyperd-go/e2e/imgtest"
 	"github.com/hyperhq/hyperd-go/sandbox"
 	"golang.org/x/sys/unix"
 )
@@ -61,36 +62,11 @@ func busyboxRootfs(t testing.TB) string {
 
 func busyboxRootfsIn(t testing.TB, root string) string {
 	t.Helper()
-	for _, d := range []string{"bin", "etc", "tmp", "proc", "sys", "dev"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	b, err := os.ReadFile("/bin/busybox")
-	if err != nil {
+	if err := imgtest.Rootfs(root); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(root, "bin/busybox"), b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// busybox --install -s would link to the host path of the binary;
-	// relative links work inside the container's root.
-	list, err := exec.Command("/bin/busybox", "--list").Output()
-	if err != nil {
-		t.Fatalf("busybox --list: %v", err)
-	}
-	for _, a := range strings.Fields(string(list)) {
-		if a != "busybox" {
-			if err := os.Symlink("busybox", filepath.Join(root, "bin", a)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	os.WriteFile(filepath.Join(root, "etc/passwd"), []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"), 0o644)
-	os.WriteFile(filepath.Join(root, "etc/group"), []byte("root:x:0:\nnogroup:x:65534:\n"), 0o644)
 	os.WriteFile(filepath.Join(root, "etc/old"), []byte("old\n"), 0o644)
 	os.WriteFile(filepath.Join(root, "etc/gone"), []byte("gone\n"), 0o644)
-	os.MkdirAll(filepath.Join(root, "var/lib"), 0o755)
 	os.WriteFile(filepath.Join(root, "var/lib/old"), []byte("old\n"), 0o644)
 	return root
 }
