@@ -1,6 +1,9 @@
 package sandbox
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // Exit records, once, how a sandbox ended. Drivers embed it (made with
 // NewExit) to implement Sandbox.Done and Sandbox.Err.
@@ -32,4 +35,19 @@ func (e *Exit) Exited(err error) {
 		e.mu.Unlock()
 		close(e.done)
 	})
+}
+
+// Shutdown asks agent (if any) to power the sandbox off and waits for
+// Done until ctx ends; then it calls kill and waits for Done.
+func (e *Exit) Shutdown(ctx context.Context, agent Agent, kill func()) {
+	if agent != nil {
+		agent.Shutdown(ctx)
+		agent.Close()
+	}
+	select {
+	case <-e.Done():
+	case <-ctx.Done():
+		kill()
+		<-e.Done()
+	}
 }

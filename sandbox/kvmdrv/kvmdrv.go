@@ -355,16 +355,7 @@ func (s *vmSandbox) kill() { syscall.Kill(s.pid, syscall.SIGKILL) }
 // Stop asks the agent to power the guest off, waits for the VM process
 // until ctx ends, then kills it.
 func (s *vmSandbox) Stop(ctx context.Context) error {
-	if s.agent != nil {
-		s.agent.Shutdown(ctx)
-		s.agent.Close()
-	}
-	select {
-	case <-s.Done():
-	case <-ctx.Done():
-		s.kill()
-		<-s.Done()
-	}
+	s.Shutdown(ctx, s.agent, s.kill)
 	os.Remove(s.uds)
 	return nil
 }

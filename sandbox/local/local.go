@@ -254,16 +254,11 @@ func (s *localSandbox) Stop(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 	}
+	var agent sandbox.Agent // not a typed nil *client.Client
 	if s.agent != nil {
-		s.agent.Shutdown(ctx)
-		s.agent.Close()
+		agent = s.agent
 	}
-	select {
-	case <-s.Done():
-	case <-ctx.Done():
-		s.kill()
-		<-s.Done()
-	}
+	s.Shutdown(ctx, agent, s.kill)
 	if s.pidfd > 0 {
 		unix.Close(s.pidfd)
 	}
