@@ -1,7 +1,6 @@
 package guest
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/hyperhq/hyperd-go/agent/client"
 	"github.com/hyperhq/hyperd-go/agent/protocol"
+	"github.com/hyperhq/hyperd-go/e2e/imgtest"
 	"github.com/hyperhq/hyperd-go/sandbox"
 )
 
@@ -638,18 +638,9 @@ func testCommit(t *testing.T, p *pod) {
 		t.Fatal(err)
 	}
 	defer rc.Close()
-	tr := tar.NewReader(rc)
-	got := map[string]string{}
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("layer tar: %v", err)
-		}
-		b, _ := io.ReadAll(tr)
-		got[h.Name] = string(b)
+	got, err := imgtest.TarFiles(rc)
+	if err != nil {
+		t.Fatalf("layer tar: %v", err)
 	}
 	names := make([]string, 0, len(got))
 	for k := range got {

@@ -149,3 +149,24 @@ func Write(w io.Writer, busybox, repoTag string) error {
 	}
 	return ot.Close()
 }
+
+// TarFiles reads a tar stream (e.g. a committed layer) into entry name →
+// content (empty for directories, links and whiteouts).
+func TarFiles(r io.Reader) (map[string]string, error) {
+	tr := tar.NewReader(r)
+	got := map[string]string{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return got, nil
+		}
+		if err != nil {
+			return got, err
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			return got, err
+		}
+		got[h.Name] = string(b)
+	}
+}

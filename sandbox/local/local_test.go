@@ -1,7 +1,6 @@
 package local
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -442,18 +441,9 @@ func TestCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rc.Close()
-	tr := tar.NewReader(rc)
-	got := map[string]string{}
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(tr)
-		got[h.Name] = string(b)
+	got, err := imgtest.TarFiles(rc)
+	if err != nil {
+		t.Fatalf("layer tar: %v", err)
 	}
 	want := map[string]string{"etc/old": "new\n", "etc/.wh.gone": "", "data/f": "x\n", "var/.wh..wh..opq": "", "var/new": "y\n"}
 	for k, v := range want {
