@@ -7,6 +7,10 @@
 #                        vsock, blk, console, rng, overlay, ext4, erofs), uncompressed
 #   build/modules/order  one NAME.ko a line, in load order: every module after
 #                        the modules it depends on (computed from modules.dep)
+#   build/l1modules/     what the nested runner's L1 (e2e/nested) loads to get
+#                        a real /dev/kvm under QEMU's emulated SVM and its
+#                        network: kvm, kvm-amd, irqbypass, virtio-net over
+#                        virtio-pci, with their dependencies, and an order file
 #   build/kernel.release the kernel release string
 #
 # The .deb and its extracted tree are cached in $KERNEL_CACHE (default
@@ -66,7 +70,7 @@ release=${pkg#linux-image-}
 
 # Up to date? The stamp names the release and this script's content.
 stamp="$release $(sha256sum "$self" | cut -c1-16)"
-if [ "$(cat "$out/.kernel.stamp" 2>/dev/null)" = "$stamp" ] && [ -f "$out/vmlinux" ] && [ -f "$out/vmlinuz" ] && [ -f "$out/modules/order" ]; then
+if [ "$(cat "$out/.kernel.stamp" 2>/dev/null)" = "$stamp" ] && [ -f "$out/vmlinux" ] && [ -f "$out/vmlinuz" ] && [ -f "$out/modules/order" ] && [ -f "$out/l1modules/order" ]; then
 	say "$out is up to date with $release ($(stat -c %s "$out/vmlinux") bytes vmlinux, $(wc -l <"$out/modules/order") modules)"
 	exit 0
 fi
@@ -175,6 +179,28 @@ done
 [ ! -d "$out/modules" ] || mv "$out/modules" "$out/modules.old"
 mv "$out/modules.tmp" "$out/modules"
 rm -rf "$out/modules.old"
+
+# The nested runner's L1 modules, in load order.
+order=() seen=()
+for m in irqbypass kvm kvm_amd virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net; do
+	if [ -n "${path_of[$m]:-}" ]; then
+		visit "$m"
+	elif [ -z "${builtin[$m]:-}" ] && [ -z "${is_optional[$m]:-}" ]; then
+		echo "make-kernel: $release has $m (for the nested runner's L1) neither as a module nor built in" >&2
+		exit 1
+	fi
+done
+rm -rf "$out/l1modules" && mkdir -p "$out/l1modules"
+for name in "${order[@]}"; do
+	src="$moddir/${path_of[$name]}"
+	case "$src" in
+	*.ko.xz) xz -dcq "$src" >"$out/l1modules/$name.ko" ;;
+	*.ko.zst) zstd -dcq "$src" >"$out/l1modules/$name.ko" ;;
+	*.ko.gz) gzip -dcq "$src" >"$out/l1modules/$name.ko" ;;
+	*) cp "$src" "$out/l1modules/$name.ko" ;;
+	esac
+	echo "$name.ko" >>"$out/l1modules/order"
+done
 echo "$release" >"$out/kernel.release"
 echo "$stamp" >"$out/.kernel.stamp"
 
@@ -185,6 +211,7 @@ say "vmlinux      $out/vmlinux  $(stat -c %s "$out/vmlinux") bytes, ELF, $format
 say "modules      $out/modules/ ($(du -sb "$out/modules" | cut -f1) bytes), load order:"
 i=0
 while read -r m; do i=$((i + 1)); printf 'make-kernel:   %2d %-40s %8d bytes\n' "$i" "$m" "$(stat -c %s "$out/modules/$m")"; done <"$out/modules/order"
+say "l1modules    $out/l1modules/ (nested runner's L1): $(tr '\n' ' ' <"$out/l1modules/order")"
 say "built in     ${builtins[*]:-none}"
 [ ${#absent[@]} -eq 0 ] || say "not in this kernel (optional): ${absent[*]}"
 say "took         $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')s"
