@@ -433,4 +433,3 @@ func (l *L1) Kill() {
 	<-l.exited
 	l.stopTailing()
 }
-

@@ -130,7 +130,7 @@ func heartbeat(dev string) {
 	}
 	for range time.Tick(time.Second) {
 		up, _ := os.ReadFile("/proc/uptime")
-		fmt.Fprintf(f, "hb %s\n", strings.Fields(string(up)+" ?")[0])
+		fmt.Fprintf(f, "hb %s\n", strings.Fields(string(up) + " ?")[0])
 	}
 }
 

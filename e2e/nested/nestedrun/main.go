@@ -108,4 +108,3 @@ func run(repo, out string, mem int, timeout time.Duration, console bool, files, 
 	}
 	return code, nil
 }
-
