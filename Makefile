@@ -1,13 +1,15 @@
 # hyperd in Go. See README.md.
 SHELL := /bin/bash
 GO ?= go
+# Go from the official tarball lives here on a fresh machine.
+export PATH := /usr/local/go/bin:$(PATH)
 export CGO_ENABLED := 0
 LDFLAGS := -s -w -extldflags=-static
 BIN := bin
 # Guest kernel cache: outside the repo so a machine fetches it once.
 KERNEL_CACHE ?= /var/cache/hyperd-kernel
 
-.PHONY: all build test test-short bench demo kernel vet fmt clean
+.PHONY: all build test test-short bench demo demo-kvm setup kernel vet fmt clean
 
 all: build
 
@@ -37,11 +39,20 @@ bench: build kernel
 	$(GO) test -run '^$$' -bench . -skip 'BenchmarkBoot|Density' -benchtime 3x -timeout 30m ./...
 	$(GO) test -run '^$$' -bench 'BenchmarkBoot|Density' -benchtime 1x -timeout 30m ./vmm ./e2e
 
-kernel:
+# The Debian packages everything here needs (shared with .ci/run).
+setup:
+	scripts/setup.sh
+
+kernel: setup
 	KERNEL_CACHE=$(KERNEL_CACHE) scripts/make-kernel.sh build
 
-demo: build
+demo: setup build
 	scripts/demo.sh
+
+# The demo with every pod in a VM: directly with vmx/svm, else inside the
+# nested runner's L1 (e2e/nested).
+demo-kvm: setup build kernel
+	scripts/demo-kvm.sh
 
 clean:
 	rm -rf $(BIN) build

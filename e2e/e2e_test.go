@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +23,7 @@ import (
 	"github.com/hyperhq/hyperd-go/api"
 	"github.com/hyperhq/hyperd-go/api/client"
 	"github.com/hyperhq/hyperd-go/e2e/imgtest"
+	"github.com/hyperhq/hyperd-go/internal/testbin"
 )
 
 var (
@@ -57,34 +57,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-// binaries builds every command (hyperd, hyperctl, the agent) once.
+// binaries returns a directory with hyperd, hyperctl and the agent: built
+// once, or prebuilt where $HYPERD_TEST_BIN says (the nested runner's L1).
 func binaries(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "hyperd-e2e-bin")
-		if buildErr != nil {
-			return
-		}
-		_, file, _, _ := runtime.Caller(0)
-		repo := filepath.Dir(filepath.Dir(file))
-		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/...")
-		cmd.Dir = repo
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/...: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("cannot build the binaries the e2e test needs: %v", buildErr)
-	}
-	return binDir
+	return testbin.Commands(t)
 }
 
 type daemon struct {

@@ -36,7 +36,8 @@ func TestE2ERegistry(t *testing.T) {
 	tmp := t.TempDir()
 	sock := filepath.Join(tmp, "hyper.sock")
 	root := filepath.Join(tmp, "root")
-	d := startDaemon(t, bin, root, sock, "local")
+	driver := suiteDriver()
+	d := startDaemon(t, bin, root, sock, driver, driverFlags(t, driver)...)
 	defer func() { d.signal(syscall.SIGTERM) }()
 	ctx := ctxT(t, 3*time.Minute)
 	home := filepath.Join(tmp, "home")
@@ -225,7 +226,7 @@ func TestE2ERegistry(t *testing.T) {
 	checkPull(t, regStream(t, d, "/image/create?imageName="+url.QueryEscape(privA), ""), privA, 0, 1)
 	// They are in the daemon's state: a restarted hyperd still uses them.
 	d.signal(syscall.SIGTERM)
-	d = startDaemon(t, bin, root, sock, "local")
+	d = startDaemon(t, bin, root, sock, driver, driverFlags(t, driver)...)
 	rmi(t, d, privA)
 	checkPull(t, regStream(t, d, "/image/create?imageName="+url.QueryEscape(privA), ""), privA, 0, 1)
 	if out := run(privA, "echo", "private"); out != "private\n" {

@@ -42,15 +42,15 @@ func buildContext(t *testing.T, dockerfile string) string {
 // client; and /auth, /image/build, /image/push (and /images/push),
 // /image/create against a real registry with credentials, both ways.
 func TestE2ERoutes(t *testing.T) {
-	d, bin := localDaemon(t)
+	d, bin := suiteDaemon(t)
 	c := d.c
 	ctx := ctxT(t, 5*time.Minute)
 
 	// --- /info, /version, /list (Go client)
-	if info, err := c.Info(ctx); err != nil || info.SandboxDriver != "local" || info.Images < 1 {
+	if info, err := c.Info(ctx); err != nil || info.SandboxDriver != suiteDriver() || info.Images < 1 {
 		t.Fatalf("Info: %+v %v", info, err)
 	}
-	if v, err := c.Version(ctx); err != nil || v.APIVersion != api.APIVersion || v.Driver != "local" {
+	if v, err := c.Version(ctx); err != nil || v.APIVersion != api.APIVersion || v.Driver != suiteDriver() {
 		t.Fatalf("Version: %+v %v", v, err)
 	}
 	if _, err := c.CreatePod(ctx, []byte(`{"id":"rt","containers":[

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,7 +20,8 @@ func TestStopVM(t *testing.T) {
 	bin := binaries(t)
 	tmp := t.TempDir()
 	root := filepath.Join(tmp, "root")
-	d := startDaemon(t, bin, root, filepath.Join(tmp, "hyper.sock"), "local")
+	driver := suiteDriver()
+	d := startDaemon(t, bin, root, filepath.Join(tmp, "hyper.sock"), driver, driverFlags(t, driver)...)
 	defer func() { d.signal(syscall.SIGTERM) }()
 	d.loadBusybox()
 	d.expect("POST", "/pod/create", `{"id":"svm","containers":[{"name":"svm","image":"busybox","command":["sh","-c","echo started; exec sleep 1000"]}]}`, 201, `"ID":"svm"`)
@@ -27,7 +29,7 @@ func TestStopVM(t *testing.T) {
 	waitPhase(t, d, "svm", "Running")
 	agentPids := func() []string {
 		var out []string
-		for pid := range agentProcs(filepath.Join(root, "pods", "svm")) {
+		for pid := range agentProcs(driver, filepath.Join(root, "pods", "svm")) {
 			out = append(out, pid)
 		}
 		return out
@@ -87,10 +89,17 @@ func TestStopVM(t *testing.T) {
 	}
 }
 
-// agentProcs returns the pids (as strings) of hyper-agent processes whose
-// command line mentions sub.
-func agentProcs(sub string) map[string]bool {
+// agentProcs returns the pids (as strings) of the sandbox processes of the
+// driver whose command line mentions sub: hyper-agent processes (local) or
+// `hyperd vm run` processes (kvm).
+func agentProcs(driver, sub string) map[string]bool {
 	out := map[string]bool{}
+	if driver == "kvm" {
+		for pid := range vmProcs(sub) {
+			out[fmt.Sprint(pid)] = true
+		}
+		return out
+	}
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
@@ -111,24 +120,25 @@ func TestStopPodsOnExit(t *testing.T) {
 	bin := binaries(t)
 	tmp := t.TempDir()
 	root, sock := filepath.Join(tmp, "root"), filepath.Join(tmp, "hyper.sock")
-	d := startDaemon(t, bin, root, sock, "local", "--stop-pods-on-exit")
+	driver := suiteDriver()
+	d := startDaemon(t, bin, root, sock, driver, append(driverFlags(t, driver), "--stop-pods-on-exit")...)
 	d.loadBusybox()
 	for _, id := range []string{"run1", "kept1"} {
 		d.expect("POST", "/pod/create", `{"id":"`+id+`","containers":[{"image":"busybox","command":["sleep","1000"]}]}`, 201, id)
 		d.expect("POST", "/pod/start?podId="+id, "", 200, "")
 	}
 	d.expect("POST", "/pod/stop?podId=kept1&stopVM=no", "", 200, "kept1")
-	if n := len(agentProcs(filepath.Join(root, "pods"))); n != 2 {
+	if n := len(agentProcs(driver, filepath.Join(root, "pods"))); n != 2 {
 		t.Fatalf("%d agents before shutdown, want 2", n)
 	}
 	d.signal(syscall.SIGTERM)
-	if n := len(agentProcs(filepath.Join(root, "pods"))); n != 0 {
+	if n := len(agentProcs(driver, filepath.Join(root, "pods"))); n != 0 {
 		t.Fatalf("%d agents left after SIGTERM with --stop-pods-on-exit", n)
 	}
 	if !strings.Contains(d.log(), "their sandboxes were stopped") {
 		t.Errorf("shutdown log:\n%s", d.log())
 	}
-	d = startDaemon(t, bin, root, sock, "local")
+	d = startDaemon(t, bin, root, sock, driver, driverFlags(t, driver)...)
 	defer func() { d.signal(syscall.SIGTERM) }()
 	for _, id := range []string{"run1", "kept1"} {
 		if ps := podPhase(t, d, id); ps.Status.Phase == "Running" || ps.Status.Phase == "" {

@@ -19,14 +19,16 @@ import (
 	"github.com/creack/pty"
 )
 
-// localDaemon starts hyperd --driver local on a temp socket and data root
-// with the busybox image loaded; it is stopped (SIGTERM) when the test ends.
-func localDaemon(t *testing.T) (*daemon, string) {
+// suiteDaemon starts hyperd with the suites' driver (suiteDriver) on a temp
+// socket and data root with the busybox image loaded; it is stopped
+// (SIGTERM) when the test ends.
+func suiteDaemon(t *testing.T) (*daemon, string) {
 	t.Helper()
 	requireHost(t)
 	bin := binaries(t)
 	tmp := t.TempDir()
-	d := startDaemon(t, bin, filepath.Join(tmp, "root"), filepath.Join(tmp, "hyper.sock"), "local")
+	driver := suiteDriver()
+	d := startDaemon(t, bin, filepath.Join(tmp, "root"), filepath.Join(tmp, "hyper.sock"), driver, driverFlags(t, driver)...)
 	t.Cleanup(func() {
 		// pods outlive a stopped daemon: remove them, even after a failure
 		if l, err := d.c.List(context.Background(), "pod", ""); err == nil {
@@ -58,7 +60,7 @@ var ptsName = regexp.MustCompile(`^/dev/pts/\d+\r?\n$`)
 // exec -t -i on a terminal puts its size into the container, follows
 // SIGWINCH, and ^C interrupts the container's foreground process.
 func TestE2ETTY(t *testing.T) {
-	d, bin := localDaemon(t)
+	d, bin := suiteDaemon(t)
 	c := d.c
 	ctx := ctxT(t, 3*time.Minute)
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
+	"github.com/hyperhq/hyperd-go/internal/testbin"
 	"io"
 	"os"
 	"os/exec"
@@ -168,14 +169,7 @@ func testKernel(t testing.TB) (kernel, modules string) {
 func buildBootInitramfs(t testing.TB, modules string) string {
 	t.Helper()
 	dir := t.TempDir()
-	initBin := filepath.Join(dir, "init")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", initBin, "./testdata/bootinit")
-	cmd.Dir = filepath.Join(repoRoot(), "vmm")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the test init: %v\n%s", err, out)
-	}
-	initData, err := os.ReadFile(initBin)
+	initData, err := os.ReadFile(testbin.Build(t, "./vmm/testdata/bootinit"))
 	if err != nil {
 		t.Fatal(err)
 	}

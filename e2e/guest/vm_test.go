@@ -19,6 +19,7 @@ import (
 	"github.com/hyperhq/hyperd-go/agent/mux"
 	"github.com/hyperhq/hyperd-go/e2e/imgtest"
 	"github.com/hyperhq/hyperd-go/initramfs"
+	"github.com/hyperhq/hyperd-go/internal/testbin"
 	"github.com/hyperhq/hyperd-go/internal/syncbuf"
 )
 
@@ -96,13 +97,7 @@ func prerequisites(t testing.TB) (qemu, kernel, modules string) {
 // buildAgent builds a static hyper-agent, the guest's /init.
 func buildAgent(t testing.TB, dir string) string {
 	t.Helper()
-	bin := filepath.Join(dir, "hyper-agent")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "github.com/hyperhq/hyperd-go/cmd/hyper-agent")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building hyper-agent: %v\n%s", err, out)
-	}
-	return bin
+	return testbin.Build(t, "./cmd/hyper-agent")
 }
 
 // rootfsImage makes an ext4 image of a busybox rootfs (mkfs.ext4 -d) with

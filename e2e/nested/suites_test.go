@@ -1,0 +1,214 @@
+// This file owns TestKVMSuites: the kvm suites of `make test` (pods in our
+// VMs), run inside the nested runner's L1 where the host lacks vmx/svm, or
+// directly where it has them.
+package nested
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hyperhq/hyperd-go/internal/testbin"
+	"github.com/hyperhq/hyperd-go/kvm"
+)
+
+// suite is one test binary and what to run of it.
+type suite struct {
+	name string   // log file name
+	pkg  string   // package to build with go test -c
+	args []string // test flags
+	env  []string
+	// deadline bounds the run inside L1 (TCG times).
+	deadline time.Duration
+}
+
+// kvmSuites are the tests that need a guest kernel to boot on our VMM. The
+// e2e suites run with every pod in a VM (HYPERD_E2E_DRIVER=kvm): every
+// route with the Go client and curl, attach/exec with and without tty,
+// logs, tcp and udp port mappings, commit → push → pull back, /image/build
+// RUN steps in VMs, stopVM=no reuse, kill -9 of hyperd with VMs running and
+// reattach, the boot deadline, a guest panic, a VM killed from outside.
+func kvmSuites(report string) []suite {
+	return []suite{
+		{name: "kvm", pkg: "./kvm", args: []string{"-test.run", "^TestGuest"}, deadline: 5 * time.Minute},
+		{name: "vmm-boot", pkg: "./vmm", args: []string{"-test.run", "^TestBootLinux$"}, deadline: 5 * time.Minute},
+		{name: "kvmdrv", pkg: "./sandbox/kvmdrv", deadline: 10 * time.Minute},
+		{name: "e2e-kvm", pkg: "./e2e", deadline: 40 * time.Minute,
+			args: []string{"-test.run", "^(TestE2EKVM|TestE2EKVMGuestPanic|TestE2ERoutes|TestE2ETTY|TestStopVM|TestStopPodsOnExit|TestE2ERegistry|TestHyperctlBuildFlags)$"},
+			env:  []string{"HYPERD_E2E_DRIVER=kvm", "HYPERD_E2E_REPORT=" + report}},
+	}
+}
+
+// where runs a command inside L1 or on this host.
+type where interface {
+	run(ctx context.Context, argv, env []string, out io.Writer) (int, error)
+	String() string
+}
+
+type onHost struct{ dir string }
+
+func (h onHost) String() string { return "hardware virtualization (directly on this host)" }
+func (h onHost) run(ctx context.Context, argv, env []string, out io.Writer) (int, error) {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Dir = h.dir
+	cmd.Stdout, cmd.Stderr = out, out
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), nil
+	}
+	return 0, err
+}
+
+type inL1 struct {
+	l1  *L1
+	dir string
+}
+
+func (w inL1) String() string { return "nested: QEMU TCG, emulated SVM" }
+func (w inL1) run(ctx context.Context, argv, env []string, out io.Writer) (int, error) {
+	return w.l1.Run(ctx, Cmd{Argv: argv, Env: env, Dir: w.dir}, out, out)
+}
+
+// TestKVMSuites builds the kvm suites' test binaries and the project's
+// commands, boots L1 with them (unless the host has vmx/svm), runs each
+// suite, and fails with its log tail if it fails. Each suite's whole log is
+// kept under build/nested/.
+func TestKVMSuites(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("the kvm suites need root (/dev/kvm, mounts, namespaces)")
+	}
+	repo, err := filepath.Abs(testbin.Repo())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(repo, "build", "nested")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bins := filepath.Join(out, "bin")
+	// the commands, static, where $HYPERD_TEST_BIN points in L1
+	for _, c := range []string{"./cmd/hyperd", "./cmd/hyperctl", "./cmd/hyper-agent", "./vmm/testdata/bootinit"} {
+		goBuild(t, repo, "build", "-trimpath", "-o", filepath.Join(bins, filepath.Base(c)), c)
+	}
+	report := filepath.Join(out, "e2e-report.txt")
+	os.Remove(report)
+	suites := kvmSuites(report)
+	files := []string{bins}
+	for _, s := range suites {
+		bin := filepath.Join(out, "tests", s.name+".test")
+		goBuild(t, repo, "test", "-c", "-o", bin, s.pkg)
+		files = append(files, bin)
+	}
+
+	ctx := context.Background()
+	var w where
+	if kvm.HostHasHardwareVirt() {
+		w = onHost{dir: repo}
+	} else {
+		t0 := time.Now()
+		img, err := Build(ctx, ImageConfig{Repo: repo, Out: out, Files: files})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l1, err := Boot(ctx, Config{Kernel: img.Kernel, Initrd: img.Initrd, Dir: out})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := l1.Close(); err != nil {
+				t.Error(err)
+			}
+		}()
+		t.Logf("L1 built and booted in %.1fs (boot %.1fs)", time.Since(t0).Seconds(), l1.Booted.Seconds())
+		w = inL1{l1: l1, dir: repo}
+	}
+	var failed []string
+	for _, s := range suites {
+		logPath := filepath.Join(out, s.name+".log")
+		lf, err := os.Create(logPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tail tailBuffer
+		env := append([]string{"HYPERD_TEST_BIN=" + bins, "HYPERD_NESTED=1"}, s.env...)
+		argv := append([]string{filepath.Join(out, "tests", s.name+".test"), "-test.v", "-test.count=1", "-test.timeout", s.deadline.String()}, s.args...)
+		sctx, cancel := context.WithTimeout(ctx, s.deadline+2*time.Minute)
+		t0 := time.Now()
+		code, err := w.run(sctx, argv, env, io.MultiWriter(lf, &tail))
+		cancel()
+		lf.Close()
+		took := time.Since(t0).Round(time.Second)
+		if err != nil || code != 0 {
+			failed = append(failed, s.name)
+			t.Errorf("suite %s (%s) failed after %v: exit %d, %v; its log is %s; tail:\n%s", s.name, s.pkg, took, code, err, logPath, tail.String())
+			continue
+		}
+		t.Logf("suite %s (%s): passed in %v, %s", s.name, s.pkg, took, summary(logPath))
+	}
+	// the e2e suite's own report, then ours, for make test's summary
+	if w, ok := w.(inL1); ok {
+		var b bytes.Buffer
+		if code, err := w.l1.Run(ctx, Cmd{Argv: []string{"cat", report}}, &b, io.Discard); err == nil && code == 0 {
+			t.Logf("e2e report from L1:\n%s", b.String())
+		}
+	}
+	line := fmt.Sprintf("===   kvm   ran, passed (%s): %s\n", w, strings.Join(names(suites), ", "))
+	if len(failed) > 0 {
+		line = fmt.Sprintf("===   kvm   ran, FAILED (%s): %s\n", w, strings.Join(failed, ", "))
+	}
+	if p := os.Getenv("HYPERD_E2E_REPORT"); p != "" {
+		f, err := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err == nil {
+			f.WriteString(line)
+			f.Close()
+		}
+	}
+	t.Log(strings.TrimSpace(line))
+}
+
+func names(s []suite) []string {
+	var n []string
+	for _, x := range s {
+		n = append(n, x.name)
+	}
+	return n
+}
+
+func goBuild(t *testing.T, repo string, args ...string) {
+	t.Helper()
+	cmd := exec.Command("go", args...)
+	cmd.Dir = repo
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// summary counts the PASS/FAIL lines of a go test -v log.
+func summary(logPath string) string {
+	b, _ := os.ReadFile(logPath)
+	pass := bytes.Count(b, []byte("--- PASS"))
+	fail := bytes.Count(b, []byte("--- FAIL"))
+	return fmt.Sprintf("%d passed, %d failed", pass, fail)
+}
+
+// tailBuffer keeps the last 64 KiB written to it.
+type tailBuffer struct{ b []byte }
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if len(t.b) > 64<<10 {
+		t.b = t.b[len(t.b)-64<<10:]
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string { return string(t.b) }
