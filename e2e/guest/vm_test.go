@@ -19,8 +19,8 @@ import (
 	"github.com/hyperhq/hyperd-go/agent/mux"
 	"github.com/hyperhq/hyperd-go/e2e/imgtest"
 	"github.com/hyperhq/hyperd-go/initramfs"
-	"github.com/hyperhq/hyperd-go/internal/testbin"
 	"github.com/hyperhq/hyperd-go/internal/syncbuf"
+	"github.com/hyperhq/hyperd-go/internal/testbin"
 )
 
 const (
