@@ -236,8 +236,10 @@ func requireHost(t *testing.T) {
 	}
 }
 
+// ctxT is a context that ends after d (scaled by slow(), see there) or
+// with the test.
 func ctxT(t *testing.T, d time.Duration) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), d)
+	c, cancel := context.WithTimeout(context.Background(), slow(d))
 	t.Cleanup(cancel)
 	return c
 }

@@ -53,7 +53,7 @@ func TestStopVM(t *testing.T) {
 	if got := agentPids(); len(got) != 1 || got[0] != before[0] {
 		t.Errorf("the start did not reuse the kept sandbox: agents %v, before %v", got, before)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(slow(10 * time.Second))
 	for {
 		_, logs := d.curl("GET", "/container/logs?container=svm&stdout=1", "")
 		if strings.Count(logs, "started") == 2 {

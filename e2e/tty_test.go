@@ -180,7 +180,7 @@ func interactiveExec(t *testing.T, d *daemon, bin string) {
 	typeUntil := func(cmdline, want string, retry bool) {
 		t.Helper()
 		io.WriteString(ptm, cmdline+"\n")
-		deadline := time.Now().Add(15 * time.Second)
+		deadline := time.Now().Add(slow(15 * time.Second))
 		next := time.Now().Add(300 * time.Millisecond)
 		for !seen(want) {
 			if time.Now().After(deadline) {
@@ -212,7 +212,7 @@ func interactiveExec(t *testing.T, d *daemon, bin string) {
 		if !errors.As(waitErr, &ee) || ee.ExitCode() != 5 {
 			t.Errorf("hyperctl exec -t -i: %v, want exit status 5", waitErr)
 		}
-	case <-time.After(20 * time.Second):
+	case <-time.After(slow(20 * time.Second)):
 		mu.Lock()
 		got := out.String()
 		mu.Unlock()
