@@ -1,5 +1,8 @@
 package pod
 
+// This file owns running Dockerfile build steps in throwaway pods
+// (BuildRunner).
+
 import (
 	"context"
 	"fmt"

@@ -1,46 +1,16 @@
 package pod
 
+// This file owns the container and exec operations: create, start, stop,
+// kill, remove, rename, logs, exit codes, attach, resize, exec and commit.
+
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
-	"io"
-	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hyperhq/hyperd-go/sandbox"
 )
-
-func atoiOr(s string, def int) int {
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		return def
-	}
-	return n
-}
-
-func decodeB64(s string) ([]byte, error) { return base64.StdEncoding.DecodeString(s) }
-
-// fetchURI downloads a pod file (http/https), at most 16 MiB.
-func fetchURI(ctx context.Context, uri string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, uri, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return nil, fmt.Errorf("GET %s: %s", uri, resp.Status)
-	}
-	return io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-}
 
 // CreateContainer adds a container to an existing pod (pending until started).
 func (d *Daemon) CreateContainer(podRef string, spec *ContainerSpec) (string, error) {

@@ -1,5 +1,7 @@
 package pod
 
+// This file owns the error types the API maps to HTTP statuses.
+
 import "fmt"
 
 // NotFoundError: an unknown pod, container, exec or image (HTTP 404).

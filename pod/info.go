@@ -1,5 +1,7 @@
 package pod
 
+// This file owns the info documents: pod and container info, and pod stats.
+
 import (
 	"context"
 	"time"

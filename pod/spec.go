@@ -1,5 +1,8 @@
 package pod
 
+// This file owns the pod spec (podArgs): its types with the original
+// hyperd's field names, decoding, defaults and validation.
+
 import (
 	"bytes"
 	"crypto/rand"

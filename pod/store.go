@@ -1,5 +1,9 @@
 package pod
 
+// This file owns persistence: the records (PodRecord, ContainerRecord,
+// ExecRecord, LogIndex), the bbolt store under the data root, and the save
+// helpers the daemon writes records with.
+
 import (
 	"encoding/json"
 	"fmt"
@@ -165,4 +169,24 @@ func loadAll[T any](s *store, bucket []byte) ([]T, error) {
 		})
 	})
 	return out, err
+}
+
+// savePod, saveCtr and saveExec write a record; a failure is logged (the
+// in-memory state stays authoritative). Caller holds d.mu.
+func (d *Daemon) savePod(p *podState) {
+	if err := d.st.put(bPods, p.rec.ID, &p.rec); err != nil {
+		d.log.Error("persist pod", "pod", p.rec.ID, "err", err)
+	}
+}
+
+func (d *Daemon) saveCtr(c *ctrState) {
+	if err := d.st.put(bContainers, c.rec.ID, &c.rec); err != nil {
+		d.log.Error("persist container", "container", c.rec.ID, "err", err)
+	}
+}
+
+func (d *Daemon) saveExec(e *execState) {
+	if err := d.st.put(bExecs, e.rec.ID, &e.rec); err != nil {
+		d.log.Error("persist exec", "exec", e.rec.ID, "err", err)
+	}
 }
