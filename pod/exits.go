@@ -335,12 +335,10 @@ func (d *Daemon) maybeFinishPod(p *podState, sb sandbox.Sandbox) {
 	}
 	d.mu.Unlock()
 	d.log.Info("all containers exited; stopping sandbox", "pod", p.rec.ID)
-	d.stopSandbox(p, sb)
-	d.mu.Lock()
-	p.rec.Phase, p.rec.Reason = "Succeeded", "Completed"
-	if !allOK {
-		p.rec.Phase, p.rec.Reason = "Failed", "ContainerFailed"
-	}
-	d.savePod(p)
-	d.mu.Unlock()
+	d.stopSandbox(p, sb, func() (podPhase, string, string) {
+		if !allOK {
+			return podFailed, "ContainerFailed", p.rec.Message
+		}
+		return podSucceeded, "Completed", p.rec.Message
+	})
 }

@@ -143,8 +143,9 @@ func (d *Daemon) CreatePod(spec *PodSpec) (string, error) {
 		spec.Resource.Memory = d.cfg.DefaultMemory
 	}
 	p := &podState{rec: PodRecord{ID: spec.ID, Name: spec.ID, Spec: *spec, VMID: "vm-" + RandomLetters(10),
-		State: StatePending, Phase: "Pending", Created: time.Now(), Labels: copyMap(spec.Labels),
+		Created: time.Now(), Labels: copyMap(spec.Labels),
 		PortMappings: pms, Driver: d.drv.Name(), Isolation: d.drv.Isolation()}}
+	d.setPhase(p, podPending, "", "")
 	for _, c := range ctrs {
 		lf, err := d.openLogs(c.rec.ID, LogIndex{})
 		if err != nil {
@@ -191,7 +192,7 @@ func (d *Daemon) startPodLocked(ctx context.Context, p *podState) error {
 		}
 	}
 	p.stopping = false
-	p.rec.State, p.rec.Phase, p.rec.Reason, p.rec.Message = StatePending, "Pending", "", ""
+	d.setPhase(p, podPending, "", "")
 	d.savePod(p)
 	d.mu.Unlock()
 
@@ -319,8 +320,14 @@ func (d *Daemon) startContainers(ctx context.Context, p *podState, sb sandbox.Sa
 		}
 	}
 	d.mu.Lock()
+	if !d.setPhase(p, podRunning, "", "") {
+		// the sandbox died under the start (watchSandbox ended the pod)
+		err := fmt.Errorf("pod %s ended while it started: %s: %s", p.rec.ID, p.rec.Reason, p.rec.Message)
+		d.mu.Unlock()
+		fwd.closeAll()
+		return err
+	}
 	p.fwd = fwd
-	p.rec.State, p.rec.Phase = StateRunning, "Running"
 	d.savePod(p)
 	d.mu.Unlock()
 	if watch {
@@ -372,10 +379,12 @@ func (d *Daemon) StopPodKeepSandbox(ctx context.Context, ref string) error {
 func (d *Daemon) stopPodLocked(ctx context.Context, p *podState, keepSandbox bool) error {
 	d.mu.Lock()
 	sb := p.sb
-	if sb != nil && p.rec.SandboxKept && p.rec.State == StateStopped {
+	if sb != nil && p.rec.sandboxIdles() {
 		d.mu.Unlock()
 		if !keepSandbox { // stopVM=yes on a stopped pod whose VM idles
-			d.stopSandbox(p, sb)
+			d.stopSandbox(p, sb, func() (podPhase, string, string) {
+				return outcome(p.rec.Phase), p.rec.Reason, p.rec.Message // the stop's that kept it
+			})
 		}
 		return nil
 	}
@@ -404,24 +413,20 @@ func (d *Daemon) stopPodLocked(ctx context.Context, p *podState, keepSandbox boo
 		}()
 	}
 	wg.Wait()
-	if keepSandbox {
-		d.idleSandbox(ctx, p, sb)
-	} else {
-		d.stopSandbox(p, sb)
-	}
-	d.mu.Lock()
-	allOK := true
-	for _, cid := range p.rec.Containers {
-		if c := d.ctrs[cid]; c != nil && c.rec.Exited && c.rec.ExitCode != 0 {
-			allOK = false
+	end := func() (podPhase, string, string) {
+		to := podSucceeded
+		for _, cid := range p.rec.Containers {
+			if c := d.ctrs[cid]; c != nil && c.rec.Exited && c.rec.ExitCode != 0 {
+				to = podFailed
+			}
 		}
+		return to, "Stopped", "stopped by request"
 	}
-	p.rec.Phase, p.rec.Reason, p.rec.Message = "Failed", "Stopped", "stopped by request"
-	if allOK {
-		p.rec.Phase = "Succeeded"
+	if keepSandbox {
+		d.idleSandbox(ctx, p, sb, end)
+	} else {
+		d.stopSandbox(p, sb, end)
 	}
-	d.savePod(p)
-	d.mu.Unlock()
 	d.log.Info("pod stopped", "pod", p.rec.ID)
 	return nil
 }

@@ -80,7 +80,7 @@ func (d *Daemon) restorePod(p *podState) {
 	ctx, cancel := context.WithTimeout(d.ctx, 15*time.Second)
 	sb, err := d.drv.Reattach(ctx, *p.rec.Handle)
 	cancel()
-	if p.rec.SandboxKept && p.rec.State == StateStopped {
+	if p.rec.sandboxIdles() {
 		// a stopped pod's idle sandbox (stopVM=no): adopt it, or forget it
 		if err != nil {
 			d.log.Warn("restore: the kept sandbox of a stopped pod is gone", "pod", p.rec.ID, "err", err)

@@ -40,16 +40,22 @@ func (d *Daemon) keptSandbox(p *podState, disks []sandbox.Disk) sandbox.Sandbox 
 	sb.Stop(ctx)
 	cancel()
 	d.mu.Lock()
-	p.sb, p.rec.Handle, p.rec.SandboxKept = nil, nil, false
+	forgetSandbox(p)
 	d.savePod(p)
 	d.mu.Unlock()
 	return nil
 }
 
-// stopSandbox stops listeners and the sandbox; caller holds p.op.
-func (d *Daemon) stopSandbox(p *podState, sb sandbox.Sandbox) {
+// podEnd says how a pod whose sandbox was stopped (or emptied) ends: its
+// phase (succeeded or failed), reason and message. It is called with d.mu
+// held, after what still ran in the sandbox was released.
+type podEnd func() (to podPhase, reason, msg string)
+
+// stopSandbox stops listeners and the sandbox, and the pod ends as end
+// says; caller holds p.op.
+func (d *Daemon) stopSandbox(p *podState, sb sandbox.Sandbox, end podEnd) {
 	d.mu.Lock()
-	p.rec.State = StateStopping
+	d.setPhase(p, podStopping, p.rec.Reason, p.rec.Message)
 	fwd := p.fwd
 	p.fwd = nil
 	d.savePod(p)
@@ -64,16 +70,23 @@ func (d *Daemon) stopSandbox(p *podState, sb sandbox.Sandbox) {
 		d.log.Warn("sandbox stop", "pod", p.rec.ID, "err", err)
 	}
 	d.mu.Lock()
-	p.sb, p.rec.Handle, p.rec.SandboxKept = nil, nil, false
-	p.rec.State, p.rec.Finished = StateStopped, time.Now()
-	d.releaseLocked(p, "SandboxStopped", "the pod's sandbox stopped")
+	forgetSandbox(p)
+	p.rec.Finished = time.Now()
+	d.releaseLocked(p, "SandboxStopped", "the pod's sandbox stopped", false)
+	to, reason, msg := end()
+	d.setPhase(p, to, reason, msg)
 	d.savePod(p)
 	d.mu.Unlock()
 }
 
+// forgetSandbox: the pod has no sandbox any more, kept or not. Caller holds
+// d.mu.
+func forgetSandbox(p *podState) { p.sb, p.rec.Handle, p.rec.SandboxKept = nil, nil, false }
+
 // idleSandbox empties a running pod's sandbox (its containers removed from
-// the agent, port forwarders closed) and keeps it for the next start.
-func (d *Daemon) idleSandbox(ctx context.Context, p *podState, sb sandbox.Sandbox) {
+// the agent, port forwarders closed) and keeps it for the next start; the
+// pod ends as end says.
+func (d *Daemon) idleSandbox(ctx context.Context, p *podState, sb sandbox.Sandbox, end podEnd) {
 	d.mu.Lock()
 	fwd := p.fwd
 	p.fwd = nil
@@ -88,58 +101,30 @@ func (d *Daemon) idleSandbox(ctx context.Context, p *podState, sb sandbox.Sandbo
 		}
 	}
 	d.mu.Lock()
-	p.rec.State, p.rec.Finished, p.rec.SandboxKept = StateStopped, time.Now(), true
-	d.releaseLocked(p, "Stopped", "the pod was stopped")
+	p.rec.Finished, p.rec.SandboxKept = time.Now(), true
+	d.releaseLocked(p, "Stopped", "the pod was stopped", false)
+	to, reason, msg := end()
+	d.setPhase(p, to, reason, msg)
 	d.savePod(p)
 	d.mu.Unlock()
 	d.log.Info("pod stopped; its sandbox is kept", "pod", p.rec.ID, "sandbox", sb.ID())
 }
 
 // releaseLocked records that the pod's containers and execs are out of its
-// sandbox: what still ran is marked failed with reason/msg.
-func (d *Daemon) releaseLocked(p *podState, reason, msg string) {
-	for _, cid := range p.rec.Containers {
-		if c := d.ctrs[cid]; c != nil {
-			c.rec.InSandbox = false
-			if c.rec.Phase == PhaseRunning {
-				c.rec.Phase, c.rec.Exited, c.rec.ExitCode, c.rec.Finished = PhaseFailed, true, 255, time.Now()
-				c.rec.Reason, c.rec.Message = reason, msg
-				select {
-				case <-c.exited:
-				default:
-					close(c.exited)
-				}
-			}
-			if c.logs != nil {
-				c.logs.setLive(false)
-			}
-			d.saveCtr(c)
-		}
-	}
-	for _, e := range d.execs {
-		if e.rec.PodID == p.rec.ID && !e.rec.Exited {
-			e.rec.Exited, e.rec.ExitCode, e.rec.Reason = true, 255, msg
-			close(e.done)
-			d.saveExec(e)
-		}
-	}
-}
-
-// failPodLocked marks a pod stopped+failed and its unfinished containers
-// and execs failed. Caller holds d.mu (or is single-threaded in restore).
-func (d *Daemon) failPodLocked(p *podState, reason, msg string) {
+// sandbox: the containers that still ran are marked failed with reason and
+// msg, and the execs that had not exited exited. lost: the sandbox was lost
+// under them (failPodLocked); containers started but still pending fail
+// too, and the execs' reason names the reason as well as msg. Caller holds
+// d.mu.
+func (d *Daemon) releaseLocked(p *podState, reason, msg string, lost bool) {
 	now := time.Now()
-	p.rec.State, p.rec.Phase, p.rec.Reason, p.rec.Message = StateStopped, "Failed", reason, msg
-	p.rec.Finished = now
-	p.rec.Handle = nil
-	p.sb = nil
 	for _, cid := range p.rec.Containers {
 		c := d.ctrs[cid]
 		if c == nil {
 			continue
 		}
 		c.rec.InSandbox = false
-		if c.rec.Phase == PhaseRunning || (c.rec.Phase == PhasePending && !c.rec.Started.IsZero()) {
+		if c.rec.Phase == PhaseRunning || (lost && c.rec.Phase == PhasePending && !c.rec.Started.IsZero()) {
 			c.rec.Phase, c.rec.Exited, c.rec.ExitCode = PhaseFailed, true, 255
 			c.rec.Reason, c.rec.Message, c.rec.Finished = reason, msg, now
 			select {
@@ -153,13 +138,34 @@ func (d *Daemon) failPodLocked(p *podState, reason, msg string) {
 		}
 		d.saveCtr(c)
 	}
+	execReason := msg
+	if lost {
+		execReason = reason + ": " + msg
+	}
 	for _, e := range d.execs {
 		if e.rec.PodID == p.rec.ID && !e.rec.Exited {
-			e.rec.Exited, e.rec.ExitCode, e.rec.Reason = true, 255, reason+": "+msg
+			e.rec.Exited, e.rec.ExitCode, e.rec.Reason = true, 255, execReason
 			close(e.done)
 			d.saveExec(e)
 		}
 	}
+}
+
+// failPodLocked marks a pod whose sandbox is lost failed, and its
+// unfinished containers and execs failed. Caller holds d.mu (or is
+// single-threaded in restore).
+func (d *Daemon) failPodLocked(p *podState, reason, msg string) {
+	d.endPodLocked(p, podFailed, reason, msg)
+}
+
+// endPodLocked is failPodLocked ending the pod as to: failed, or succeeded
+// for a guest that powered off after its work was done.
+func (d *Daemon) endPodLocked(p *podState, to podPhase, reason, msg string) {
+	d.setPhase(p, to, reason, msg)
+	p.rec.Finished = time.Now()
+	p.rec.Handle = nil
+	p.sb = nil
+	d.releaseLocked(p, reason, msg, true)
 	d.savePod(p)
 }
 
@@ -175,10 +181,10 @@ func (d *Daemon) watchSandbox(p *podState, sb sandbox.Sandbox) {
 		}
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		if p.sb == sb && p.rec.SandboxKept && p.rec.State == StateStopped {
+		if p.sb == sb && p.rec.sandboxIdles() {
 			// the idle sandbox of a stopped pod went away: nothing to fail
 			d.log.Warn("the kept sandbox of a stopped pod died", "pod", p.rec.ID, "err", sb.Err())
-			p.sb, p.rec.Handle, p.rec.SandboxKept = nil, nil, false
+			forgetSandbox(p)
 			d.savePod(p)
 			return
 		}
@@ -199,18 +205,17 @@ func (d *Daemon) watchSandbox(p *podState, sb sandbox.Sandbox) {
 			p.fwd.closeAll()
 			p.fwd = nil
 		}
-		running := false
-		for _, cid := range p.rec.Containers {
-			if c := d.ctrs[cid]; c != nil && c.rec.Phase == PhaseRunning {
-				running = true
+		to := podFailed
+		if reason == sandbox.ExitPoweroff {
+			// the guest powered off: not a failure if its work was done
+			to = podSucceeded
+			for _, cid := range p.rec.Containers {
+				if c := d.ctrs[cid]; c != nil && c.rec.Phase == PhaseRunning {
+					to = podFailed
+				}
 			}
 		}
-		d.failPodLocked(p, reason, msg)
-		if reason == sandbox.ExitPoweroff && !running {
-			// the guest powered off after its work was done: not a failure
-			p.rec.Phase = "Succeeded"
-			d.savePod(p)
-		}
+		d.endPodLocked(p, to, reason, msg)
 	}()
 }
 

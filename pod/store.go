@@ -13,24 +13,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Pod states as the daemon tracks them. The original's list statuses and
-// info phases are derived from these (see listStatus and infoPhase).
-const (
-	StatePending  = "pending"  // created, never started (or being started)
-	StateRunning  = "running"  // sandbox up
-	StatePaused   = "paused"   // sandbox paused
-	StateStopping = "stopping" // being stopped
-	StateStopped  = "stopped"  // sandbox gone; Phase says Succeeded or Failed
-)
-
-// Container phases (the original's).
-const (
-	PhasePending   = "pending"
-	PhaseRunning   = "running"
-	PhaseSucceeded = "succeeded"
-	PhaseFailed    = "failed"
-)
-
 // PodRecord is a pod as persisted in bbolt.
 type PodRecord struct {
 	ID           string            `json:"id"`
