@@ -267,36 +267,19 @@ func (d *Daemon) reAdd(ctx context.Context, p *podState, c *ctrState, sb sandbox
 		c.rec.InSandbox = false
 		d.mu.Unlock()
 	}
-	var path, fstype string
-	var err error
-	if d.img == nil {
-		return &NotImplementedError{Msg: "no image store is available in this daemon"}
-	}
-	if d.drv.Name() == "kvm" {
-		path, fstype, err = d.img.DiskImage(ctx, c.rec.ImageID)
-	} else {
-		path, err = d.img.RootfsDir(ctx, c.rec.ImageID)
-	}
+	rootfs, err := d.imageRootfs(ctx, c)
 	if err != nil {
 		return err
 	}
-	vols := map[string]VolumeSpec{}
-	for _, v := range spec.Volumes {
-		vs, err := d.prepareVolume(p.rec.ID, v)
-		if err != nil {
-			return err
-		}
-		vols[v.Name] = vs
+	vols, err := d.prepareVolumes(p.rec.ID, spec.Volumes)
+	if err != nil {
+		return err
 	}
-	files := map[string][]byte{}
-	for _, f := range spec.Files {
-		b, err := fileContent(ctx, f)
-		if err != nil {
-			return err
-		}
-		files[f.Name] = b
+	files, _, err := fileContents(ctx, spec.Files)
+	if err != nil {
+		return err
 	}
-	cs, err := d.agentSpec(sb, c, spec.Hostname, [2]string{path, fstype}, vols, files)
+	cs, err := d.agentSpec(sb, c, spec.Hostname, rootfs, vols, files)
 	if err != nil {
 		return err
 	}

@@ -54,7 +54,7 @@ type Images interface {
 
 func (d *Daemon) resolveImage(ref string) (ImageRef, error) {
 	if d.img == nil {
-		return ImageRef{}, &NotImplementedError{Msg: "no image store is available in this daemon"}
+		return ImageRef{}, errNoImageStore()
 	}
 	im, err := d.img.Resolve(ref)
 	if err != nil {
@@ -76,4 +76,23 @@ func (d *Daemon) ImageInUse(id string) bool {
 		}
 	}
 	return false
+}
+
+// errNoImageStore: this daemon has no image store (Config.Images is nil).
+func errNoImageStore() error {
+	return &NotImplementedError{Msg: "no image store is available in this daemon"}
+}
+
+// imageRootfs is the container's image as the driver attaches it: a
+// read-only disk image and its fstype (kvm), or a rootfs directory (local).
+func (d *Daemon) imageRootfs(ctx context.Context, c *ctrState) ([2]string, error) {
+	if d.img == nil {
+		return [2]string{}, errNoImageStore()
+	}
+	if d.drv.Name() == "kvm" {
+		path, fstype, err := d.img.DiskImage(ctx, c.rec.ImageID)
+		return [2]string{path, fstype}, err
+	}
+	path, err := d.img.RootfsDir(ctx, c.rec.ImageID)
+	return [2]string{path, ""}, err
 }

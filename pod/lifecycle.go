@@ -219,40 +219,28 @@ func (d *Daemon) startPodLocked(ctx context.Context, p *podState) error {
 	}
 	rootfs := map[string][2]string{} // container id -> host path, fstype
 	for _, c := range ctrs {
-		if d.img == nil {
-			return fail(&NotImplementedError{Msg: "no image store is available in this daemon"})
-		}
-		var path, fstype string
-		var err error
-		if d.drv.Name() == "kvm" {
-			path, fstype, err = d.img.DiskImage(ctx, c.rec.ImageID)
-		} else {
-			path, err = d.img.RootfsDir(ctx, c.rec.ImageID)
+		fs, err := d.imageRootfs(ctx, c)
+		if _, ok := err.(*NotImplementedError); ok {
+			return fail(err)
 		}
 		if err != nil {
 			return fail(fmt.Errorf("rootfs of image %s for container %s: %w", c.rec.Image, c.rec.Name, err))
 		}
-		rootfs[c.rec.ID] = [2]string{path, fstype}
-		if !hasDisk(cfg.Disks, path) {
-			cfg.Disks = append(cfg.Disks, sandbox.Disk{HostPath: path, ReadOnly: true})
+		rootfs[c.rec.ID] = fs
+		if !hasDisk(cfg.Disks, fs[0]) {
+			cfg.Disks = append(cfg.Disks, sandbox.Disk{HostPath: fs[0], ReadOnly: true})
 		}
 	}
-	volPaths := map[string]VolumeSpec{}
+	volPaths, err := d.prepareVolumes(p.rec.ID, spec.Volumes)
+	if err != nil {
+		return fail(err)
+	}
 	for _, v := range spec.Volumes {
-		vs, err := d.prepareVolume(p.rec.ID, v)
-		if err != nil {
-			return fail(err)
-		}
-		volPaths[v.Name] = vs
-		cfg.Disks = append(cfg.Disks, sandbox.Disk{HostPath: vs.Source})
+		cfg.Disks = append(cfg.Disks, sandbox.Disk{HostPath: volPaths[v.Name].Source})
 	}
-	files := map[string][]byte{}
-	for _, f := range spec.Files {
-		b, err := fileContent(ctx, f)
-		if err != nil {
-			return fail(specErr("bad parameter: file %s: %v", f.Name, err))
-		}
-		files[f.Name] = b
+	files, failed, err := fileContents(ctx, spec.Files)
+	if err != nil {
+		return fail(specErr("bad parameter: file %s: %v", failed, err))
 	}
 	if sb := d.keptSandbox(p, cfg.Disks); sb != nil {
 		d.mu.Lock()
@@ -355,17 +343,11 @@ func (d *Daemon) StopAll(ctx context.Context) int {
 		}
 	}
 	d.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, id := range ids {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := d.StopPod(ctx, id); err != nil {
-				d.log.Warn("stop at shutdown", "pod", id, "err", err)
-			}
-		}()
-	}
-	wg.Wait()
+	parallel(ids, func(id string) {
+		if err := d.StopPod(ctx, id); err != nil {
+			d.log.Warn("stop at shutdown", "pod", id, "err", err)
+		}
+	})
 	return len(ids)
 }
 
@@ -404,15 +386,7 @@ func (d *Daemon) stopPodLocked(ctx context.Context, p *podState, keepSandbox boo
 		}
 	}
 	d.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, c := range ctrs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			d.stopProcess(ctx, sb, c)
-		}()
-	}
-	wg.Wait()
+	parallel(ctrs, func(c *ctrState) { d.stopProcess(ctx, sb, c) })
 	end := func() (podPhase, string, string) {
 		to := podSucceeded
 		for _, cid := range p.rec.Containers {
@@ -558,4 +532,17 @@ func (d *Daemon) Pause(ref string, pause bool) error {
 		return err
 	}
 	return &NotImplementedError{Msg: fmt.Sprintf("pause/unpause is not supported by the %s sandbox driver", d.drv.Name())}
+}
+
+// parallel runs f on every x at once and waits for all of them.
+func parallel[T any](xs []T, f func(T)) {
+	var wg sync.WaitGroup
+	for _, x := range xs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(x)
+		}()
+	}
+	wg.Wait()
 }

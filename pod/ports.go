@@ -251,32 +251,26 @@ func (d *Daemon) AddPortMappings(ref string, pms []PortMapping) error {
 		pms[i] = normPM(pms[i])
 		pairs = append(pairs, pp...)
 	}
-	d.mu.Lock()
-	p, err := d.findPod(ref)
-	d.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	p.op.Lock()
-	defer p.op.Unlock()
-	d.mu.Lock()
-	all := append(append([]PortMapping{}, p.rec.PortMappings...), pms...)
-	if err := d.checkPortConflicts(p.rec.ID, all); err != nil {
-		d.mu.Unlock()
-		return err
-	}
-	fwd := p.fwd
-	d.mu.Unlock()
-	if fwd != nil {
-		if err := fwd.add(pairs); err != nil {
+	return d.withPod(ref, func(p *podState) error {
+		d.mu.Lock()
+		all := append(append([]PortMapping{}, p.rec.PortMappings...), pms...)
+		if err := d.checkPortConflicts(p.rec.ID, all); err != nil {
+			d.mu.Unlock()
 			return err
 		}
-	}
-	d.mu.Lock()
-	p.rec.PortMappings = all
-	d.savePod(p)
-	d.mu.Unlock()
-	return nil
+		fwd := p.fwd
+		d.mu.Unlock()
+		if fwd != nil {
+			if err := fwd.add(pairs); err != nil {
+				return err
+			}
+		}
+		d.mu.Lock()
+		p.rec.PortMappings = all
+		d.savePod(p)
+		d.mu.Unlock()
+		return nil
+	})
 }
 
 // DeletePortMappings removes rules (matched by host port range + protocol).
@@ -293,52 +287,46 @@ func (d *Daemon) DeletePortMappings(ref string, pms []PortMapping) error {
 		}
 		pairs = append(pairs, pp...)
 	}
-	d.mu.Lock()
-	p, err := d.findPod(ref)
-	d.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	p.op.Lock()
-	defer p.op.Unlock()
-	d.mu.Lock()
-	var keep []PortMapping
-	found := map[string]bool{}
-	for _, pm := range p.rec.PortMappings {
-		pp, _ := ExpandPortMapping(pm)
-		hit := false
-		for _, x := range pp {
-			if del[pairKey(x)] {
-				hit = true
-				found[pairKey(x)] = true
+	return d.withPod(ref, func(p *podState) error {
+		d.mu.Lock()
+		var keep []PortMapping
+		found := map[string]bool{}
+		for _, pm := range p.rec.PortMappings {
+			pp, _ := ExpandPortMapping(pm)
+			hit := false
+			for _, x := range pp {
+				if del[pairKey(x)] {
+					hit = true
+					found[pairKey(x)] = true
+				}
+			}
+			if !hit {
+				keep = append(keep, pm)
 			}
 		}
-		if !hit {
-			keep = append(keep, pm)
-		}
-	}
-	for k := range del {
-		if !found[k] {
-			d.mu.Unlock()
-			return notFound("port mapping for host port %s not found in pod %s", k, p.rec.ID)
-		}
-	}
-	var closePairs []PortPair
-	for _, pm := range p.rec.PortMappings {
-		pp, _ := ExpandPortMapping(pm)
-		for _, x := range pp {
-			if found[pairKey(x)] {
-				closePairs = append(closePairs, pp...)
-				break
+		for k := range del {
+			if !found[k] {
+				d.mu.Unlock()
+				return notFound("port mapping for host port %s not found in pod %s", k, p.rec.ID)
 			}
 		}
-	}
-	p.rec.PortMappings = keep
-	fwd := p.fwd
-	d.savePod(p)
-	d.mu.Unlock()
-	if fwd != nil {
-		fwd.remove(closePairs)
-	}
-	return nil
+		var closePairs []PortPair
+		for _, pm := range p.rec.PortMappings {
+			pp, _ := ExpandPortMapping(pm)
+			for _, x := range pp {
+				if found[pairKey(x)] {
+					closePairs = append(closePairs, pp...)
+					break
+				}
+			}
+		}
+		p.rec.PortMappings = keep
+		fwd := p.fwd
+		d.savePod(p)
+		d.mu.Unlock()
+		if fwd != nil {
+			fwd.remove(closePairs)
+		}
+		return nil
+	})
 }

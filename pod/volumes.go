@@ -64,6 +64,20 @@ func (d *Daemon) prepareVolume(podID string, v VolumeSpec) (VolumeSpec, error) {
 	return v, nil
 }
 
+// prepareVolumes prepares each of the pod's volumes (prepareVolume), by
+// name.
+func (d *Daemon) prepareVolumes(podID string, vols []VolumeSpec) (map[string]VolumeSpec, error) {
+	out := map[string]VolumeSpec{}
+	for _, v := range vols {
+		vs, err := d.prepareVolume(podID, v)
+		if err != nil {
+			return nil, err
+		}
+		out[v.Name] = vs
+	}
+	return out, nil
+}
+
 func hasDisk(ds []sandbox.Disk, p string) bool {
 	for _, d := range ds {
 		if d.HostPath == p {
@@ -81,6 +95,20 @@ func fileContent(ctx context.Context, f FileSpec) ([]byte, error) {
 		return decodeB64(f.Content)
 	}
 	return []byte(f.Content), nil
+}
+
+// fileContents reads each of the pod's files (fileContent), by name; on an
+// error, failed names the file.
+func fileContents(ctx context.Context, files []FileSpec) (contents map[string][]byte, failed string, err error) {
+	contents = map[string][]byte{}
+	for _, f := range files {
+		b, err := fileContent(ctx, f)
+		if err != nil {
+			return nil, f.Name, err
+		}
+		contents[f.Name] = b
+	}
+	return contents, "", nil
 }
 
 // agentSpec builds what the agent needs for one container.
