@@ -1,7 +1,7 @@
-package pod
-
 // This file owns running Dockerfile build steps in throwaway pods
 // (BuildRunner).
+
+package pod
 
 import (
 	"context"

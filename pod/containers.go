@@ -1,7 +1,7 @@
-package pod
-
 // This file owns the container and exec operations: create, start, stop,
 // kill, remove, rename, logs, exit codes, attach, resize, exec and commit.
+
+package pod
 
 import (
 	"context"

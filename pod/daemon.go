@@ -1,8 +1,8 @@
-package pod
-
 // This file owns the Daemon type, its Config and per-pod/container/exec
 // state, opening and closing it (New, Close), and the lookups (findPod,
 // findCtr, findExec, withPod).
+
+package pod
 
 import (
 	"context"

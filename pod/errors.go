@@ -1,6 +1,6 @@
-package pod
-
 // This file owns the error types the API maps to HTTP statuses.
+
+package pod
 
 import "fmt"
 

@@ -1,8 +1,8 @@
-package pod
-
 // This file owns a container's run in its sandbox: adding and starting it,
 // following its log and waiting for its exit, the restart policy, and
 // finishing the pod once no container runs or will restart.
+
+package pod
 
 import (
 	"context"

@@ -1,7 +1,7 @@
-package pod
-
 // This file owns the daemon's view of images: the narrow Images interface,
 // resolving a container's image, and whether an image is in use.
+
+package pod
 
 import (
 	"context"

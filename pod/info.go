@@ -1,6 +1,6 @@
-package pod
-
 // This file owns the info documents: pod and container info, and pod stats.
+
+package pod
 
 import (
 	"context"

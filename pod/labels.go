@@ -1,6 +1,6 @@
-package pod
-
 // This file owns pod labels.
+
+package pod
 
 // SetLabels adds labels; with override, existing keys are replaced,
 // otherwise changing an existing key is a conflict.

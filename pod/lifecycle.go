@@ -1,8 +1,8 @@
-package pod
-
 // This file owns the pod lifecycle: create, start (in a new or a kept
 // sandbox), stop (with or without keeping the sandbox), remove, kill and
 // pause of pods.
+
+package pod
 
 import (
 	"context"

@@ -1,7 +1,7 @@
-package pod
-
 // This file owns the listings: /list of pods, containers and VMs, and the
 // counts for /info.
+
+package pod
 
 import (
 	"sort"

@@ -1,7 +1,7 @@
-package pod
-
 // This file owns container logs on the host: the log file format, following
 // a container's log stream from the agent, and reading logs back.
+
+package pod
 
 import (
 	"bufio"

@@ -1,9 +1,9 @@
-package pod
-
 // This file owns the pod state machine: the phases a pod goes through, the
 // transitions allowed between them, and setPhase, the one place a pod's
 // phase changes. (Container phases are the original's four strings below;
 // they have no machine of their own.)
+
+package pod
 
 // Pod states as the daemon tracks them (PodRecord.State). The original's
 // list statuses and info phases are derived from these (see listStatus and

@@ -1,8 +1,8 @@
-package pod
-
 // This file owns port mappings: the host listeners that forward to
 // container ports through the agent, checking mappings for conflicts, and
 // listing, adding and deleting a pod's mappings.
+
+package pod
 
 import (
 	"context"

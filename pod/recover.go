@@ -1,8 +1,8 @@
-package pod
-
 // This file owns restart recovery: loading every record from the store and
 // reattaching (or failing) the sandboxes of the pods a previous daemon left
 // running.
+
+package pod
 
 import (
 	"context"

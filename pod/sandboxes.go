@@ -1,8 +1,8 @@
-package pod
-
 // This file owns the pods' sandboxes: watching them die, keeping one idle
 // for the next start (stopVM=no), stopping them, and releasing (or failing)
 // what ran in them.
+
+package pod
 
 import (
 	"context"

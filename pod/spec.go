@@ -1,7 +1,7 @@
-package pod
-
 // This file owns the pod spec (podArgs): its types with the original
 // hyperd's field names, decoding, defaults and validation.
+
+package pod
 
 import (
 	"bytes"

@@ -1,8 +1,8 @@
-package pod
-
 // This file owns persistence: the records (PodRecord, ContainerRecord,
 // ExecRecord, LogIndex), the bbolt store under the data root, and the save
 // helpers the daemon writes records with.
+
+package pod
 
 import (
 	"encoding/json"

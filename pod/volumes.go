@@ -1,8 +1,8 @@
-package pod
-
 // This file owns a pod's volumes and files: preparing volumes for the
 // driver, reading file contents, and the agent's container spec that mounts
 // and writes them.
+
+package pod
 
 import (
 	"context"
