@@ -1,3 +1,6 @@
+// This file owns running Dockerfile build steps in throwaway pods
+// (BuildRunner).
+
 package pod
 
 import (
@@ -39,7 +42,7 @@ func (d *Daemon) BuildRunner(o BuildRunOptions) BuildRunFunc {
 
 func (d *Daemon) runBuildStep(ctx context.Context, o BuildRunOptions, imageID string, cmd, env []string, workdir, user string, out io.Writer) (_ io.ReadCloser, err error) {
 	if d.img == nil {
-		return nil, &NotImplementedError{Msg: "no image store is available in this daemon"}
+		return nil, errNoImageStore()
 	}
 	if len(cmd) == 0 {
 		return nil, specErr("bad parameter: RUN needs a command")

@@ -1,46 +1,16 @@
+// This file owns the container and exec operations: create, start, stop,
+// kill, remove, rename, logs, exit codes, attach, resize, exec and commit.
+
 package pod
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
-	"io"
-	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hyperhq/hyperd-go/sandbox"
 )
-
-func atoiOr(s string, def int) int {
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		return def
-	}
-	return n
-}
-
-func decodeB64(s string) ([]byte, error) { return base64.StdEncoding.DecodeString(s) }
-
-// fetchURI downloads a pod file (http/https), at most 16 MiB.
-func fetchURI(ctx context.Context, uri string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, uri, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return nil, fmt.Errorf("GET %s: %s", uri, resp.Status)
-	}
-	return io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-}
 
 // CreateContainer adds a container to an existing pod (pending until started).
 func (d *Daemon) CreateContainer(podRef string, spec *ContainerSpec) (string, error) {
@@ -117,51 +87,72 @@ func (d *Daemon) ctrAndPod(ref string) (*ctrState, *podState, error) {
 	return c, p, nil
 }
 
-// StartContainer starts a created (or exited) container in its running pod.
-// If the pod is not running, it is started (which starts all its containers).
-func (d *Daemon) StartContainer(ctx context.Context, ref string) error {
+// withCtr runs f on the container ref names and its pod, holding the pod's
+// operation lock (see withPod).
+func (d *Daemon) withCtr(ref string, f func(c *ctrState, p *podState) error) error {
 	c, p, err := d.ctrAndPod(ref)
 	if err != nil {
 		return err
 	}
 	p.op.Lock()
 	defer p.op.Unlock()
-	d.mu.Lock()
-	sb := p.sb
-	phase := c.rec.Phase
-	spec := p.rec.Spec
-	d.mu.Unlock()
-	if phase == PhaseRunning {
-		return conflict("conflict: container %s is already running", c.rec.ID)
-	}
-	if sb == nil {
-		return d.startPodLocked(ctx, p)
-	}
-	if c.logs != nil {
-		c.logs.setLive(true)
-	}
-	if err := d.reAdd(ctx, p, c, sb, spec); err != nil {
-		if c.logs != nil {
-			c.logs.setLive(false)
-		}
-		return err
-	}
-	return nil
+	return f(c, p)
 }
 
-// StopContainer stops one container (stop signal, SIGKILL after the timeout).
-func (d *Daemon) StopContainer(ctx context.Context, ref string) error {
+// StartContainer starts a created (or exited) container in its running pod.
+// If the pod is not running, it is started (which starts all its containers).
+func (d *Daemon) StartContainer(ctx context.Context, ref string) error {
+	return d.withCtr(ref, func(c *ctrState, p *podState) error {
+		d.mu.Lock()
+		sb := p.sb
+		phase := c.rec.Phase
+		spec := p.rec.Spec
+		d.mu.Unlock()
+		if phase == PhaseRunning {
+			return conflict("conflict: container %s is already running", c.rec.ID)
+		}
+		if sb == nil {
+			return d.startPodLocked(ctx, p)
+		}
+		if c.logs != nil {
+			c.logs.setLive(true)
+		}
+		if err := d.reAdd(ctx, p, c, sb, spec); err != nil {
+			if c.logs != nil {
+				c.logs.setLive(false)
+			}
+			return err
+		}
+		return nil
+	})
+}
+
+// runningCtr is the container ref names and its pod's sandbox, if the
+// container runs (a conflict if not). stop: a stop of the container is
+// requested (its exit then does not restart it), running or not.
+func (d *Daemon) runningCtr(ref string, stop bool) (*ctrState, sandbox.Sandbox, error) {
 	c, p, err := d.ctrAndPod(ref)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	d.mu.Lock()
 	sb := p.sb
 	running := c.rec.Phase == PhaseRunning
-	c.stopReq = true
+	if stop {
+		c.stopReq = true
+	}
 	d.mu.Unlock()
 	if sb == nil || !running {
-		return conflict("conflict: container %s is not running", c.rec.ID)
+		return nil, nil, conflict("conflict: container %s is not running", c.rec.ID)
+	}
+	return c, sb, nil
+}
+
+// StopContainer stops one container (stop signal, SIGKILL after the timeout).
+func (d *Daemon) StopContainer(ctx context.Context, ref string) error {
+	c, sb, err := d.runningCtr(ref, true)
+	if err != nil {
+		return err
 	}
 	d.stopProcess(ctx, sb, c)
 	return nil
@@ -169,75 +160,61 @@ func (d *Daemon) StopContainer(ctx context.Context, ref string) error {
 
 // KillContainer signals a container's main process.
 func (d *Daemon) KillContainer(ctx context.Context, ref string, sig int) error {
-	c, p, err := d.ctrAndPod(ref)
+	c, sb, err := d.runningCtr(ref, sig == 9 || sig == 15)
 	if err != nil {
 		return err
-	}
-	d.mu.Lock()
-	sb := p.sb
-	running := c.rec.Phase == PhaseRunning
-	if sig == 9 || sig == 15 {
-		c.stopReq = true
-	}
-	d.mu.Unlock()
-	if sb == nil || !running {
-		return conflict("conflict: container %s is not running", c.rec.ID)
 	}
 	return sb.Agent().Signal(ctx, c.rec.ID, "", sig)
 }
 
 // RemoveContainer removes a container that is not running from its pod.
 func (d *Daemon) RemoveContainer(ctx context.Context, ref string) error {
-	c, p, err := d.ctrAndPod(ref)
-	if err != nil {
-		return err
-	}
-	p.op.Lock()
-	defer p.op.Unlock()
-	d.mu.Lock()
-	if c.rec.Phase == PhaseRunning {
-		d.mu.Unlock()
-		return conflict("conflict: container %s is running; stop it first", c.rec.ID)
-	}
-	sb, in := p.sb, c.rec.InSandbox
-	d.mu.Unlock()
-	if sb != nil && in {
-		if err := sb.Agent().RemoveContainer(ctx, c.rec.ID); err != nil {
-			d.log.Warn("remove container from sandbox", "container", c.rec.ID, "err", err)
+	return d.withCtr(ref, func(c *ctrState, p *podState) error {
+		d.mu.Lock()
+		if c.rec.Phase == PhaseRunning {
+			d.mu.Unlock()
+			return conflict("conflict: container %s is running; stop it first", c.rec.ID)
 		}
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	delete(d.ctrs, c.rec.ID)
-	var keep []string
-	var keepSpec []ContainerSpec
-	for i, cid := range p.rec.Containers {
-		if cid != c.rec.ID {
-			keep = append(keep, cid)
-			if i < len(p.rec.Spec.Containers) {
-				keepSpec = append(keepSpec, p.rec.Spec.Containers[i])
+		sb, in := p.sb, c.rec.InSandbox
+		d.mu.Unlock()
+		if sb != nil && in {
+			if err := sb.Agent().RemoveContainer(ctx, c.rec.ID); err != nil {
+				d.log.Warn("remove container from sandbox", "container", c.rec.ID, "err", err)
 			}
 		}
-	}
-	p.rec.Containers = keep
-	if len(p.rec.Spec.Containers) == len(keep)+1 {
-		p.rec.Spec.Containers = keepSpec
-	}
-	var eids []string
-	for id, e := range d.execs {
-		if e.rec.ContainerID == c.rec.ID {
-			delete(d.execs, id)
-			eids = append(eids, id)
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		delete(d.ctrs, c.rec.ID)
+		var keep []string
+		var keepSpec []ContainerSpec
+		for i, cid := range p.rec.Containers {
+			if cid != c.rec.ID {
+				keep = append(keep, cid)
+				if i < len(p.rec.Spec.Containers) {
+					keepSpec = append(keepSpec, p.rec.Spec.Containers[i])
+				}
+			}
 		}
-	}
-	if c.logs != nil {
-		c.logs.close()
-	}
-	d.st.del(bExecs, eids...)
-	d.st.del(bContainers, c.rec.ID)
-	d.st.del(bLogs, c.rec.ID)
-	d.savePod(p)
-	return nil
+		p.rec.Containers = keep
+		if len(p.rec.Spec.Containers) == len(keep)+1 {
+			p.rec.Spec.Containers = keepSpec
+		}
+		var eids []string
+		for id, e := range d.execs {
+			if e.rec.ContainerID == c.rec.ID {
+				delete(d.execs, id)
+				eids = append(eids, id)
+			}
+		}
+		if c.logs != nil {
+			c.logs.close()
+		}
+		d.st.del(bExecs, eids...)
+		d.st.del(bContainers, c.rec.ID)
+		d.st.del(bLogs, c.rec.ID)
+		d.savePod(p)
+		return nil
+	})
 }
 
 // RenameContainer changes a container's name.
@@ -534,7 +511,7 @@ func (d *Daemon) Commit(ctx context.Context, ref string, opt CommitOptions) (str
 		return "", err
 	}
 	if d.img == nil {
-		return "", &NotImplementedError{Msg: "no image store is available in this daemon"}
+		return "", errNoImageStore()
 	}
 	d.mu.Lock()
 	sb, in, imageID := p.sb, c.rec.InSandbox, c.rec.ImageID

@@ -11,4 +11,33 @@
 //
 // Pods are driven only through the sandbox.Driver contract; images are
 // reached through the narrow Images interface declared here.
+//
+// The files, each owning one concern:
+//
+//   - daemon.go: the Daemon type, Config and the per-pod, container and exec
+//     state; New and Close; lookups (findPod, findCtr, findExec, withPod).
+//   - phase.go: the pod state machine (podPhase, its transition table and
+//     drawing) and setPhase, the only writer of a pod's State and Phase;
+//     the State and container Phase constants.
+//   - store.go: persistence: the records, the bbolt store, the save helpers.
+//   - recover.go: restart recovery: restore and restorePod (reattach a
+//     sandbox, or fail its pod).
+//   - lifecycle.go: create, start, stop (keeping the sandbox or not),
+//     remove, kill and pause of pods.
+//   - sandboxes.go: the pods' sandboxes: watching, idling (stopVM=no),
+//     stopping, releasing what ran in them, failing a pod that lost one.
+//   - exits.go: a container's run: add and start, log following, exit,
+//     restart policy, and finishing the pod when nothing runs any more.
+//   - volumes.go: volumes and files, and the agent's container spec.
+//   - images.go: the Images interface and resolving a container's image.
+//   - containers.go: container and exec operations (create, start, stop,
+//     kill, remove, rename, logs, exit codes, attach, resize, exec, commit).
+//   - ports.go: port mappings: the host-side forwarder and the pod's rules.
+//   - labels.go: pod labels.
+//   - list.go: /list of pods, containers and VMs, and the counts for /info.
+//   - info.go: the pod and container info documents and pod stats.
+//   - logs.go: container logs on the host (file format, follow, read).
+//   - build.go: running Dockerfile build steps in throwaway pods.
+//   - spec.go: the pod spec: types, decoding, defaults, validation.
+//   - errors.go: the error types the API maps to HTTP statuses.
 package pod

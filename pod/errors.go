@@ -1,3 +1,5 @@
+// This file owns the error types the API maps to HTTP statuses.
+
 package pod
 
 import "fmt"

@@ -1,3 +1,5 @@
+// This file owns the info documents: pod and container info, and pod stats.
+
 package pod
 
 import (

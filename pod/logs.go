@@ -1,3 +1,6 @@
+// This file owns container logs on the host: the log file format, following
+// a container's log stream from the agent, and reading logs back.
+
 package pod
 
 import (
@@ -8,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -265,4 +269,26 @@ func (l *logFile) followAgent(ctx context.Context, ag sandbox.Agent, cid string,
 			return err
 		}
 	}
+}
+
+func (d *Daemon) openLogs(cid string, idx LogIndex) (*logFile, error) {
+	dir := filepath.Join(d.cfg.DataRoot, "logs")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, cid+".log")
+	var last time.Time
+	lf, err := openLogFile(path, idx, func(li LogIndex) {
+		// persist the index at most every 200ms per container
+		if li.Last.Sub(last) < 200*time.Millisecond && !last.IsZero() {
+			return
+		}
+		last = li.Last
+		li.ContainerID = cid
+		d.st.put(bLogs, cid, li)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return lf, nil
 }

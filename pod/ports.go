@@ -1,3 +1,7 @@
+// This file owns port mappings: the host listeners that forward to
+// container ports through the agent, checking mappings for conflicts, and
+// listing, adding and deleting a pod's mappings.
+
 package pod
 
 import (
@@ -192,4 +196,137 @@ func (f *forwarder) serveUDP(pc net.PacketConn, p PortPair) {
 		}
 		s.c.Write(buf[:n])
 	}
+}
+
+// checkPortConflicts: caller holds d.mu.
+func (d *Daemon) checkPortConflicts(podID string, pms []PortMapping) error {
+	used := map[string]string{}
+	for _, p := range d.pods {
+		for _, pm := range p.rec.PortMappings {
+			pairs, _ := ExpandPortMapping(pm)
+			for _, pp := range pairs {
+				used[pairKey(pp)] = p.rec.ID
+			}
+		}
+	}
+	mine := map[string]bool{}
+	for _, pm := range pms {
+		pairs, err := ExpandPortMapping(pm)
+		if err != nil {
+			return err
+		}
+		for _, pp := range pairs {
+			k := pairKey(pp)
+			if owner, ok := used[k]; ok && owner != podID {
+				return conflict("conflict: host port %s is already mapped by pod %s", k, owner)
+			}
+			if mine[k] {
+				return conflict("conflict: host port %s is mapped twice", k)
+			}
+			mine[k] = true
+		}
+	}
+	return nil
+}
+
+// PortMappings lists a pod's port mappings.
+func (d *Daemon) PortMappings(ref string) ([]PortMapping, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p, err := d.findPod(ref)
+	if err != nil {
+		return nil, err
+	}
+	return append([]PortMapping{}, p.rec.PortMappings...), nil
+}
+
+// AddPortMappings adds rules; on a running pod the host ports are opened now.
+func (d *Daemon) AddPortMappings(ref string, pms []PortMapping) error {
+	var pairs []PortPair
+	for i := range pms {
+		pp, err := ExpandPortMapping(pms[i])
+		if err != nil {
+			return err
+		}
+		pms[i] = normPM(pms[i])
+		pairs = append(pairs, pp...)
+	}
+	return d.withPod(ref, func(p *podState) error {
+		d.mu.Lock()
+		all := append(append([]PortMapping{}, p.rec.PortMappings...), pms...)
+		if err := d.checkPortConflicts(p.rec.ID, all); err != nil {
+			d.mu.Unlock()
+			return err
+		}
+		fwd := p.fwd
+		d.mu.Unlock()
+		if fwd != nil {
+			if err := fwd.add(pairs); err != nil {
+				return err
+			}
+		}
+		d.mu.Lock()
+		p.rec.PortMappings = all
+		d.savePod(p)
+		d.mu.Unlock()
+		return nil
+	})
+}
+
+// DeletePortMappings removes rules (matched by host port range + protocol).
+func (d *Daemon) DeletePortMappings(ref string, pms []PortMapping) error {
+	del := map[string]bool{}
+	var pairs []PortPair
+	for _, pm := range pms {
+		pp, err := ExpandPortMapping(pm)
+		if err != nil {
+			return err
+		}
+		for _, x := range pp {
+			del[pairKey(x)] = true
+		}
+		pairs = append(pairs, pp...)
+	}
+	return d.withPod(ref, func(p *podState) error {
+		d.mu.Lock()
+		var keep []PortMapping
+		found := map[string]bool{}
+		for _, pm := range p.rec.PortMappings {
+			pp, _ := ExpandPortMapping(pm)
+			hit := false
+			for _, x := range pp {
+				if del[pairKey(x)] {
+					hit = true
+					found[pairKey(x)] = true
+				}
+			}
+			if !hit {
+				keep = append(keep, pm)
+			}
+		}
+		for k := range del {
+			if !found[k] {
+				d.mu.Unlock()
+				return notFound("port mapping for host port %s not found in pod %s", k, p.rec.ID)
+			}
+		}
+		var closePairs []PortPair
+		for _, pm := range p.rec.PortMappings {
+			pp, _ := ExpandPortMapping(pm)
+			for _, x := range pp {
+				if found[pairKey(x)] {
+					closePairs = append(closePairs, pp...)
+					break
+				}
+			}
+		}
+		p.rec.PortMappings = keep
+		fwd := p.fwd
+		d.savePod(p)
+		d.mu.Unlock()
+		if fwd != nil {
+			fwd.remove(closePairs)
+		}
+		return nil
+	})
 }

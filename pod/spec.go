@@ -1,3 +1,6 @@
+// This file owns the pod spec (podArgs): its types with the original
+// hyperd's field names, decoding, defaults and validation.
+
 package pod
 
 import (

@@ -1,3 +1,7 @@
+// This file owns persistence: the records (PodRecord, ContainerRecord,
+// ExecRecord, LogIndex), the bbolt store under the data root, and the save
+// helpers the daemon writes records with.
+
 package pod
 
 import (
@@ -7,24 +11,6 @@ import (
 
 	"github.com/hyperhq/hyperd-go/sandbox"
 	bolt "go.etcd.io/bbolt"
-)
-
-// Pod states as the daemon tracks them. The original's list statuses and
-// info phases are derived from these (see listStatus and infoPhase).
-const (
-	StatePending  = "pending"  // created, never started (or being started)
-	StateRunning  = "running"  // sandbox up
-	StatePaused   = "paused"   // sandbox paused
-	StateStopping = "stopping" // being stopped
-	StateStopped  = "stopped"  // sandbox gone; Phase says Succeeded or Failed
-)
-
-// Container phases (the original's).
-const (
-	PhasePending   = "pending"
-	PhaseRunning   = "running"
-	PhaseSucceeded = "succeeded"
-	PhaseFailed    = "failed"
 )
 
 // PodRecord is a pod as persisted in bbolt.
@@ -165,4 +151,24 @@ func loadAll[T any](s *store, bucket []byte) ([]T, error) {
 		})
 	})
 	return out, err
+}
+
+// savePod, saveCtr and saveExec write a record; a failure is logged (the
+// in-memory state stays authoritative). Caller holds d.mu.
+func (d *Daemon) savePod(p *podState) {
+	if err := d.st.put(bPods, p.rec.ID, &p.rec); err != nil {
+		d.log.Error("persist pod", "pod", p.rec.ID, "err", err)
+	}
+}
+
+func (d *Daemon) saveCtr(c *ctrState) {
+	if err := d.st.put(bContainers, c.rec.ID, &c.rec); err != nil {
+		d.log.Error("persist container", "container", c.rec.ID, "err", err)
+	}
+}
+
+func (d *Daemon) saveExec(e *execState) {
+	if err := d.st.put(bExecs, e.rec.ID, &e.rec); err != nil {
+		d.log.Error("persist exec", "exec", e.rec.ID, "err", err)
+	}
 }

@@ -1,0 +1,187 @@
+// This file owns a pod's volumes and files: preparing volumes for the
+// driver, reading file contents, and the agent's container spec that mounts
+// and writes them.
+
+package pod
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/hyperhq/hyperd-go/sandbox"
+)
+
+// prepareVolume resolves a pod volume to what the driver can attach: with
+// the local driver a host directory (a fresh one under the pod's dir when
+// the volume has no source); with kvm a disk image file (a fresh sparse
+// ext4 image when there is no source; host directories cannot be shared
+// into the VM: there is no 9p/virtiofs).
+func (d *Daemon) prepareVolume(podID string, v VolumeSpec) (VolumeSpec, error) {
+	kvm := d.drv.Name() == "kvm"
+	if v.Source == "" {
+		dir := filepath.Join(d.podDir(podID), "volumes")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return v, err
+		}
+		if !kvm {
+			v.Source = filepath.Join(dir, v.Name)
+			return v, os.MkdirAll(v.Source, 0o755)
+		}
+		v.Source, v.Format, v.Fstype = filepath.Join(dir, v.Name+".img"), "raw", "ext4"
+		if _, err := os.Stat(v.Source); err == nil {
+			return v, nil
+		}
+		f, err := os.Create(v.Source)
+		if err != nil {
+			return v, err
+		}
+		f.Truncate(1 << 30)
+		f.Close()
+		if out, err := exec.Command("mkfs.ext4", "-q", "-F", v.Source).CombinedOutput(); err != nil {
+			os.Remove(v.Source)
+			return v, fmt.Errorf("volume %s: mkfs.ext4: %v: %s", v.Name, err, out)
+		}
+		return v, nil
+	}
+	st, err := os.Stat(v.Source)
+	if err != nil {
+		return v, specErr("bad parameter: volume %s: source %s: %v", v.Name, v.Source, err)
+	}
+	if kvm && st.IsDir() {
+		return v, specErr("bad parameter: volume %s: host directory %s cannot be shared into a VM (kvm driver); use a raw disk image", v.Name, v.Source)
+	}
+	if !kvm && !st.IsDir() {
+		return v, specErr("bad parameter: volume %s: the local driver shares host directories; %s is not one", v.Name, v.Source)
+	}
+	return v, nil
+}
+
+// prepareVolumes prepares each of the pod's volumes (prepareVolume), by
+// name.
+func (d *Daemon) prepareVolumes(podID string, vols []VolumeSpec) (map[string]VolumeSpec, error) {
+	out := map[string]VolumeSpec{}
+	for _, v := range vols {
+		vs, err := d.prepareVolume(podID, v)
+		if err != nil {
+			return nil, err
+		}
+		out[v.Name] = vs
+	}
+	return out, nil
+}
+
+func hasDisk(ds []sandbox.Disk, p string) bool {
+	for _, d := range ds {
+		if d.HostPath == p {
+			return true
+		}
+	}
+	return false
+}
+
+func fileContent(ctx context.Context, f FileSpec) ([]byte, error) {
+	if f.URI != "" {
+		return fetchURI(ctx, f.URI)
+	}
+	if f.Encoding == "base64" {
+		return decodeB64(f.Content)
+	}
+	return []byte(f.Content), nil
+}
+
+// fileContents reads each of the pod's files (fileContent), by name; on an
+// error, failed names the file.
+func fileContents(ctx context.Context, files []FileSpec) (contents map[string][]byte, failed string, err error) {
+	contents = map[string][]byte{}
+	for _, f := range files {
+		b, err := fileContent(ctx, f)
+		if err != nil {
+			return nil, f.Name, err
+		}
+		contents[f.Name] = b
+	}
+	return contents, "", nil
+}
+
+// agentSpec builds what the agent needs for one container.
+func (d *Daemon) agentSpec(sb sandbox.Sandbox, c *ctrState, hostname string, rootfs [2]string, vols map[string]VolumeSpec, files map[string][]byte) (sandbox.ContainerSpec, error) {
+	d.mu.Lock()
+	r := c.rec
+	d.mu.Unlock()
+	src, err := sb.DiskSource(rootfs[0])
+	if err != nil {
+		return sandbox.ContainerSpec{}, fmt.Errorf("rootfs of %s: %w", r.Name, err)
+	}
+	cs := sandbox.ContainerSpec{ID: r.ID, Hostname: hostname, Rootfs: src, RootfsType: rootfs[1], ReadOnlyFS: r.Spec.ReadOnly,
+		Sysctl:  r.Spec.Sysctl,
+		Process: sandbox.Process{Args: r.Args, Env: r.Env, Cwd: r.Workdir, User: r.User, Tty: r.Spec.Tty, OpenStdin: true}}
+	for _, v := range r.Spec.Volumes {
+		vs, ok := vols[v.Volume]
+		if !ok {
+			return cs, specErr("bad parameter: container %s: volume %s does not exist in the pod", r.Name, v.Volume)
+		}
+		vsrc, err := sb.DiskSource(vs.Source)
+		if err != nil {
+			return cs, fmt.Errorf("volume %s: %w", v.Volume, err)
+		}
+		fstype := ""
+		if vs.Format == "raw" || vs.Format == "qcow2" {
+			fstype = vs.Fstype
+			if fstype == "" {
+				fstype = "ext4"
+			}
+		}
+		cs.Mounts = append(cs.Mounts, sandbox.Mount{Source: vsrc, FSType: fstype, Dest: v.Path, ReadOnly: v.ReadOnly})
+	}
+	for _, f := range r.Spec.Files {
+		content, ok := files[f.Filename]
+		if !ok {
+			return cs, specErr("bad parameter: container %s: file %s does not exist in the pod", r.Name, f.Filename)
+		}
+		mode := uint32(0o755)
+		if f.Perm != "" {
+			var m uint32
+			fmt.Sscanf(f.Perm, "%o", &m)
+			mode = m
+		}
+		cs.Files = append(cs.Files, sandbox.File{Path: f.Path, Content: content, Mode: mode, UID: atoiOr(f.User, 0), GID: atoiOr(f.Group, 0)})
+	}
+	return cs, nil
+}
+
+func atoiOr(s string, def int) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return def
+	}
+	return n
+}
+
+func decodeB64(s string) ([]byte, error) { return base64.StdEncoding.DecodeString(s) }
+
+// fetchURI downloads a pod file (http/https), at most 16 MiB.
+func fetchURI(ctx context.Context, uri string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, uri, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return nil, fmt.Errorf("GET %s: %s", uri, resp.Status)
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+}
