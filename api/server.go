@@ -28,7 +28,7 @@ const APIVersion = "1.1.0"
 
 // Server serves the hyperd REST API.
 type Server struct {
-	Pods     *pod.Daemon
+	Pods     pod.Core
 	Images   ImageService // nil: image routes answer 501
 	Log      *slog.Logger
 	Version  string // daemon version
