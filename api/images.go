@@ -39,9 +39,9 @@ func (s *Server) imagesGet(r *http.Request) (any, error) {
 			out = append(out, fmt.Sprintf("<none>:<none>:%s:%d:%d", id, im.Created, im.Size))
 		}
 		for _, rt := range im.RepoTags {
-			repo, tag := rt, "latest"
-			if i := strings.LastIndexByte(rt, ':'); i > strings.LastIndexByte(rt, '/') {
-				repo, tag = rt[:i], rt[i+1:]
+			repo, tag := SplitRepoTag(rt)
+			if tag == "" {
+				tag = "latest"
 			}
 			out = append(out, fmt.Sprintf("%s:%s:%s:%d:%d", repo, tag, id, im.Created, im.Size))
 		}

@@ -131,7 +131,7 @@ func (s *Server) podLabels(r *http.Request) (any, error) {
 func toWirePM(pms []pod.PortMapping) []PortMapping {
 	out := []PortMapping{}
 	for _, pm := range pms {
-		out = append(out, PortMapping{ContainerPort: string(pm.ContainerPort), HostPort: string(pm.HostPort), Protocol: pm.Protocol})
+		out = append(out, PortMappingOf(pm))
 	}
 	return out
 }

@@ -1,7 +1,7 @@
 // Package client is the Go client of the hyperd REST API, used by hyperctl
 // and the end-to-end tests.
 //
-// client.go owns the Client, its transport (Do, call, Hijack's dial) and
+// client.go owns the Client, its transport (Do, call) and
 // errors, and the daemon's own calls (Ping, Version, Info); pods.go,
 // containers.go, streams.go and images.go hold the calls of each resource.
 package client
