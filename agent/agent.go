@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hyperhq/hyperd-go/agent/protocol"
@@ -409,8 +408,13 @@ func (s *Server) stream(c net.Conn, h protocol.Hello) {
 		protocol.WriteJSON(c, protocol.HelloReply{Version: protocol.Version, Error: perr})
 		c.Close()
 	}
-	ok := func() error {
-		return protocol.WriteJSON(c, protocol.HelloReply{Version: protocol.Version, Agent: AgentVersion})
+	// accept answers the hello; false if that failed (c is closed then).
+	accept := func(tty bool) bool {
+		if protocol.WriteJSON(c, protocol.HelloReply{Version: protocol.Version, Agent: AgentVersion, Tty: tty}) != nil {
+			c.Close()
+			return false
+		}
+		return true
 	}
 	if h.Kind == protocol.KindDial {
 		if h.Network != "tcp" && h.Network != "udp" || h.Port <= 0 || h.Port > 65535 {
@@ -422,8 +426,7 @@ func (s *Server) stream(c net.Conn, h protocol.Hello) {
 			fail(protocol.Errorf(protocol.CodeNotFound, "%v", err))
 			return
 		}
-		if ok() != nil {
-			c.Close()
+		if !accept(false) {
 			t.Close()
 			return
 		}
@@ -441,8 +444,7 @@ func (s *Server) stream(c net.Conn, h protocol.Hello) {
 	}
 	switch h.Kind {
 	case protocol.KindCommit:
-		if ok() != nil {
-			c.Close()
+		if !accept(false) {
 			return
 		}
 		if err := writeLayer(c, ctr.upper); err != nil {
@@ -462,8 +464,7 @@ func (s *Server) stream(c net.Conn, h protocol.Hello) {
 		if h.Logs != nil {
 			opt = *h.Logs
 		}
-		if ok() != nil {
-			c.Close()
+		if !accept(false) {
 			return
 		}
 		s.serveLogs(c, p, opt)
@@ -478,8 +479,7 @@ func (s *Server) stream(c net.Conn, h protocol.Hello) {
 				fail(protocol.Errorf(protocol.CodeConflict, "process was not created with stdin open"))
 				return
 			}
-			if ok() != nil {
-				c.Close()
+			if !accept(false) {
 				return
 			}
 			p.feedStdin(c)
@@ -489,8 +489,7 @@ func (s *Server) stream(c net.Conn, h protocol.Hello) {
 			fail(protocol.Errorf(protocol.CodeConflict, "tty process has no stderr"))
 			return
 		}
-		if protocol.WriteJSON(c, protocol.HelloReply{Version: protocol.Version, Agent: AgentVersion, Tty: p.spec.Tty}) != nil {
-			c.Close()
+		if !accept(p.spec.Tty) {
 			return
 		}
 		want := byte(streamStdout)
@@ -503,59 +502,57 @@ func (s *Server) stream(c net.Conn, h protocol.Hello) {
 
 // serveOutput copies one stream of a process from its first byte.
 func (s *Server) serveOutput(c net.Conn, p *process, want byte) {
+	serveRecords(c, p, true, nil, func(rec record) error {
+		if rec.stream != want {
+			return nil
+		}
+		_, err := c.Write(rec.data)
+		return err
+	})
+}
+
+// serveLogs sends the log records opt asks for, as protocol.LogRecords.
+func (s *Server) serveLogs(c net.Conn, p *process, opt protocol.LogOptions) {
+	streams := map[byte]bool{streamStdout: opt.Stdout, streamStderr: opt.Stderr}
+	serveRecords(c, p, opt.Follow, func(r *outReader) {
+		r.off = p.out.startOffset(r.f, opt.Tail, opt.Since, streams)
+	}, func(rec record) error {
+		if !streams[rec.stream] {
+			return nil
+		}
+		name := "stdout"
+		if rec.stream == streamStderr {
+			name = "stderr"
+		}
+		return protocol.WriteJSON(c, protocol.LogRecord{Stream: name, Time: rec.time, Data: rec.data})
+	})
+}
+
+// serveRecords hands a process's output records to send (from where start
+// puts the reader, if given; following the output while it runs if
+// follow), until the output ends (then c is half-closed), send fails or
+// the client goes away; c is closed at the end.
+func serveRecords(c net.Conn, p *process, follow bool, start func(*outReader), send func(record) error) {
 	defer c.Close()
 	done := make(chan struct{})
 	go func() { // notice the client going away
 		io.Copy(io.Discard, c)
 		close(done)
 	}()
-	r, err := p.out.open(true, done)
+	r, err := p.out.open(follow, done)
 	if err != nil {
 		return
 	}
 	defer r.close()
+	if start != nil {
+		start(r)
+	}
 	for {
 		rec, err := r.next()
 		if err != nil {
 			break
 		}
-		if rec.stream != want {
-			continue
-		}
-		if _, err := c.Write(rec.data); err != nil {
-			return
-		}
-	}
-	closeWrite(c)
-}
-
-func (s *Server) serveLogs(c net.Conn, p *process, opt protocol.LogOptions) {
-	defer c.Close()
-	done := make(chan struct{})
-	go func() {
-		io.Copy(io.Discard, c)
-		close(done)
-	}()
-	streams := map[byte]bool{streamStdout: opt.Stdout, streamStderr: opt.Stderr}
-	r, err := p.out.open(opt.Follow, done)
-	if err != nil {
-		return
-	}
-	defer r.close()
-	r.off = p.out.startOffset(r.f, opt.Tail, opt.Since, streams)
-	for {
-		rec, err := r.next()
-		if err != nil {
-			break
-		}
-		if !streams[rec.stream] {
-			continue
-		}
-		name := "stdout"
-		if rec.stream == streamStderr {
-			name = "stderr"
-		}
-		if protocol.WriteJSON(c, protocol.LogRecord{Stream: name, Time: rec.time, Data: rec.data}) != nil {
+		if send(rec) != nil {
 			return
 		}
 	}
@@ -595,5 +592,3 @@ func memTotal() uint64 {
 func (s *Server) statePath(p ...string) string {
 	return filepath.Join(append([]string{s.cfg.StateDir}, p...)...)
 }
-
-var _ = syscall.SIGKILL

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"strings"
 
 	"github.com/hyperhq/hyperd-go/pod"
 )
@@ -57,6 +58,20 @@ type PortMapping struct {
 	ContainerPort string `json:"containerPort"`
 	HostPort      string `json:"hostPort"`
 	Protocol      string `json:"protocol"`
+}
+
+// PortMappingOf is the daemon's port mapping as on the wire.
+func PortMappingOf(pm pod.PortMapping) PortMapping {
+	return PortMapping{ContainerPort: string(pm.ContainerPort), HostPort: string(pm.HostPort), Protocol: pm.Protocol}
+}
+
+// SplitRepoTag splits an image reference's tag off (a ':' after the last
+// '/', so a registry's port stays in repo); tag is "" if there is none.
+func SplitRepoTag(ref string) (repo, tag string) {
+	if i := strings.LastIndexByte(ref, ':'); i > strings.LastIndexByte(ref, '/') {
+		return ref[:i], ref[i+1:]
+	}
+	return ref, ""
 }
 
 // AuthConfig is Docker's registry auth object (X-Registry-Auth, /auth body).

@@ -1,15 +1,68 @@
 package api
 
+// streams.go owns a process's streams: /attach and /tty/resize, the
+// hijacked connection that pumps stdio (stream, also /exec/start's) and
+// Docker's stdout/stderr frames (also the logs').
+
 import (
 	"context"
 	"encoding/binary"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/hyperhq/hyperd-go/sandbox"
 )
+
+// attach streams a container's stdio; type=pod attaches to the pod's
+// first container.
+func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
+	id, err := ctrRef(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if q(r, "type") == "pod" {
+		// original: type=pod&value=<pod> attaches to the pod's first container
+		pi, err := s.Pods.PodInfo(id)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if len(pi.Spec.Containers) == 0 {
+			s.fail(w, r, badParam("pod %s has no container", id))
+			return
+		}
+		id = pi.Spec.Containers[0].ContainerID
+	}
+	stdin := boolParam(r, "stdin", true)
+	tty, err := s.Pods.ContainerTty(id, "")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	s.stream(w, r, tty, cancel, func() (sandbox.Stdio, func(), error) {
+		st, _, release, err := s.Pods.Attach(ctx, id, "", stdin)
+		return st, release, err
+	})
+}
+
+// ttyResize resizes the tty of a container, or of its exec.
+func (s *Server) ttyResize(r *http.Request) (any, error) {
+	id, err := ctrRef(r)
+	if err != nil {
+		return nil, err
+	}
+	wd, err1 := strconv.Atoi(q(r, "w", "width"))
+	ht, err2 := strconv.Atoi(q(r, "h", "height"))
+	if err1 != nil || err2 != nil || wd <= 0 || ht <= 0 || wd > 65535 || ht > 65535 {
+		return nil, badParam("w and h must be positive numbers")
+	}
+	return struct{}{}, s.Pods.Resize(r.Context(), id, q(r, "exec"), wd, ht)
+}
 
 // writeFrame writes one Docker stream-multiplexing frame:
 // [1=stdout|2=stderr, 0, 0, 0, big-endian uint32 length] + data.
