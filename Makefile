@@ -38,6 +38,7 @@ test: fmt vet build kernel
 bench: build kernel
 	$(GO) test -run '^$$' -bench . -skip 'BenchmarkBoot|Density' -benchtime 3x -timeout 30m ./...
 	$(GO) test -run '^$$' -bench 'BenchmarkBoot|Density' -benchtime 1x -timeout 30m ./vmm ./e2e
+	scripts/bench-nested.sh
 
 # The Debian packages everything here needs (shared with .ci/run).
 setup:

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# make bench, kvm half: the benchmarks that need a guest kernel to boot on
+# our VMM, each a ratio against a peer measured in the same L1 in the same
+# run (absolute TCG times mean little):
+#   vmm BenchmarkBoot         boot to the test init (the agent's place) and
+#                             its vsock round trips + poweroff: our VMM vs
+#                             QEMU+KVM microvm, same kernel and initramfs
+#   e2e BenchmarkPodFirstByte pod create+start -> first stdout byte, kvm vs local
+#   e2e BenchmarkExecRoundTrip exec /bin/true round trip, kvm vs local
+#   e2e BenchmarkDensity      idle pods until start time doubles, host memory per pod
+# Where the host has vmx/svm, make bench's host run already measured them
+# and this does nothing; otherwise they run inside the nested runner's L1
+# (QEMU TCG, emulated SVM).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if grep -qwE 'vmx|svm' /proc/cpuinfo; then
+	echo "bench: this host has vmx/svm: the kvm benchmarks ran directly above"
+	exit 0
+fi
+out=build/nested/bench
+mkdir -p "$out/bin" "$out/tests"
+export CGO_ENABLED=0
+for c in hyperd hyperctl hyper-agent; do go build -trimpath -o "$out/bin/" "./cmd/$c"; done
+go build -trimpath -o "$out/bin/bootinit" ./vmm/testdata/bootinit
+go test -c -o "$out/tests/vmm.test" ./vmm
+go test -c -o "$out/tests/e2e.test" ./e2e
+script="cd $PWD/vmm && HYPERD_TEST_BIN=$PWD/$out/bin $PWD/$out/tests/vmm.test -test.run '^\$' -test.bench '^BenchmarkBoot\$' -test.benchtime 3x -test.timeout 30m;
+cd $PWD/e2e && HYPERD_TEST_BIN=$PWD/$out/bin $PWD/$out/tests/e2e.test -test.run '^\$' -test.bench '^(BenchmarkPodFirstByte|BenchmarkExecRoundTrip)\$' -test.benchtime 3x -test.timeout 60m;
+HYPERD_TEST_BIN=$PWD/$out/bin $PWD/$out/tests/e2e.test -test.run '^\$' -test.bench '^BenchmarkDensity\$' -test.benchtime 1x -test.timeout 60m"
+echo "bench: no vmx/svm here: the kvm benchmarks run inside the nested runner's L1 (QEMU TCG, emulated SVM)"
+exec go run ./e2e/nested/nestedrun --out "$out" --mem 6144 --file "$out/bin" --file "$out/tests" --timeout 90m \
+	--env HYPERD_NESTED=1 -- sh -c "$script"
