@@ -43,7 +43,14 @@ type Config struct {
 	BootTimeout time.Duration
 	// Console, if set, gets a copy of L1's console as it comes.
 	Console io.Writer
+	// TCGThread is QEMU's -accel tcg,thread= ("" = multi).
+	TCGThread string
+	// CPU is QEMU's -cpu for L1 ("" = DefaultCPU).
+	CPU string
 }
+
+// DefaultCPU is L1's CPU model: everything TCG emulates, SVM included.
+const DefaultCPU = "max"
 
 // L1 is a booted L1 guest.
 type L1 struct {
@@ -87,6 +94,12 @@ func Boot(ctx context.Context, cfg Config) (*L1, error) {
 	if cfg.CPUs == 0 {
 		cfg.CPUs = 2
 	}
+	if cfg.CPU == "" {
+		cfg.CPU = DefaultCPU
+	}
+	if cfg.TCGThread == "" {
+		cfg.TCGThread = "multi"
+	}
 	if cfg.BootTimeout == 0 {
 		cfg.BootTimeout = 3 * time.Minute
 	}
@@ -109,7 +122,7 @@ func Boot(ctx context.Context, cfg Config) (*L1, error) {
 	// none in 16 runs with nokaslr (issue #11).
 	line := "console=ttyS0 panic=-1 nokaslr quiet loglevel=4 " + cfg.Append
 	args := []string{
-		"-M", "q35", "-accel", "tcg,thread=multi", "-cpu", "max",
+		"-M", "q35", "-accel", "tcg,thread=" + cfg.TCGThread, "-cpu", cfg.CPU,
 		"-smp", strconv.Itoa(cfg.CPUs), "-m", strconv.Itoa(cfg.MemMiB),
 		"-kernel", cfg.Kernel, "-initrd", cfg.Initrd, "-append", line,
 		"-display", "none", "-vga", "none", "-nodefaults", "-no-reboot",
@@ -432,4 +445,11 @@ func (l *L1) Kill() {
 	}
 	<-l.exited
 	l.stopTailing()
+}
+
+// Attach returns a handle on an L1 that another process booted, reached on
+// host port port (its l1init forward) with its work directory dir: for
+// looking into a running suite (nestedrun --attach).
+func Attach(port int, dir string) *L1 {
+	return &L1{cfg: Config{Dir: dir}, port: port, exited: make(chan struct{}), stopTail: make(chan struct{}), tailDone: make(chan struct{})}
 }

@@ -35,6 +35,9 @@ func main() {
 	mem := flag.Int("mem", 4096, "L1 memory in MiB")
 	timeout := flag.Duration("timeout", 30*time.Minute, "deadline for the command")
 	console := flag.Bool("console", false, "copy L1's console to stderr")
+	cpu := flag.String("cpu", nested.DefaultCPU, "QEMU's -cpu for L1")
+	tcgThread := flag.String("tcg-thread", "multi", "QEMU's TCG threading for L1: multi or single")
+	attach := flag.Int("attach", 0, "run the command in an L1 already running, reached on this host port (its l1init forward; see ps for hostfwd=...-:7000)")
 	flag.Var(&files, "file", "a host file or directory to copy into L1 at the same path (repeatable)")
 	flag.Var(&fwds, "forward", "HOST:GUEST: expose L1's TCP port GUEST on 127.0.0.1:HOST (repeatable)")
 	flag.Var(&envs, "env", "KEY=VALUE for the command (repeatable)")
@@ -44,7 +47,19 @@ func main() {
 		flag.PrintDefaults()
 		os.Exit(2)
 	}
-	code, err := run(*repo, *out, *mem, *timeout, *console, files, fwds, envs, flag.Args())
+	if *attach > 0 {
+		dir := *out
+		if dir == "" {
+			dir = filepath.Join(*repo, "build", "nested")
+		}
+		code, err := nested.Attach(*attach, dir).Run(context.Background(), nested.Cmd{Argv: flag.Args(), Env: envs}, os.Stdout, os.Stderr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "nestedrun:", err)
+			os.Exit(1)
+		}
+		os.Exit(code)
+	}
+	code, err := run(*repo, *out, *mem, *timeout, *console, *tcgThread, *cpu, files, fwds, envs, flag.Args())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "nestedrun:", err)
 		if code == 0 {
@@ -54,7 +69,7 @@ func main() {
 	os.Exit(code)
 }
 
-func run(repo, out string, mem int, timeout time.Duration, console bool, files, fwds, envs, argv []string) (int, error) {
+func run(repo, out string, mem int, timeout time.Duration, console bool, tcgThread, cpu string, files, fwds, envs, argv []string) (int, error) {
 	repo, err := filepath.Abs(repo)
 	if err != nil {
 		return 1, err
@@ -87,7 +102,7 @@ func run(repo, out string, mem int, timeout time.Duration, console bool, files, 
 	st, _ := os.Stat(img.Initrd)
 	fmt.Fprintf(os.Stderr, "nestedrun: L1 initramfs %s (%d MiB) built in %.1fs; booting L1 (QEMU TCG, -cpu max: emulated SVM)\n",
 		img.Initrd, st.Size()>>20, time.Since(t0).Seconds())
-	cfg := nested.Config{Kernel: img.Kernel, Initrd: img.Initrd, MemMiB: mem, Dir: out, Forwards: forwards}
+	cfg := nested.Config{Kernel: img.Kernel, Initrd: img.Initrd, MemMiB: mem, Dir: out, Forwards: forwards, TCGThread: tcgThread, CPU: cpu}
 	if console {
 		cfg.Console = os.Stderr
 	}
