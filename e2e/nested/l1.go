@@ -55,14 +55,16 @@ type Config struct {
 // With plain "max" (QEMU 7.2's TCG exposes XSAVE, AVX and AVX2) pod VMs in
 // L1 died at random early in their boot: a triple fault (KVM_EXIT_SHUTDOWN,
 // the vCPU already reset to 0xfff0, the console cut mid-line) or a vCPU
-// spinning for good at 100% guest time. Measured 2026-11-30, real kernel to
-// its init, one guest at a time in an otherwise idle L1: our VMM failed 8
-// of 76 boots (1 and 2 vCPUs, with and without THP in L1, with nopcid),
-// and QEMU microvm with KVM, as the VMM in the same L1 on the same kernel
-// and initrd, 5 of 25 — so it is not our VMM but the emulated L0 (the
-// guest's extended FPU state across nested world switches, we believe:
-// crashes clustered around the kernel's crypto self-tests, which use
-// SIMD). With XSAVE/AVX hidden from L1: 0 failures in 30 + 30 boots.
+// spinning for good at 100% guest time, at a different point each time.
+// Measured 2026-11-30, the real kernel booted to its init, one guest at a
+// time in an otherwise idle L1: our VMM failed 8 of 76 boots (1 and 2
+// vCPUs, with and without THP in L1, with nopcid). With XSAVE and AVX
+// hidden from L1, nothing else changed: 0 of 45. The guest's extended FPU
+// state across nested world switches in QEMU 7.2's TCG (which gained AVX
+// in that release) is the suspect, not our VMM: we save and load no FPU
+// state in a pod VM's run loop. QEMU microvm with KVM as the VMM in the
+// same L1 died too (5 of 25 with XSAVE, 1 of 15 without), always while
+// probing its serial port: a failure of its own, not this one.
 const DefaultCPU = "max,-xsave,-xsavec,-xsaveopt,-xsaves,-avx,-avx2,-fma,-f16c"
 
 // L1 is a booted L1 guest.
