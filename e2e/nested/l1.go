@@ -61,8 +61,9 @@ type Config struct {
 // vCPUs, with and without THP in L1, with nopcid). With XSAVE and AVX
 // hidden from L1, nothing else changed: 0 of 45. The guest's extended FPU
 // state across nested world switches in QEMU 7.2's TCG (which gained AVX
-// in that release) is the suspect, not our VMM: we save and load no FPU
-// state in a pod VM's run loop. QEMU microvm with KVM as the VMM in the
+// in that release) is the suspect, not our VMM: the only place it touches
+// a guest's FPU state is its instruction assist, which ran 0 times in
+// every one of those boots. QEMU microvm with KVM as the VMM in the
 // same L1 died too (5 of 25 with XSAVE, 1 of 15 without), always while
 // probing its serial port: a failure of its own, not this one.
 const DefaultCPU = "max,-xsave,-xsavec,-xsaveopt,-xsaves,-avx,-avx2,-fma,-f16c"
