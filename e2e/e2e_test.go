@@ -564,7 +564,7 @@ func runE2E(t *testing.T, driver string) {
 
 	// --- kill -9 and restart: records back, running pod reattached
 	d.signal(syscall.SIGKILL)
-	d = startDaemon(t, bin, root, sock, driver)
+	d = startDaemon(t, bin, root, sock, driver, driverFlags(t, driver)...)
 	c = d.c
 	d.expect("GET", "/list?item=pod&pod=e2e-srv", "", 201, ":running")
 	d.expect("GET", "/pod/info?podId=e2e-echo", "", 200, `"phase":"Failed"`)
