@@ -60,7 +60,9 @@ func slow(d time.Duration) time.Duration {
 }
 
 // driverFlags are the extra hyperd flags a driver needs in these tests.
-// Inside the nested L1 the boot deadline is raised to 5 minutes (TCG).
+// Inside the nested L1 the boot deadline is raised to 5 minutes (TCG), and
+// a pod VM whose guest the emulated SVM crashes while booting is booted
+// again, up to twice (--boot-retries; e2e/nested DefaultCPU says why).
 func driverFlags(t testing.TB, driver string) []string {
 	t.Helper()
 	if driver != "kvm" {
@@ -68,7 +70,7 @@ func driverFlags(t testing.TB, driver string) []string {
 	}
 	var extra []string
 	if nested() {
-		extra = []string{"--boot-timeout", "300"}
+		extra = []string{"--boot-timeout", "300", "--boot-retries", "2"}
 	}
 	k := filepath.Join(repoBuild(), "vmlinux")
 	if _, err := os.Stat(k); err != nil {

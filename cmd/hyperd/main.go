@@ -47,6 +47,7 @@ type Options struct {
 	InsecureRegistry  []string `json:"insecure-registries"`
 	StopTimeoutSecond int      `json:"stop-timeout"`
 	BootTimeoutSecond int      `json:"boot-timeout"`
+	BootRetries       int      `json:"boot-retries"`
 	StopPodsOnExit    bool     `json:"stop-pods-on-exit"`
 }
 
@@ -82,6 +83,7 @@ func parseOptions(args []string) (Options, error) {
 	logLevel := fs.String("log-level", o.LogLevel, "debug, info, warn or error")
 	logFormat := fs.String("log-format", o.LogFormat, "text or json")
 	stopTimeout := fs.Int("stop-timeout", o.StopTimeoutSecond, "seconds between the stop signal and SIGKILL")
+	bootRetries := fs.Int("boot-retries", o.BootRetries, "kvm: boots of a pod's VM to try again, loudly, when its guest crashes (triple fault) before its agent answered; 0 on real hardware, where such a crash is the kernel's and repeats (the nested test runner's emulated SVM sets 2)")
 	bootTimeout := fs.Int("boot-timeout", o.BootTimeoutSecond, "kvm: seconds a pod's VM has to boot and its agent to answer before the pod fails (with the console tail)")
 	stopPods := fs.Bool("stop-pods-on-exit", false, "on SIGTERM/SIGINT stop every running pod and its VM (default: leave them running for the next hyperd to reattach)")
 	fs.Var(&insecure, "insecure-registry", "registry HOST:PORT reached over plain HTTP (repeatable)")
@@ -131,6 +133,8 @@ func parseOptions(args []string) (Options, error) {
 			o.StopPodsOnExit = *stopPods
 		case "boot-timeout":
 			o.BootTimeoutSecond = *bootTimeout
+		case "boot-retries":
+			o.BootRetries = *bootRetries
 		case "insecure-registry":
 			o.InsecureRegistry = append(o.InsecureRegistry, insecure...)
 		}
@@ -142,6 +146,9 @@ func parseOptions(args []string) (Options, error) {
 	}
 	if o.BootTimeoutSecond < 1 {
 		return o, fmt.Errorf("--boot-timeout must be >= 1 second")
+	}
+	if o.BootRetries < 0 || o.BootRetries > 5 {
+		return o, fmt.Errorf("--boot-retries must be 0 to 5")
 	}
 	if o.VCPU < 1 || o.Memory < 16 {
 		return o, fmt.Errorf("--vcpu must be >= 1 and --memory >= 16 MiB")

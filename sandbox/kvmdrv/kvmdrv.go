@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -48,7 +49,14 @@ type Driver struct {
 	DefaultVCPU   int
 	DefaultMemMiB int
 	BootTimeout   time.Duration // default 30s
-	Connect       Connector
+	// BootRetries is how many more boots a pod's VM gets when its guest
+	// crashes (triple fault, crash event) before the agent answered. On
+	// real hardware such a crash is the kernel's and would only repeat, so
+	// hyperd's default is 0; the nested test runner's emulated SVM crashes
+	// a guest now and then on its own (e2e/nested, DefaultCPU).
+	BootRetries int
+	Log         *slog.Logger // for the retries; nil = slog.Default()
+	Connect     Connector
 }
 
 func (d *Driver) Name() string      { return "kvm" }
@@ -121,6 +129,28 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		args = append(args, "--disk", spec)
 		disks = append(disks, dk.HostPath)
 	}
+	for attempt := 0; ; attempt++ {
+		s, err := d.boot(ctx, cfg, bin, args, uds, console, disks, ready)
+		var stopped *sandbox.ExitError
+		if err != nil && attempt < d.BootRetries && errors.As(err, &stopped) && stopped.Reason == sandbox.ExitCrash {
+			kept := fmt.Sprintf("%s.crash-%d", console, attempt+1)
+			os.Rename(console, kept)
+			log := d.Log
+			if log == nil {
+				log = slog.Default()
+			}
+			log.Warn("pod VM crashed while booting; booting it again (--boot-retries)", "pod", cfg.ID, "attempt", attempt+1, "of", d.BootRetries+1, "console", kept, "err", err)
+			continue
+		}
+		if err != nil {
+			return nil, err // not a typed nil *vmSandbox in the interface
+		}
+		return s, nil
+	}
+}
+
+// boot starts one VM process and waits for its agent.
+func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args []string, uds, console string, disks []string, ready net.Listener) (*vmSandbox, error) {
 	out, err := os.OpenFile(console, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("kvm driver: console log: %w", err)
@@ -176,8 +206,18 @@ func (d *Driver) waitAgent(ctx context.Context, s *vmSandbox, ready net.Listener
 		}
 		got <- err
 	}()
+	// a VM that died leaves the listener for the next boot (--boot-retries):
+	// the pending Accept must not take that boot's ready connection
+	abandon := func() {
+		if ul, ok := ready.(*net.UnixListener); ok {
+			ul.SetDeadline(time.Now())
+			<-got
+			ul.SetDeadline(time.Time{})
+		}
+	}
 	select {
 	case <-s.Done():
+		abandon()
 		return nil, s.Err()
 	case <-ctx.Done():
 		ready.Close()

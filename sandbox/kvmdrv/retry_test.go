@@ -1,0 +1,58 @@
+package kvmdrv
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hyperhq/hyperd-go/sandbox"
+)
+
+// TestBootRetries: a VM whose guest crashes (triple fault, `hyperd vm run`
+// exit 4) before its agent answered is booted again up to BootRetries
+// times, each crashed console kept; other stops (a reset, exit 3) are not
+// retried. The VM process is a script standing in for `hyperd vm run`.
+func TestBootRetries(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		exit     int
+		retries  int
+		runs     int
+		reason   string
+		keptLogs int
+	}{
+		{"crash, no retries", 4, 0, 1, sandbox.ExitCrash, 0},
+		{"crash, two retries", 4, 2, 3, sandbox.ExitCrash, 2},
+		{"reset is not retried", 3, 2, 1, sandbox.ExitReset, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			count := filepath.Join(dir, "runs")
+			script := filepath.Join(dir, "fake-hyperd")
+			os.WriteFile(script, []byte("#!/bin/sh\necho run >> "+count+"\necho 'hyperd vm run: guest stopped: boom'\nexit "+
+				map[int]string{3: "3", 4: "4"}[c.exit]+"\n"), 0o755)
+			d := &Driver{Hyperd: script, Kernel: "k", Initrd: "i", BootTimeout: 20 * time.Second, BootRetries: c.retries,
+				Connect: func(ctx context.Context, dial Dialer) (sandbox.Agent, error) {
+					return nil, errors.New("unexpected agent connection")
+				}}
+			state := filepath.Join(dir, "pod")
+			_, err := d.Create(context.Background(), sandbox.Config{ID: "p", StateDir: state})
+			var stopped *sandbox.ExitError
+			if !errors.As(err, &stopped) || stopped.Reason != c.reason {
+				t.Fatalf("Create: %v; want a stop with reason %s", err, c.reason)
+			}
+			b, _ := os.ReadFile(count)
+			if n := strings.Count(string(b), "run"); n != c.runs {
+				t.Errorf("the VM process ran %d times, want %d", n, c.runs)
+			}
+			kept, _ := filepath.Glob(filepath.Join(state, consoleLog+".crash-*"))
+			if len(kept) != c.keptLogs {
+				t.Errorf("crashed consoles kept: %v, want %d", kept, c.keptLogs)
+			}
+		})
+	}
+}
