@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/hyperhq/hyperd-go/internal/kvmtest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -382,6 +383,7 @@ poll:
 // line in its message, its console log kept, its VM gone, and hyperd fine.
 func TestE2EKVMGuestPanic(t *testing.T) {
 	requireHost(t)
+	kvmtest.Need(t)
 	bin := binaries(t)
 	tmp := t.TempDir()
 	kernel := filepath.Join(tmp, "panic-kernel")

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"fmt"
+	"github.com/hyperhq/hyperd-go/internal/kvmtest"
 	"io"
 	"os"
 	"os/exec"
@@ -32,6 +33,7 @@ type vmmPeer struct {
 }
 
 func vmmPeers(b *testing.B) []vmmPeer {
+	kvmtest.Need(b)
 	bin := binaries(b)
 	qemu, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {

@@ -3,7 +3,7 @@ package kvm
 import (
 	"encoding/binary"
 	"fmt"
-	"os"
+	"github.com/hyperhq/hyperd-go/internal/kvmtest"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -20,12 +20,10 @@ import (
 // turns the failure into a skip, for machines that cannot have KVM.
 func needKVM(t *testing.T) *System {
 	t.Helper()
+	kvmtest.Need(t)
 	s, err := Open()
 	if err != nil {
-		if os.Getenv("HYPERD_NO_KVM") == "1" {
-			t.Skipf("HYPERD_NO_KVM=1: %v", err)
-		}
-		t.Fatalf("this test needs a usable /dev/kvm (set HYPERD_NO_KVM=1 to skip on hosts without KVM): %v", err)
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s

@@ -2,6 +2,7 @@ package vmm
 
 import (
 	"bufio"
+	"github.com/hyperhq/hyperd-go/internal/kvmtest"
 	"os"
 	"strconv"
 	"strings"
@@ -57,9 +58,7 @@ func residentBytes(mem []byte) uint64 {
 // ratio, plus our VMM's resident memory beyond the guest memory the guest
 // actually touched.
 func BenchmarkBoot(b *testing.B) {
-	if _, err := kvm.Open(); err != nil {
-		b.Fatalf("needs /dev/kvm: %v", err)
-	}
+	kvmtest.Need(b)
 	kernel, modules := testKernel(b)
 	initrd := buildBootInitramfs(b, modules)
 	hw := kvm.HostHasHardwareVirt()

@@ -3,7 +3,7 @@ package vmm
 import (
 	"encoding/binary"
 	"errors"
-	"os"
+	"github.com/hyperhq/hyperd-go/internal/kvmtest"
 	"runtime"
 	"testing"
 	"time"
@@ -13,12 +13,10 @@ import (
 
 func needKVM(t *testing.T) *kvm.System {
 	t.Helper()
+	kvmtest.Need(t)
 	s, err := kvm.Open()
 	if err != nil {
-		if os.Getenv("HYPERD_NO_KVM") == "1" {
-			t.Skipf("HYPERD_NO_KVM=1: %v", err)
-		}
-		t.Fatalf("this test needs a usable /dev/kvm (set HYPERD_NO_KVM=1 to skip on hosts without KVM): %v", err)
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s

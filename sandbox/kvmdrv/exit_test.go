@@ -3,6 +3,7 @@ package kvmdrv
 import (
 	"context"
 	"errors"
+	"github.com/hyperhq/hyperd-go/internal/kvmtest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,7 +13,6 @@ import (
 	"time"
 
 	"github.com/hyperhq/hyperd-go/guest/guesttest"
-	"github.com/hyperhq/hyperd-go/kvm"
 	"github.com/hyperhq/hyperd-go/sandbox"
 )
 
@@ -23,9 +23,7 @@ import (
 // line, and leave no process or socket. A VM killed from outside is
 // reported as killed.
 func TestVMStopReasons(t *testing.T) {
-	if _, err := kvm.Open(); err != nil {
-		t.Fatalf("needs /dev/kvm: %v", err)
-	}
+	kvmtest.Need(t)
 	hyperd := buildHyperd(t)
 	for _, tc := range []struct {
 		name   string

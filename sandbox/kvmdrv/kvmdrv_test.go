@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hyperhq/hyperd-go/internal/kvmtest"
 	"net"
 	"os"
 	"os/exec"
@@ -48,9 +49,7 @@ func buildHyperd(t *testing.T) string {
 // boot at all (its first console line alone takes ~20 s of emulated
 // ring-0 code).
 func TestCreateBootDeadline(t *testing.T) {
-	if _, err := kvm.Open(); err != nil {
-		t.Fatalf("needs /dev/kvm: %v", err)
-	}
+	kvmtest.Need(t)
 	hw := kvm.HostHasHardwareVirt()
 	kernel := filepath.Join(repoRoot(), "build", "vmlinux")
 	if _, err := os.Stat(kernel); err != nil {
