@@ -332,7 +332,25 @@ func (l *L1) Run(ctx context.Context, c Cmd, stdout, stderr io.Writer) (int, err
 		for {
 			typ, p, err := ReadFrame(br)
 			if err != nil {
-				done <- result{-1, fmt.Errorf("nested: connection to l1init: %w", err)}
+				// say what became of L1: gone, hung or alive
+				select {
+				case <-l.exited:
+				case <-time.After(2 * time.Second):
+				}
+				state := "QEMU still running"
+				select {
+				case <-l.exited:
+					state = fmt.Sprintf("QEMU exited: %v", l.waitErr)
+				default:
+					pctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					if up, perr := l.Ping(pctx); perr == nil {
+						state += ", l1init answers (uptime " + up + ")"
+					} else {
+						state += fmt.Sprintf(", l1init does not answer (%v), heartbeat %v ago", perr, l.heartbeatAge().Round(time.Second))
+					}
+					cancel()
+				}
+				done <- result{-1, fmt.Errorf("nested: connection to l1init lost while %q ran: %w (%s); L1 console tail:\n%s", c.Argv, err, state, l.ConsoleTail(40))}
 				return
 			}
 			switch typ {

@@ -171,6 +171,12 @@ func reap() {
 
 func serve(c net.Conn) {
 	defer c.Close()
+	defer func() {
+		// PID 1 must not die with one command: its exit panics L1
+		if r := recover(); r != nil {
+			logf("serving %s: panic: %v", c.RemoteAddr(), r)
+		}
+	}()
 	br := bufio.NewReader(c)
 	line, err := br.ReadBytes('\n')
 	if err != nil {
