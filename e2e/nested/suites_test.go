@@ -58,17 +58,17 @@ func kvmSuites(report string, hostKVM bool) []suite {
 
 // where runs a command inside L1 or on this host.
 type where interface {
-	run(ctx context.Context, argv, env []string, out io.Writer) (int, error)
+	run(ctx context.Context, dir string, argv, env []string, out io.Writer) (int, error)
 	String() string
 }
 
-type onHost struct{ dir string }
+type onHost struct{}
 
 func (h onHost) String() string { return "hardware virtualization (directly on this host)" }
-func (h onHost) run(ctx context.Context, argv, env []string, out io.Writer) (int, error) {
+func (h onHost) run(ctx context.Context, dir string, argv, env []string, out io.Writer) (int, error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
-	cmd.Dir = h.dir
+	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = out, out
 	err := cmd.Run()
 	if ee, ok := err.(*exec.ExitError); ok {
@@ -77,14 +77,11 @@ func (h onHost) run(ctx context.Context, argv, env []string, out io.Writer) (int
 	return 0, err
 }
 
-type inL1 struct {
-	l1  *L1
-	dir string
-}
+type inL1 struct{ l1 *L1 }
 
 func (w inL1) String() string { return "nested: QEMU TCG, emulated SVM" }
-func (w inL1) run(ctx context.Context, argv, env []string, out io.Writer) (int, error) {
-	return w.l1.Run(ctx, Cmd{Argv: argv, Env: env, Dir: w.dir}, out, out)
+func (w inL1) run(ctx context.Context, dir string, argv, env []string, out io.Writer) (int, error) {
+	return w.l1.Run(ctx, Cmd{Argv: argv, Env: env, Dir: dir}, out, out)
 }
 
 // TestKVMSuites builds the kvm suites' test binaries and the project's
@@ -114,6 +111,9 @@ func TestKVMSuites(t *testing.T) {
 	suites := kvmSuites(report, hostKVM)
 	files := []string{bins}
 	for _, s := range suites {
+		// the package's directory (sources and testdata), where its test
+		// binary runs
+		files = append(files, filepath.Join(repo, s.pkg))
 		bin := filepath.Join(out, "tests", s.name+".test")
 		goBuild(t, repo, "test", "-c", "-o", bin, s.pkg)
 		files = append(files, bin)
@@ -122,7 +122,7 @@ func TestKVMSuites(t *testing.T) {
 	ctx := context.Background()
 	var w where
 	if kvm.HostHasHardwareVirt() {
-		w = onHost{dir: repo}
+		w = onHost{}
 	} else {
 		t0 := time.Now()
 		img, err := Build(ctx, ImageConfig{Repo: repo, Out: out, Files: files})
@@ -139,7 +139,7 @@ func TestKVMSuites(t *testing.T) {
 			}
 		}()
 		t.Logf("L1 built and booted in %.1fs (boot %.1fs)", time.Since(t0).Seconds(), l1.Booted.Seconds())
-		w = inL1{l1: l1, dir: repo}
+		w = inL1{l1: l1}
 	}
 	var failed []string
 	for _, s := range suites {
@@ -153,7 +153,8 @@ func TestKVMSuites(t *testing.T) {
 		argv := append([]string{filepath.Join(out, "tests", s.name+".test"), "-test.v", "-test.count=1", "-test.timeout", s.deadline.String()}, s.args...)
 		sctx, cancel := context.WithTimeout(ctx, s.deadline+2*time.Minute)
 		t0 := time.Now()
-		code, err := w.run(sctx, argv, env, io.MultiWriter(lf, &tail))
+		// in the package's directory, as go test runs a test binary
+		code, err := w.run(sctx, filepath.Join(repo, s.pkg), argv, env, io.MultiWriter(lf, &tail))
 		cancel()
 		lf.Close()
 		took := time.Since(t0).Round(time.Second)
