@@ -49,6 +49,12 @@ func (d *Daemon) prepareVolume(podID string, v VolumeSpec) (VolumeSpec, error) {
 			os.Remove(v.Source)
 			return v, fmt.Errorf("volume %s: mkfs.ext4: %v: %s", v.Name, err, out)
 		}
+		// a new volume is empty, as with Docker and the local driver:
+		// no lost+found (e2fsck makes one again if it ever needs it)
+		if out, err := exec.Command("debugfs", "-w", "-R", "rmdir lost+found", v.Source).CombinedOutput(); err != nil {
+			os.Remove(v.Source)
+			return v, fmt.Errorf("volume %s: debugfs rmdir lost+found: %v: %s", v.Name, err, out)
+		}
 		return v, nil
 	}
 	st, err := os.Stat(v.Source)
