@@ -24,7 +24,14 @@ func Usable() error {
 	if err != nil {
 		return &os.PathError{Op: "open", Path: "/dev/kvm", Err: err}
 	}
-	unix.Close(fd)
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return &os.PathError{Op: "stat", Path: "/dev/kvm", Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFCHR {
+		return &os.PathError{Op: "open", Path: "/dev/kvm", Err: unix.ENODEV} // a stray regular file
+	}
 	return nil
 }
 
