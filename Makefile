@@ -22,11 +22,12 @@ vet:
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-# The whole test suite (what .ci/run calls). Needs root and /dev/kvm.
+# The whole test suite (what .ci/run calls). Needs root.
 # Packages run one at a time (-p 1): the guest boot tests emulate ring-0
-# code on software-nested KVM and must not share the two cores.
-# It ends by printing which end-to-end suites ran (local driver; kvm
-# driver with booted guests, or only its boot-failure path without vmx/svm).
+# code on software-nested KVM, and the nested runner's L1 (e2e/nested)
+# runs QEMU's TCG on both cores.
+# It ends by printing which end-to-end suites ran: local, and kvm (pods in
+# our VMs: directly with vmx/svm, else inside the nested runner's L1).
 # On a host without a usable /dev/kvm the packages that need one skip here
 # (HYPERD_NO_KVM=1, internal/kvmtest) and run whole inside the nested
 # runner's L1 (e2e/nested TestKVMSuites), which has a real one.
