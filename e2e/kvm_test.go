@@ -102,10 +102,7 @@ func TestE2EKVM(t *testing.T) {
 		report("kvm", "not here (no vmx/svm): the kvm suites run inside the nested runner's L1 (e2e/nested TestKVMSuites)")
 		return
 	}
-	runE2E(t, "kvm")
-	if t.Failed() {
-		return
-	}
+	t.Run("Pods", func(t *testing.T) { runE2E(t, "kvm") })
 	t.Run("BootFailure", runKVMBootFailure)
 	t.Run("VMKilled", runKVMVMKilled)
 	if !t.Failed() {

@@ -167,6 +167,7 @@ func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args 
 	s := &vmSandbox{id: cfg.ID, pid: cmd.Process.Pid, uds: uds, console: console, disks: disks, Exit: sandbox.NewExit()}
 	go func() {
 		err := cmd.Wait()
+		s.removeSockets()
 		s.Exited(exitError(err, true, console))
 	}()
 	if cfg.Started != nil {
@@ -387,7 +388,15 @@ func (s *vmSandbox) watch() {
 	for s.alive() {
 		time.Sleep(500 * time.Millisecond)
 	}
+	s.removeSockets()
 	s.Exited(exitError(nil, false, s.console))
+}
+
+// removeSockets removes the VM's hybrid vsock socket once the VM process
+// is gone: a VMM that was SIGKILLed (the OOM killer, an operator) could not
+// remove it itself. (The <uds>_<port> listeners are the daemon's own.)
+func (s *vmSandbox) removeSockets() {
+	os.Remove(s.uds)
 }
 
 func (s *vmSandbox) kill() { syscall.Kill(s.pid, syscall.SIGKILL) }
