@@ -6,6 +6,9 @@ export PATH := /usr/local/go/bin:$(PATH)
 export CGO_ENABLED := 0
 LDFLAGS := -s -w -extldflags=-static
 BIN := bin
+# 1 where the host has no usable /dev/kvm (internal/kvmtest): probed
+# read-only, so nothing is created where there is no device.
+NO_KVM = $$( [ -c /dev/kvm ] && (exec 3</dev/kvm) 2>/dev/null && echo 0 || echo 1)
 # Guest kernel cache: outside the repo so a machine fetches it once.
 KERNEL_CACHE ?= /var/cache/hyperd-kernel
 
@@ -34,15 +37,15 @@ fmt:
 test: fmt vet build kernel
 	@rm -f build/e2e-report.txt
 	@if ! { [ -c /dev/kvm ] && (exec 3</dev/kvm) 2>/dev/null; }; then echo "make test: no usable /dev/kvm here: the kvm and vmm packages' tests run inside the nested runner's L1"; fi
-	CGO_ENABLED=1 HYPERD_E2E_REPORT=$(CURDIR)/build/e2e-report.txt HYPERD_NO_KVM=$$( [ -c /dev/kvm ] && (exec 3</dev/kvm) 2>/dev/null && echo 0 || echo 1) $(GO) test -race -count=1 -p 1 -timeout 60m ./...; \
+	CGO_ENABLED=1 HYPERD_E2E_REPORT=$(CURDIR)/build/e2e-report.txt HYPERD_NO_KVM=$(NO_KVM) $(GO) test -race -count=1 -p 1 -timeout 60m ./...; \
 	rc=$$?; cat build/e2e-report.txt 2>/dev/null || echo "=== e2e sandbox drivers: the e2e package did not run"; exit $$rc
 
 # Benchmarks report ratios against a peer measured in the same run. The
 # boot and density benchmarks run once (a software-nested boot takes minutes;
 # density starts pods until their start time doubles).
 bench: build kernel
-	$(GO) test -run '^$$' -bench . -skip 'BenchmarkBoot|Density' -benchtime 3x -timeout 30m ./...
-	$(GO) test -run '^$$' -bench 'BenchmarkBoot|Density' -benchtime 1x -timeout 30m ./vmm ./e2e
+	HYPERD_NO_KVM=$(NO_KVM) $(GO) test -run '^$$' -bench . -skip 'BenchmarkBoot|Density' -benchtime 3x -timeout 30m ./...
+	HYPERD_NO_KVM=$(NO_KVM) $(GO) test -run '^$$' -bench 'BenchmarkBoot|Density' -benchtime 1x -timeout 30m ./vmm ./e2e
 	scripts/bench-nested.sh
 
 # The Debian packages everything here needs (shared with .ci/run).

@@ -60,7 +60,7 @@ func kvmSuites(report string, hostKVM bool) []suite {
 			// part of that suite passed before that point
 			args: []string{"-test.run", "^(TestE2EKVM|TestE2EKVMGuestPanic|TestE2ERoutes|TestE2ETTY|TestStopVM|TestStopPodsOnExit|TestE2ERegistry|TestHyperctlBuildFlags)$",
 				"-test.skip", "^TestE2EKVM$/^Pods$"},
-			env:  []string{"HYPERD_E2E_DRIVER=kvm", "HYPERD_E2E_REPORT=" + report}},
+			env: []string{"HYPERD_E2E_DRIVER=kvm", "HYPERD_E2E_REPORT=" + report}},
 	}
 }
 
