@@ -61,9 +61,10 @@ func slow(d time.Duration) time.Duration {
 }
 
 // driverFlags are the extra hyperd flags a driver needs in these tests.
-// Inside the nested L1 the boot deadline is raised to 5 minutes (TCG), and
-// a pod VM whose guest the emulated SVM crashes while booting is booted
-// again, up to twice (--boot-retries; e2e/nested DefaultCPU says why).
+// Inside the nested L1 the boot deadline is 2 minutes (a TCG boot takes
+// 10-60 s), and a pod VM whose guest the emulated SVM crashes or wedges
+// while booting is booted again, up to twice (--boot-retries; e2e/nested
+// DefaultCPU says why).
 func driverFlags(t testing.TB, driver string) []string {
 	t.Helper()
 	if driver != "kvm" {
@@ -71,7 +72,7 @@ func driverFlags(t testing.TB, driver string) []string {
 	}
 	var extra []string
 	if nested() {
-		extra = []string{"--boot-timeout", "300", "--boot-retries", "2"}
+		extra = []string{"--boot-timeout", "120", "--boot-retries", "2"}
 	}
 	k := filepath.Join(repoBuild(), "vmlinux")
 	if _, err := os.Stat(k); err != nil {
@@ -217,7 +218,7 @@ func runKVMBootFailure(t *testing.T) {
 	if err := imgtest.SilentInitrd(initrd); err != nil {
 		t.Fatal(err)
 	}
-	flags := append(driverFlags(t, "kvm"), "--boot-timeout", "20", "--initrd", initrd)
+	flags := append(driverFlags(t, "kvm"), "--boot-timeout", "20", "--boot-retries", "0", "--initrd", initrd)
 	d := startDaemon(t, bin, root, sock, "kvm", flags...)
 	defer func() { d.signal(syscall.SIGTERM) }()
 	ctx := ctxT(t, 5*time.Minute)

@@ -50,10 +50,11 @@ type Driver struct {
 	DefaultMemMiB int
 	BootTimeout   time.Duration // default 30s
 	// BootRetries is how many more boots a pod's VM gets when its guest
-	// crashes (triple fault, crash event) before the agent answered. On
-	// real hardware such a crash is the kernel's and would only repeat, so
-	// hyperd's default is 0; the nested test runner's emulated SVM crashes
-	// a guest now and then on its own (e2e/nested, DefaultCPU).
+	// crashes (triple fault, crash event) or does not answer within
+	// BootTimeout. On real hardware either is the kernel's or the image's
+	// doing and would only repeat, so hyperd's default is 0; the nested
+	// test runner's emulated SVM crashes or wedges a guest now and then on
+	// its own (e2e/nested, DefaultCPU).
 	BootRetries int
 	Log         *slog.Logger // for the retries; nil = slog.Default()
 	Connect     Connector
@@ -132,14 +133,15 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 	for attempt := 0; ; attempt++ {
 		s, err := d.boot(ctx, cfg, bin, args, uds, console, disks, ready)
 		var stopped *sandbox.ExitError
-		if err != nil && attempt < d.BootRetries && errors.As(err, &stopped) && stopped.Reason == sandbox.ExitCrash {
+		crashed := errors.As(err, &stopped) && stopped.Reason == sandbox.ExitCrash
+		if err != nil && attempt < d.BootRetries && (crashed || errors.Is(err, errBootTimeout)) {
 			kept := fmt.Sprintf("%s.crash-%d", console, attempt+1)
 			os.Rename(console, kept)
 			log := d.Log
 			if log == nil {
 				log = slog.Default()
 			}
-			log.Warn("pod VM crashed while booting; booting it again (--boot-retries)", "pod", cfg.ID, "attempt", attempt+1, "of", d.BootRetries+1, "console", kept, "err", err)
+			log.Warn("pod VM crashed or did not answer while booting; booting it again (--boot-retries)", "pod", cfg.ID, "attempt", attempt+1, "of", d.BootRetries+1, "console", kept, "err", err)
 			continue
 		}
 		if err != nil {
@@ -148,6 +150,9 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		return s, nil
 	}
 }
+
+// errBootTimeout marks a boot whose agent did not answer in time.
+var errBootTimeout = errors.New("did not answer")
 
 // boot starts one VM process and waits for its agent.
 func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args []string, uds, console string, disks []string, ready net.Listener) (*vmSandbox, error) {
@@ -189,7 +194,7 @@ func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args 
 		s.kill()
 		<-s.Done()
 		os.Remove(uds)
-		return nil, fmt.Errorf("kvm driver: the guest agent of pod %s did not answer within %v: %v; console tail:\n%s", cfg.ID, timeout, err, tail(console, 30))
+		return nil, fmt.Errorf("kvm driver: the guest agent of pod %s %w within %v: %v; console tail:\n%s", cfg.ID, errBootTimeout, timeout, err, tail(console, 30))
 	}
 	s.agent = agent
 	s.ready = true

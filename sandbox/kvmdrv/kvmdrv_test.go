@@ -26,15 +26,6 @@ func repoRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-// nestedRetries is the boot retries inside the nested runner's L1, whose
-// emulated SVM crashes a guest now and then (e2e/nested DefaultCPU).
-func nestedRetries() int {
-	if os.Getenv("HYPERD_NESTED") != "" {
-		return 2
-	}
-	return 0
-}
-
 // buildHyperd returns the hyperd binary (whose `vm run` is the VM process).
 func buildHyperd(t *testing.T) string {
 	t.Helper()
@@ -72,7 +63,7 @@ func TestCreateBootDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	connected := false
-	d := &Driver{Hyperd: hyperd, Kernel: kernel, Initrd: initrd, BootTimeout: timeout, BootRetries: nestedRetries(),
+	d := &Driver{Hyperd: hyperd, Kernel: kernel, Initrd: initrd, BootTimeout: timeout,
 		Connect: func(ctx context.Context, dial Dialer) (sandbox.Agent, error) {
 			connected = true
 			return nil, errors.New("unexpected agent connection")
