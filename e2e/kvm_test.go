@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -213,12 +214,13 @@ func runKVMBootFailure(t *testing.T) {
 	sock := filepath.Join(tmp, "hyper.sock")
 	root := filepath.Join(tmp, "root")
 	// the guest boots for real and never answers: no agent in its initrd
-	const bootTimeout = 20 * time.Second
+	// (scaled in the nested L1, where a TCG boot to init takes 10-30 s)
+	bootTimeout := slow(20 * time.Second)
 	initrd := filepath.Join(tmp, "silent.cpio")
 	if err := imgtest.SilentInitrd(initrd); err != nil {
 		t.Fatal(err)
 	}
-	flags := append(driverFlags(t, "kvm"), "--boot-timeout", "20", "--boot-retries", "0", "--initrd", initrd)
+	flags := append(driverFlags(t, "kvm"), "--boot-timeout", strconv.Itoa(int(bootTimeout/time.Second)), "--boot-retries", "0", "--initrd", initrd)
 	d := startDaemon(t, bin, root, sock, "kvm", flags...)
 	defer func() { d.signal(syscall.SIGTERM) }()
 	ctx := ctxT(t, 5*time.Minute)
@@ -297,7 +299,7 @@ poll:
 	if took < bootTimeout || took > bootTimeout+20*time.Second {
 		t.Errorf("start failed after %v; the boot deadline is %v", took, bootTimeout)
 	}
-	if ans.code != 500 || !strings.Contains(ans.body, "did not answer within 20s") || !strings.Contains(ans.body, "console tail") {
+	if ans.code != 500 || !strings.Contains(ans.body, "did not answer within "+bootTimeout.String()) || !strings.Contains(ans.body, "console tail") {
 		t.Errorf("POST /pod/start = %d %s; want 500 with the boot deadline and the console tail", ans.code, trunc(ans.body))
 	}
 	var er struct{ Message string }
