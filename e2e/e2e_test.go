@@ -156,7 +156,7 @@ func (d *daemon) signal(sig syscall.Signal) {
 // curl runs curl --unix-socket and returns status and body.
 func (d *daemon) curl(method, path, body string, hdr ...string) (int, string) {
 	d.t.Helper()
-	args := []string{"-sS", "--unix-socket", d.sock, "-X", method, "-o", "-", "-w", "\n%{http_code}", "--max-time", "60"}
+	args := []string{"-sS", "--unix-socket", d.sock, "-X", method, "-o", "-", "-w", "\n%{http_code}", "--max-time", strconv.Itoa(int(slow(60*time.Second) / time.Second))}
 	for _, h := range hdr {
 		args = append(args, "-H", h)
 	}
