@@ -36,7 +36,7 @@ fmt:
 # runner's L1 (e2e/nested TestKVMSuites), which has a real one.
 test: fmt vet build kernel
 	@rm -f build/e2e-report.txt
-	@if ! { [ -c /dev/kvm ] && (exec 3</dev/kvm) 2>/dev/null; }; then echo "make test: no usable /dev/kvm here: the kvm and vmm packages' tests run inside the nested runner's L1"; fi
+	@if [ "$(NO_KVM)" = 1 ]; then echo "make test: no usable /dev/kvm here: the kvm and vmm packages' tests run inside the nested runner's L1"; fi
 	CGO_ENABLED=1 HYPERD_E2E_REPORT=$(CURDIR)/build/e2e-report.txt HYPERD_NO_KVM=$(NO_KVM) $(GO) test -race -count=1 -p 1 -timeout 60m ./...; \
 	rc=$$?; cat build/e2e-report.txt 2>/dev/null || echo "=== e2e sandbox drivers: the e2e package did not run"; exit $$rc
 

@@ -109,7 +109,7 @@ func TestE2EKVM(t *testing.T) {
 	t.Run("VMKilled", runKVMVMKilled)
 	if !t.Failed() {
 		where := "hardware virtualization"
-		if os.Getenv("HYPERD_NESTED") != "" {
+		if nested() {
 			where = "nested: QEMU TCG, emulated SVM"
 		}
 		report("kvm", "ran, passed (pods in VMs; "+where+")")

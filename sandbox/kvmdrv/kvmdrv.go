@@ -134,8 +134,8 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		s, err := d.boot(ctx, cfg, bin, args, uds, console, disks, ready)
 		var stopped *sandbox.ExitError
 		crashed := errors.As(err, &stopped) && stopped.Reason == sandbox.ExitCrash
-		if err != nil && attempt < d.BootRetries && (crashed || errors.Is(err, errBootTimeout)) {
-			kept := fmt.Sprintf("%s.crash-%d", console, attempt+1)
+		if err != nil && attempt < d.BootRetries && ctx.Err() == nil && (crashed || errors.Is(err, errBootTimeout)) {
+			kept := fmt.Sprintf("%s.failed-%d", console, attempt+1)
 			os.Rename(console, kept)
 			log := d.Log
 			if log == nil {
@@ -172,7 +172,7 @@ func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args 
 	s := &vmSandbox{id: cfg.ID, pid: cmd.Process.Pid, uds: uds, console: console, disks: disks, Exit: sandbox.NewExit()}
 	go func() {
 		err := cmd.Wait()
-		s.removeSockets()
+		s.removeSocket()
 		s.Exited(exitError(err, true, console))
 	}()
 	if cfg.Started != nil {
@@ -212,8 +212,9 @@ func (d *Driver) waitAgent(ctx context.Context, s *vmSandbox, ready net.Listener
 		}
 		got <- err
 	}()
-	// a VM that died leaves the listener for the next boot (--boot-retries):
-	// the pending Accept must not take that boot's ready connection
+	// a VM that died or timed out leaves the listener (Create closes it) for
+	// the next boot (--boot-retries): the pending Accept must not take that
+	// boot's ready connection
 	abandon := func() {
 		if ul, ok := ready.(*net.UnixListener); ok {
 			ul.SetDeadline(time.Now())
@@ -226,7 +227,7 @@ func (d *Driver) waitAgent(ctx context.Context, s *vmSandbox, ready net.Listener
 		abandon()
 		return nil, s.Err()
 	case <-ctx.Done():
-		ready.Close()
+		abandon()
 		return nil, fmt.Errorf("%w: no ready signal from the agent (vsock host port %d)", ctx.Err(), ReadyPort)
 	case err := <-got:
 		if err != nil {
@@ -393,14 +394,14 @@ func (s *vmSandbox) watch() {
 	for s.alive() {
 		time.Sleep(500 * time.Millisecond)
 	}
-	s.removeSockets()
+	s.removeSocket()
 	s.Exited(exitError(nil, false, s.console))
 }
 
-// removeSockets removes the VM's hybrid vsock socket once the VM process
-// is gone: a VMM that was SIGKILLed (the OOM killer, an operator) could not
+// removeSocket removes the VM's hybrid vsock socket once the VM process is
+// gone: a VMM that was SIGKILLed (the OOM killer, an operator) could not
 // remove it itself. (The <uds>_<port> listeners are the daemon's own.)
-func (s *vmSandbox) removeSockets() {
+func (s *vmSandbox) removeSocket() {
 	os.Remove(s.uds)
 }
 

@@ -9,7 +9,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -116,10 +115,7 @@ func run(repo, out string, mem int, timeout time.Duration, console bool, tcgThre
 	defer cancel()
 	code, err := l1.Run(rctx, nested.Cmd{Argv: argv, Env: envs, Dir: repo}, os.Stdout, os.Stderr)
 	if err != nil {
-		if errors.Is(err, nested.ErrHung) {
-			return 1, err
-		}
-		return 1, err
+		return 1, err // an L1 hang (nested.ErrHung) says so in err
 	}
 	return code, nil
 }
