@@ -248,16 +248,6 @@ func (l *L1) ConsoleTail(n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// HostPort is the host port forwarded to guest port p ("" if none).
-func (l *L1) HostPort(guest int) int {
-	for _, f := range l.cfg.Forwards {
-		if f.GuestPort == guest {
-			return f.HostPort
-		}
-	}
-	return 0
-}
-
 // heartbeatAge is how long ago L1's heartbeat port last grew.
 func (l *L1) heartbeatAge() time.Duration {
 	st, err := os.Stat(filepath.Join(l.cfg.Dir, "heartbeat.log"))

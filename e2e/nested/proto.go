@@ -95,23 +95,3 @@ func WriteExit(w io.Writer, e Exit) error {
 	b, _ := json.Marshal(e)
 	return WriteFrame(w, FrameExit, b)
 }
-
-// FrameWriter is an io.Writer that sends every Write as frames of type Type,
-// split at MaxFrame; Send serializes the writers that share a connection.
-type FrameWriter struct {
-	Type byte
-	Send func(typ byte, p []byte) error
-}
-
-func (f FrameWriter) Write(p []byte) (int, error) {
-	n := 0
-	for len(p) > 0 {
-		c := min(len(p), MaxFrame)
-		if err := f.Send(f.Type, p[:c]); err != nil {
-			return n, err
-		}
-		n += c
-		p = p[c:]
-	}
-	return n, nil
-}

@@ -10,10 +10,13 @@ import (
 
 func TestFrames(t *testing.T) {
 	var b bytes.Buffer
-	w := FrameWriter{Type: FrameStdout, Send: func(typ byte, p []byte) error { return WriteFrame(&b, typ, p) }}
 	big := bytes.Repeat([]byte("x"), MaxFrame+10)
-	if n, err := w.Write(big); err != nil || n != len(big) {
-		t.Fatalf("write: %d %v", n, err)
+	for p := big; len(p) > 0; {
+		n := min(len(p), MaxFrame)
+		if err := WriteFrame(&b, FrameStdout, p[:n]); err != nil {
+			t.Fatal(err)
+		}
+		p = p[n:]
 	}
 	if err := WriteExit(&b, Exit{Code: 7}); err != nil {
 		t.Fatal(err)
