@@ -27,13 +27,22 @@ import (
 )
 
 var (
-	ranMu sync.Mutex
-	ran   = map[string]string{}
+	ranMu    sync.Mutex
+	ran      = map[string]string{}
+	failures = map[string][]string{}
 )
 
 func report(driver, result string) {
 	ranMu.Lock()
 	ran[driver] = result
+	ranMu.Unlock()
+}
+
+// failed records a test that failed against a driver's daemon, so that
+// the report does not call the driver's suite passed.
+func failed(driver, test string) {
+	ranMu.Lock()
+	failures[driver] = append(failures[driver], test)
 	ranMu.Unlock()
 }
 
@@ -45,6 +54,9 @@ func TestMain(m *testing.M) {
 		r, ok := ran[d]
 		if !ok {
 			r = "not run (test not selected)"
+		}
+		if f := failures[d]; len(f) > 0 {
+			r = "FAILED: " + strings.Join(f, ", ") + " (" + r + ")"
 		}
 		fmt.Fprintf(&sum, "===   %-5s %s\n", d, r)
 	}
@@ -120,19 +132,57 @@ func startDaemon(t testing.TB, bin, root, sock, driver string, extra ...string) 
 // into the daemon through POST /image/load.
 func (d *daemon) loadBusybox() {
 	d.t.Helper()
+	d.loadImage("busybox:latest")
+}
+
+// loadImage loads busybox with extra files as repoTag.
+func (d *daemon) loadImage(repoTag string, extra ...imgtest.File) {
+	d.t.Helper()
 	var tarBuf bytes.Buffer
 	bb, err := imgtest.BusyboxPath()
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	if err := imgtest.Write(&tarBuf, bb, "busybox:latest"); err != nil {
+	if err := imgtest.Write(&tarBuf, bb, repoTag, extra...); err != nil {
 		d.t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := d.c.Load(ctx, &tarBuf); err != nil {
-		d.t.Fatalf("load busybox: %v\n%s", err, d.log())
+		d.t.Fatalf("load %s: %v\n%s", repoTag, err, d.log())
 	}
+}
+
+// loadUDPEcho loads "udpecho:latest": busybox with /bin/udpecho (busybox
+// has no UDP server).
+func (d *daemon) loadUDPEcho() {
+	d.t.Helper()
+	b, err := os.ReadFile(testbin.Build(d.t, "./e2e/udpecho"))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	d.loadImage("udpecho:latest", imgtest.File{Name: "bin/udpecho", Mode: 0o755, Data: b})
+}
+
+// udpAsk sends msg to 127.0.0.1:port from a new socket (a new UDP peer of
+// the mapping) and returns the answer, waiting up to wait for it. The
+// container's server must be listening already: one datagram, no resends.
+func udpAsk(port int, msg string, wait time.Duration) (string, error) {
+	c, err := net.Dial("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return "", err
+	}
+	c.SetReadDeadline(time.Now().Add(wait))
+	buf := make([]byte, 2048)
+	n, err := c.Read(buf)
+	if err != nil {
+		return "", fmt.Errorf("udp port %d: %w", port, err)
+	}
+	return string(buf[:n]), nil
 }
 
 func (d *daemon) log() string {
@@ -253,6 +303,32 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+func freeUDPPort(t *testing.T) int {
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// waitLog waits until container's stdout has want.
+func waitLog(t *testing.T, c *client.Client, container, want string) {
+	t.Helper()
+	deadline := time.Now().Add(slow(30 * time.Second))
+	for {
+		var so bytes.Buffer
+		err := c.Logs(context.Background(), container, client.LogsOptions{Stdout: true}, false, &so, io.Discard)
+		if err == nil && strings.Contains(so.String(), want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's log never had %q: %q %v", container, want, so.String(), err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func waitPhase(t *testing.T, d *daemon, podID, phase string) {
 	t.Helper()
 	var last string
@@ -363,17 +439,21 @@ func runE2E(t *testing.T, driver string) {
 		t.Errorf("container info: %s", ci)
 	}
 
-	// --- a long-running pod with a port mapping, a file and a volume
-	port := freePort(t)
+	// --- a long-running pod with port mappings (tcp and udp), a file and a
+	// volume
+	d.loadUDPEcho()
+	port, uport := freePort(t), freeUDPPort(t)
 	spec := fmt.Sprintf(`{"id":"e2e-srv","hostname":"srv","labels":{"tier":"web"},
 		"files":[{"name":"page","encoding":"raw","content":"served through a port mapping\n"}],
 		"volumes":[{"name":"data"}],
-		"portmappings":[{"containerPort":"8080","hostPort":"%d","protocol":"tcp"}],
+		"portmappings":[{"containerPort":"8080","hostPort":"%d","protocol":"tcp"},
+			{"containerPort":"5353","hostPort":"%d","protocol":"udp"}],
 		"containers":[{"image":"busybox","name":"web","workdir":"/www",
 			"command":["sh","-c","echo ready; hostname; exec httpd -f -p 8080 -h /www"],
 			"envs":[{"env":"GREETING","value":"hi there"}],
 			"files":[{"path":"/www/page.html","filename":"page","perm":"0644"}],
-			"volumes":[{"path":"/data","volume":"data"}]}]}`, port)
+			"volumes":[{"path":"/data","volume":"data"}]},
+			{"image":"udpecho","name":"udp","command":["udpecho","5353"]}]}`, port, uport)
 	id, err := c.CreatePod(ctx, []byte(spec))
 	if err != nil || id != "e2e-srv" {
 		t.Fatalf("create: %q %v", id, err)
@@ -405,6 +485,13 @@ func runE2E(t *testing.T, driver string) {
 	}
 	if body, err := get(port, "/page.html"); err != nil || body != "served through a port mapping\n" {
 		t.Fatalf("GET through port mapping: %q %v\n%s", body, err, d.log())
+	}
+	// udp: each host peer gets its own session to the container's port
+	waitLog(t, c, "udp", "udpecho: listening")
+	for _, m := range []string{"ping-1", "ping-2"} {
+		if got, err := udpAsk(uport, m, slow(10*time.Second)); err != nil || got != "echo:"+m {
+			t.Fatalf("udp through port mapping: %q %v\n%s", got, err, d.log())
+		}
 	}
 	// exec (Go client): stdin half-close ends cat
 	eid, err := c.ExecCreate(ctx, "web", []string{"cat"}, false)
@@ -576,6 +663,9 @@ func runE2E(t *testing.T, driver string) {
 	}
 	if body, err := get(port, "/page.html"); err != nil || body != "served through a port mapping\n" {
 		t.Errorf("port mapping after restart: %q %v\n%s", body, err, d.log())
+	}
+	if got, err := udpAsk(uport, "ping-3", slow(10*time.Second)); err != nil || got != "echo:ping-3" {
+		t.Errorf("udp port mapping after restart: %q %v\n%s", got, err, d.log())
 	}
 	if out, err := hctl("exec", "web", "echo", "after restart"); err != nil || out != "after restart\n" {
 		t.Errorf("exec after restart: %q %v", out, err)

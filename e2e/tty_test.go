@@ -30,6 +30,12 @@ func suiteDaemon(t *testing.T) (*daemon, string) {
 	driver := suiteDriver()
 	d := startDaemon(t, bin, filepath.Join(tmp, "root"), filepath.Join(tmp, "hyper.sock"), driver, driverFlags(t, driver)...)
 	t.Cleanup(func() {
+		if t.Failed() {
+			// the daemon's view of what went wrong, for a CI log that
+			// is all there is to read
+			failed(driver, t.Name())
+			t.Logf("hyperd --driver %s log tail:\n%s", driver, d.log())
+		}
 		// pods outlive a stopped daemon: remove them, even after a failure
 		if l, err := d.c.List(context.Background(), "pod", ""); err == nil {
 			for _, p := range l.PodData {

@@ -83,9 +83,17 @@ func Rootfs(root string) error {
 	return nil
 }
 
+// File is one more regular file for an image's layer.
+type File struct {
+	Name string // path in the image, relative ("bin/udpecho")
+	Mode int64
+	Data []byte
+}
+
 // Write writes a docker-archive with one layer (busybox at /bin/busybox,
-// applet symlinks in /bin, /etc/passwd, /tmp) tagged repoTag, CMD ["sh"].
-func Write(w io.Writer, busybox, repoTag string) error {
+// applet symlinks in /bin, /etc/passwd, /tmp, and the extra files) tagged
+// repoTag, CMD ["sh"].
+func Write(w io.Writer, busybox, repoTag string, extra ...File) error {
 	bin, err := os.ReadFile(busybox)
 	if err != nil {
 		return err
@@ -114,6 +122,9 @@ func Write(w io.Writer, busybox, repoTag string) error {
 	file("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"))
 	file("etc/group", 0o644, []byte("root:x:0:\nnogroup:x:65534:\n"))
 	file("www/index.html", 0o644, []byte("hello from the busybox image\n"))
+	for _, f := range extra {
+		file(f.Name, f.Mode, f.Data)
+	}
 	if err := lt.Close(); err != nil {
 		return err
 	}
