@@ -50,7 +50,8 @@ type Config struct {
 }
 
 // DefaultCPU is L1's CPU model: everything TCG emulates, SVM with nested
-// paging included, but no XSAVE and none of the AVX family that needs it.
+// paging included, but no XSAVE, none of the AVX family that needs it, and
+// no 5-level paging.
 //
 // With plain "max" (QEMU 7.2's TCG exposes XSAVE, AVX and AVX2) pod VMs in
 // L1 died at random early in their boot: a triple fault (KVM_EXIT_SHUTDOWN,
@@ -66,7 +67,22 @@ type Config struct {
 // every one of those boots. QEMU microvm with KVM as the VMM in the
 // same L1 died too (5 of 25 with XSAVE, 1 of 15 without), always while
 // probing its serial port: a failure of its own, not this one.
-const DefaultCPU = "max,-xsave,-xsavec,-xsaveopt,-xsaves,-avx,-avx2,-fma,-f16c"
+//
+// No LA57 either. With it L1 runs with 5-level paging, so its KVM builds
+// 5-level nested page tables for every pod VM (get_npt_level follows the
+// host), a mode TCG's SVM emulation rarely meets. With it, a pod VM that
+// ran while others started and exited went bad: in CI, TestE2ERoutes' pod
+// was gone after a second pod's VM exited; here (2026-11-30) a 4-pass run
+// of that test hung L1 in its 2nd pass (both L1 vCPUs in __schedule with
+// interrupts off, the heartbeat stopped); with QEMU 10.0 from backports
+// the long-running pod's vCPU took #PFs in a loop (9 million injected,
+// KVM debugfs pf_guest) until L1 itself died on a stack guard page; and a
+// churn test (a long-running pod, other pods run --rm one after another,
+// an exec into the first after each) lost a VM in 1 of 9 runs. With
+// 4-level paging in L1, nothing else changed: the churn test 16 of 16 on
+// QEMU 7.2 and on 10.0, and the e2e Pods suite (kill -9 of hyperd,
+// reattach, exec after restart) and TestE2ERoutes passed.
+const DefaultCPU = "max,-la57,-xsave,-xsavec,-xsaveopt,-xsaves,-avx,-avx2,-fma,-f16c"
 
 // L1 is a booted L1 guest.
 type L1 struct {

@@ -53,13 +53,7 @@ func kvmSuites(report string, hostKVM bool) []suite {
 		{name: "vmm", pkg: "./vmm", args: vmmRun, deadline: 10 * time.Minute},
 		{name: "kvmdrv", pkg: "./sandbox/kvmdrv", deadline: 10 * time.Minute},
 		{name: "e2e-kvm", pkg: "./e2e", deadline: 40 * time.Minute,
-			// TestE2EKVM/Pods (runE2E with kvm) is left out for now: after
-			// kill -9 of hyperd and a restart, exec into the reattached
-			// pod fails ("agent: hello: EOF"), an open defect of the kvm
-			// reattach path (found by this runner, 2026-11-30); every other
-			// part of that suite passed before that point
-			args: []string{"-test.run", "^(TestE2EKVM|TestE2EKVMGuestPanic|TestE2ERoutes|TestE2ETTY|TestStopVM|TestStopPodsOnExit|TestE2ERegistry|TestHyperctlBuildFlags)$",
-				"-test.skip", "^TestE2EKVM$/^Pods$"},
+			args: []string{"-test.run", "^(TestE2EKVM|TestE2EKVMGuestPanic|TestE2ERoutes|TestE2ETTY|TestStopVM|TestStopPodsOnExit|TestE2ERegistry|TestHyperctlBuildFlags)$"},
 			env: []string{"HYPERD_E2E_DRIVER=kvm", "HYPERD_E2E_REPORT=" + report}},
 	}
 }
