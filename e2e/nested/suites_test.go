@@ -54,7 +54,7 @@ func kvmSuites(report string, hostKVM bool) []suite {
 		{name: "kvmdrv", pkg: "./sandbox/kvmdrv", deadline: 10 * time.Minute},
 		{name: "e2e-kvm", pkg: "./e2e", deadline: 40 * time.Minute,
 			args: []string{"-test.run", "^(TestE2EKVM|TestE2EKVMGuestPanic|TestE2ERoutes|TestE2ETTY|TestStopVM|TestStopPodsOnExit|TestE2ERegistry|TestHyperctlBuildFlags)$"},
-			env: []string{"HYPERD_E2E_DRIVER=kvm", "HYPERD_E2E_REPORT=" + report}},
+			env:  []string{"HYPERD_E2E_DRIVER=kvm", "HYPERD_E2E_REPORT=" + report}},
 	}
 }
 
