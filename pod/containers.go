@@ -226,8 +226,8 @@ func (d *Daemon) RenameContainer(oldName, newName string) (string, error) {
 		return "", err
 	}
 	newName = strings.TrimPrefix(newName, "/")
-	if !nameRe.MatchString(newName) {
-		return "", specErr("bad parameter: invalid container name %q", newName)
+	if err := checkName("container name", newName, maxNameLen); err != nil {
+		return "", err
 	}
 	if c.rec.Name == newName {
 		return c.rec.ID, nil

@@ -260,8 +260,8 @@ func (s *PodSpec) Normalize() error {
 	if s.ID == "" {
 		s.ID = "pod-" + RandomLetters(10)
 	}
-	if !nameRe.MatchString(s.ID) || len(s.ID) > 128 {
-		return specErr("bad parameter: invalid pod id %q (letters, digits, '_', '.', '-'; at most 128)", s.ID)
+	if err := checkName("pod id", s.ID, maxIDLen); err != nil {
+		return err
 	}
 	if s.Hostname == "" {
 		h := strings.ToLower(s.ID)
@@ -314,6 +314,9 @@ func (s *PodSpec) Normalize() error {
 		if v.Name == "" {
 			return specErr("bad parameter: volume %d has no name", i)
 		}
+		if err := checkName("volume name", v.Name, maxIDLen); err != nil {
+			return err
+		}
 		if vols[v.Name] {
 			return specErr("bad parameter: volume name %q is not unique", v.Name)
 		}
@@ -328,6 +331,9 @@ func (s *PodSpec) Normalize() error {
 	for i, f := range s.Files {
 		if f.Name == "" {
 			return specErr("bad parameter: file %d has no name", i)
+		}
+		if err := checkName("file name", f.Name, maxIDLen); err != nil {
+			return err
 		}
 		if files[f.Name] {
 			return specErr("bad parameter: file name %q is not unique", f.Name)
@@ -411,8 +417,14 @@ func (c *ContainerSpec) normalize(podID string, idx int, vols, files map[string]
 		c.Name = fmt.Sprintf("%s-%s-%d", podID, imageBase(c.Image), idx)
 	}
 	c.Name = strings.TrimPrefix(c.Name, "/")
-	if !nameRe.MatchString(c.Name) || len(c.Name) > 255 {
-		return specErr("bad parameter: invalid container name %q", c.Name)
+	if err := checkName("container name", c.Name, maxNameLen); err != nil {
+		return err
+	}
+	if c.ID != "" {
+		// the id names the container's log file on the host
+		if err := checkName("container id", c.ID, maxIDLen); err != nil {
+			return err
+		}
 	}
 	rp, ok := normRestart(c.RestartPolicy)
 	if !ok {
