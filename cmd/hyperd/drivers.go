@@ -40,8 +40,13 @@ func hostHasHardwareVirt() (bool, string) {
 	return true, ""
 }
 
-// selectDriver applies --driver. auto picks kvm where it is compiled in and
-// the host has hardware virtualization, else local with a loud warning.
+// hardwareVirt is hostHasHardwareVirt; a variable for the tests.
+var hardwareVirt = hostHasHardwareVirt
+
+// selectDriver applies --driver. auto picks kvm where the host has hardware
+// virtualization, and local, with a loud warning, only where it has none.
+// On a host that can run VMs, a kvm driver that cannot start is an error:
+// pods never silently lose their VM isolation.
 func selectDriver(o Options, log *slog.Logger) (sandbox.Driver, string, error) {
 	mk := func(name string) (sandbox.Driver, error) {
 		f, ok := driverFactories[name]
@@ -62,21 +67,18 @@ func selectDriver(o Options, log *slog.Logger) (sandbox.Driver, string, error) {
 		}
 		return d, warn, nil
 	}
-	ok, why := hostHasHardwareVirt()
-	if _, compiled := driverFactories["kvm"]; ok && compiled {
-		d, err := mk("kvm")
-		if err == nil {
-			return d, "", nil
+	if ok, why := hardwareVirt(); !ok {
+		d, err := mk("local")
+		if err != nil {
+			return nil, "", fmt.Errorf("--driver auto: no kvm here (%s) and %v", why, err)
 		}
-		why = "kvm driver failed: " + err.Error()
-	} else if !compiled && ok {
-		why = "the kvm driver is not compiled into this hyperd"
+		return d, "--driver auto chose the local driver (" + why + "): pods run as namespaced host processes, NOT in virtual machines", nil
 	}
-	d, err := mk("local")
+	d, err := mk("kvm")
 	if err != nil {
-		return nil, "", fmt.Errorf("--driver auto: kvm unusable (%s) and %v", why, err)
+		return nil, "", fmt.Errorf("--driver auto: this host can run VMs but the kvm driver cannot start: %w (fix it, or choose --driver local knowingly)", err)
 	}
-	return d, "--driver auto fell back to the local driver (" + why + "): pods run as namespaced host processes, NOT in virtual machines", nil
+	return d, "", nil
 }
 
 // agentPath finds the hyper-agent binary for the local driver: next to

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/hyperhq/hyperd-go/sandbox"
+)
+
+type namedDriver struct {
+	sandbox.Driver
+	name string
+}
+
+func (d namedDriver) Name() string { return d.name }
+
+// TestSelectDriverAuto: --driver auto picks local only on a host without
+// hardware virtualization; where the host can run VMs and the kvm driver
+// cannot start (a missing kernel, say) it is an error, not a silent fall
+// back to weaker isolation.
+func TestSelectDriverAuto(t *testing.T) {
+	saved, savedHW := driverFactories, hardwareVirt
+	defer func() { driverFactories, hardwareVirt = saved, savedHW }()
+	for _, tc := range []struct {
+		name      string
+		hw        bool
+		kvmErr    error
+		noKVM     bool
+		want      string // driver name, or "" for an error
+		wantInMsg string // in the warning or the error
+	}{
+		{name: "hardware, kvm starts", hw: true, want: "kvm"},
+		{name: "hardware, kvm fails", hw: true, kvmErr: errors.New("no guest kernel"), wantInMsg: "no guest kernel"},
+		{name: "hardware, kvm not compiled in", hw: true, noKVM: true, wantInMsg: "not compiled"},
+		{name: "no hardware", hw: false, want: "local", wantInMsg: "NOT in virtual machines"},
+		{name: "no hardware, kvm would fail", hw: false, kvmErr: errors.New("x"), want: "local", wantInMsg: "NOT in virtual machines"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hardwareVirt = func() (bool, string) { return tc.hw, "test host" }
+			driverFactories = map[string]func(Options, *slog.Logger) (sandbox.Driver, error){
+				"local": func(Options, *slog.Logger) (sandbox.Driver, error) { return namedDriver{name: "local"}, nil },
+			}
+			if !tc.noKVM {
+				driverFactories["kvm"] = func(Options, *slog.Logger) (sandbox.Driver, error) {
+					if tc.kvmErr != nil {
+						return nil, tc.kvmErr
+					}
+					return namedDriver{name: "kvm"}, nil
+				}
+			}
+			d, warn, err := selectDriver(Options{Driver: "auto"}, slog.Default())
+			if tc.want == "" {
+				if err == nil {
+					t.Fatalf("got driver %s (warning %q), want an error", d.Name(), warn)
+				}
+				if !strings.Contains(err.Error(), tc.wantInMsg) {
+					t.Fatalf("error %q lacks %q", err, tc.wantInMsg)
+				}
+				return
+			}
+			if err != nil || d.Name() != tc.want || !strings.Contains(warn, tc.wantInMsg) {
+				t.Fatalf("got %v %q %v, want %s with a warning containing %q", d, warn, err, tc.want, tc.wantInMsg)
+			}
+		})
+	}
+}
