@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"path"
-	"path/filepath"
 	"sort"
 	"strings"
 
@@ -27,20 +26,20 @@ type dockerArchiveEntry struct {
 
 // extractPlain unpacks an archive's regular files and directories under dir (names
 // are confined to dir).
-func extractPlain(dir string, r io.Reader) error {
+func extractPlain(dir string, r io.Reader) (symlinks int, err error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer root.Close()
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
-			return nil
+			return symlinks, nil
 		}
 		if err != nil {
-			return fmt.Errorf("reading archive: %v: %w", err, ErrInvalid)
+			return symlinks, fmt.Errorf("reading archive: %v: %w", err, ErrInvalid)
 		}
 		name := path.Clean("/" + hdr.Name)[1:]
 		if name == "" {
@@ -49,22 +48,22 @@ func extractPlain(dir string, r io.Reader) error {
 		switch hdr.Typeflag {
 		case tar.TypeDir:
 			if err := root.MkdirAll(name, 0o700); err != nil {
-				return err
+				return symlinks, err
 			}
 		case tar.TypeReg, tar.TypeRegA:
 			if d := path.Dir(name); d != "." {
 				if err := root.MkdirAll(d, 0o700); err != nil {
-					return err
+					return symlinks, err
 				}
 			}
 			f, err := root.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 			if err != nil {
-				return err
+				return symlinks, err
 			}
 			_, err = io.Copy(f, tr)
 			f.Close()
 			if err != nil {
-				return fmt.Errorf("reading archive: %v: %w", err, ErrInvalid)
+				return symlinks, fmt.Errorf("reading archive: %v: %w", err, ErrInvalid)
 			}
 		case tar.TypeSymlink:
 			// docker save (< 25) links identical layers ("../<id>/layer.tar"); reads
@@ -72,8 +71,9 @@ func extractPlain(dir string, r io.Reader) error {
 			if d := path.Dir(name); d != "." {
 				root.MkdirAll(d, 0o700)
 			}
+			symlinks++
 			if err := root.Symlink(hdr.Linkname, name); err != nil {
-				return err
+				return symlinks, err
 			}
 		}
 	}
@@ -92,17 +92,32 @@ func (s *Store) Load(ctx context.Context, r io.Reader) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load: %v: %w", err, ErrInvalid)
 	}
-	if err := extractPlain(dir, dr); err != nil {
+	links, err := extractPlain(dir, dr)
+	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
-	if b, err := os.ReadFile(filepath.Join(dir, "manifest.json")); err == nil {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	if _, err := root.Lstat("manifest.json"); err == nil {
+		b, err := readRegular(root, "manifest.json")
+		if err != nil {
+			return nil, fmt.Errorf("load: %w", err)
+		}
 		var entries []dockerArchiveEntry
 		if err := json.Unmarshal(b, &entries); err != nil {
 			return nil, fmt.Errorf("load: manifest.json: %v: %w", err, ErrInvalid)
 		}
 		return s.loadDocker(ctx, dir, entries)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "index.json")); err == nil {
+	if _, err := root.Lstat("index.json"); err == nil {
+		// the OCI layout reader opens paths itself: an OCI archive has
+		// no use for symlinks, so none may lead it out of the archive
+		if links > 0 {
+			return nil, fmt.Errorf("load: an OCI archive with symlinks (%d): %w", links, ErrInvalid)
+		}
 		return s.loadOCI(ctx, dir)
 	}
 	return nil, fmt.Errorf("load: archive has neither manifest.json (docker-archive) nor index.json (OCI): %w", ErrInvalid)
@@ -119,9 +134,9 @@ func (s *Store) loadDocker(ctx context.Context, dir string, entries []dockerArch
 		if err := ctx.Err(); err != nil {
 			return loaded, err
 		}
-		cfgBytes, err := root.ReadFile(path.Clean(e.Config))
+		cfgBytes, err := readRegular(root, path.Clean(e.Config))
 		if err != nil {
-			return loaded, fmt.Errorf("load: config %s: %v: %w", e.Config, err, ErrInvalid)
+			return loaded, fmt.Errorf("load: config: %w", err)
 		}
 		cf, err := v1.ParseConfigFile(bytes.NewReader(cfgBytes))
 		if err != nil {
@@ -139,10 +154,10 @@ func (s *Store) loadDocker(ctx context.Context, dir string, entries []dockerArch
 		man := v1.Manifest{SchemaVersion: 2, MediaType: types.DockerManifestSchema2,
 			Config: v1.Descriptor{MediaType: types.DockerConfigJSON, Size: int64(len(cfgBytes)), Digest: mustHash(cd)}}
 		for i, lp := range e.Layers {
-			f, err := root.Open(path.Clean(lp))
+			f, err := openRegular(root, path.Clean(lp))
 			if err != nil {
 				release()
-				return loaded, fmt.Errorf("load: layer %s: %v: %w", lp, err, ErrInvalid)
+				return loaded, fmt.Errorf("load: layer: %w", err)
 			}
 			mt, err := layerMediaType(f)
 			if err != nil {
@@ -192,6 +207,45 @@ func (s *Store) loadDocker(ctx context.Context, dir string, entries []dockerArch
 		}
 	}
 	return loaded, nil
+}
+
+// maxArchiveJSON bounds manifest.json and image configs read from an
+// archive.
+const maxArchiveJSON = 32 << 20
+
+// openRegular opens name inside root (symlinks resolved, never out of it)
+// and refuses anything but a regular file: no device, FIFO or directory.
+func openRegular(root *os.Root, name string) (*os.File, error) {
+	f, err := root.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v: %w", name, err, ErrInvalid)
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("not a regular file (%v)", fi.Mode().Type())
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %v: %w", name, err, ErrInvalid)
+	}
+	return f, nil
+}
+
+// readRegular reads a regular file of at most maxArchiveJSON bytes.
+func readRegular(root *os.Root, name string) ([]byte, error) {
+	f, err := openRegular(root, name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxArchiveJSON+1))
+	if err == nil && len(b) > maxArchiveJSON {
+		err = fmt.Errorf("larger than %d bytes", maxArchiveJSON)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v: %w", name, err, ErrInvalid)
+	}
+	return b, nil
 }
 
 func chain(a, b func()) func() { return func() { a(); b() } }
