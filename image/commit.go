@@ -78,7 +78,20 @@ func (s *Store) newImage(ctx context.Context, parent *imageRec, layer io.Reader,
 		go func() {
 			h := newHashWriter()
 			zw, _ := gzip.NewWriterLevel(pw, gzip.BestSpeed)
-			n, err := io.Copy(io.MultiWriter(zw, h), ctxReader{ctx, layer})
+			// a layer cut short (a guest that closed its commit stream
+			// early) must not become an image: checkTar sees it whole
+			cpr, cpw := io.Pipe()
+			checked := make(chan error, 1)
+			go func() {
+				err := checkTar(cpr)
+				io.Copy(io.Discard, cpr)
+				checked <- err
+			}()
+			n, err := io.Copy(io.MultiWriter(zw, h, cpw), ctxReader{ctx, layer})
+			cpw.CloseWithError(err)
+			if cerr := <-checked; err == nil {
+				err = cerr
+			}
 			if err == nil {
 				err = zw.Close()
 			}
