@@ -9,6 +9,8 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -29,6 +32,9 @@ const DefaultHost = "unix:///var/run/hyper.sock"
 type Client struct {
 	network, addr string
 	http          *http.Client
+	// TLS, when set, wraps every connection to a tcp:// host (hyperd
+	// --tlscert/--tlskey, with a client certificate for --tlsverify).
+	TLS *tls.Config
 	// Prefix is prepended to every path, e.g. "/v1.1.0" (default none).
 	Prefix string
 }
@@ -67,14 +73,58 @@ func New(host string) (*Client, error) {
 		return nil, fmt.Errorf("host %q: want unix:///path or tcp://host:port", host)
 	}
 	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, c.network, c.addr)
-		},
+		DialContext:  func(ctx context.Context, _, _ string) (net.Conn, error) { return c.dial(ctx) },
 		MaxIdleConns: 4, IdleConnTimeout: 30 * time.Second,
 	}
 	c.http = &http.Client{Transport: tr}
 	return c, nil
+}
+
+// dial opens a connection to the daemon, with TLS when c.TLS is set.
+func (c *Client) dial(ctx context.Context) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, c.network, c.addr)
+	if err != nil || c.TLS == nil || c.network != "tcp" {
+		return conn, err
+	}
+	cfg := c.TLS.Clone()
+	if cfg.ServerName == "" {
+		if h, _, err := net.SplitHostPort(c.addr); err == nil {
+			cfg.ServerName = h
+		}
+	}
+	tc := tls.Client(conn, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	return tc, nil
+}
+
+// TLSConfig builds a client TLS configuration from PEM files: caFile
+// verifies the daemon (else the system roots); certFile and keyFile are
+// the client certificate a --tlsverify daemon asks for.
+func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s: no PEM certificate in it", caFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if certFile != "" || keyFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
 }
 
 func (c *Client) url(path string, q url.Values) string {

@@ -25,8 +25,7 @@ type Stream struct {
 
 // Hijack posts path and upgrades the connection (101 UPGRADED).
 func (c *Client) Hijack(ctx context.Context, path string, q url.Values) (*Stream, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, c.network, c.addr)
+	conn, err := c.dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach hyperd at %s://%s: %w", c.network, c.addr, err)
 	}

@@ -84,6 +84,11 @@ func main() {
 	host := fs.String("H", envOr("HYPER_HOST", client.DefaultHost), "daemon socket: unix:///path or tcp://host:port")
 	fs.StringVar(host, "host", *host, "same as -H")
 	asJSON := fs.Bool("json", false, "print JSON instead of tables")
+	tlsVerify := fs.Bool("tlsverify", false, "tcp://: use TLS and verify the daemon against --tlscacert")
+	tlsOn := fs.Bool("tls", false, "tcp://: use TLS (implied by --tlsverify)")
+	tlsCA := fs.String("tlscacert", "", "tcp://: the CA that signed the daemon's certificate")
+	tlsCert := fs.String("tlscert", "", "tcp://: the client certificate (PEM) a --tlsverify daemon asks for")
+	tlsKey := fs.String("tlskey", "", "tcp://: the client key (PEM)")
 	fs.Usage = usage
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
@@ -102,6 +107,17 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hyperctl:", err)
 		os.Exit(2)
+	}
+	if *tlsOn || *tlsVerify || *tlsCert != "" {
+		cfg, err := client.TLSConfig(*tlsCA, *tlsCert, *tlsKey)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "hyperctl: tls:", err)
+			os.Exit(2)
+		}
+		if !*tlsVerify {
+			cfg.InsecureSkipVerify = true // --tls without --tlsverify, as docker
+		}
+		c.TLS = cfg
 	}
 	x := &cli{c: c, json: *asJSON, out: os.Stdout}
 	if err := cmd.run(x, fs.Args()[1:]); err != nil {

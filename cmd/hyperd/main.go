@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -49,6 +50,7 @@ type Options struct {
 	BootTimeoutSecond int      `json:"boot-timeout"`
 	BootRetries       int      `json:"boot-retries"`
 	StopPodsOnExit    bool     `json:"stop-pods-on-exit"`
+	TLSOptions
 }
 
 type listFlag []string
@@ -71,7 +73,7 @@ func parseOptions(args []string) (Options, error) {
 	fs := flag.NewFlagSet("hyperd", flag.ContinueOnError)
 	var cfgPath string
 	var insecure listFlag
-	fs.StringVar(&cfgPath, "config", "", "JSON config file (keys: host, data-root, driver, kernel, initrd, vcpu, memory, log-level, log-format, insecure-registries, stop-timeout, boot-timeout, stop-pods-on-exit); flags override it")
+	fs.StringVar(&cfgPath, "config", "", "JSON config file (keys: host, data-root, driver, kernel, initrd, vcpu, memory, log-level, log-format, insecure-registries, stop-timeout, boot-timeout, stop-pods-on-exit, tlscacert, tlscert, tlskey, tlsverify); flags override it")
 	host := fs.String("host", o.Host, "where to serve the API: unix:///path or tcp://addr:port")
 	fs.StringVar(host, "H", o.Host, "shorthand for --host")
 	dataRoot := fs.String("data-root", o.DataRoot, "state directory (bbolt state, logs, images)")
@@ -87,6 +89,10 @@ func parseOptions(args []string) (Options, error) {
 	bootTimeout := fs.Int("boot-timeout", o.BootTimeoutSecond, "kvm: seconds a pod's VM has to boot and its agent to answer before the pod fails (with the console tail)")
 	stopPods := fs.Bool("stop-pods-on-exit", false, "on SIGTERM/SIGINT stop every running pod and its VM (default: leave them running for the next hyperd to reattach)")
 	fs.Var(&insecure, "insecure-registry", "registry HOST:PORT reached over plain HTTP (repeatable)")
+	tlsCA := fs.String("tlscacert", "", "tcp://: the CA whose client certificates --tlsverify accepts")
+	tlsCert := fs.String("tlscert", "", "tcp://: the server's TLS certificate (PEM)")
+	tlsKey := fs.String("tlskey", "", "tcp://: the server's TLS key (PEM)")
+	tlsVerify := fs.Bool("tlsverify", false, "tcp://: serve TLS and require a client certificate signed by --tlscacert")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -137,6 +143,14 @@ func parseOptions(args []string) (Options, error) {
 			o.BootRetries = *bootRetries
 		case "insecure-registry":
 			o.InsecureRegistry = append(o.InsecureRegistry, insecure...)
+		case "tlscacert":
+			o.CACert = *tlsCA
+		case "tlscert":
+			o.Cert = *tlsCert
+		case "tlskey":
+			o.Key = *tlsKey
+		case "tlsverify":
+			o.Verify = *tlsVerify
 		}
 	})
 	switch o.Driver {
@@ -149,6 +163,9 @@ func parseOptions(args []string) (Options, error) {
 	}
 	if o.BootRetries < 0 || o.BootRetries > 5 {
 		return o, fmt.Errorf("--boot-retries must be 0 to 5")
+	}
+	if err := o.TLSOptions.check(o.Host); err != nil {
+		return o, err
 	}
 	if o.VCPU < 1 || o.Memory < 16 {
 		return o, fmt.Errorf("--vcpu must be >= 1 and --memory >= 16 MiB")
@@ -206,11 +223,23 @@ func run(args []string) int {
 		return 1
 	}
 	srv := &api.Server{Pods: d, Images: imgSvc, Log: log, Version: version, DataRoot: o.DataRoot, Warning: warning}
+	tlsCfg, err := o.TLSOptions.serverConfig()
+	if err != nil {
+		log.Error("tls", "err", err)
+		d.Close()
+		return 1
+	}
 	ln, err := listen(o.Host)
 	if err != nil {
 		log.Error("listen", "host", o.Host, "err", err)
 		d.Close()
 		return 1
+	}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	if w := o.TLSOptions.exposure(o.Host); w != "" {
+		log.Warn(w)
 	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	log.Info("hyperd serving", "version", version, "host", o.Host, "data-root", o.DataRoot, "driver", drv.Name(), "isolation", drv.Isolation(), "pid", os.Getpid())
