@@ -6,6 +6,7 @@ package pod
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,11 +20,12 @@ import (
 
 // forwarder owns the host listeners of one running pod. Every accepted TCP
 // connection and every UDP peer gets its own connection to the container
-// port through sandbox.Agent.Dial. UDP sessions assume the agent's "udp"
-// connection preserves datagram boundaries (one Write = one datagram).
+// port through sandbox.Agent.Dial (UDP: udp.go).
 type forwarder struct {
 	ag  sandbox.Agent
 	log *slog.Logger
+	// udpMax caps the UDP peers of one mapping (0: maxUDPSessions)
+	udpMax int
 
 	mu   sync.Mutex
 	lst  map[string]io.Closer // key "proto/hostport"
@@ -103,11 +105,19 @@ func (f *forwarder) closeAll() {
 }
 
 func (f *forwarder) serveTCP(l net.Listener, p PortPair) {
+	var back backoff
 	for {
 		c, err := l.Accept()
 		if err != nil {
-			return
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// EMFILE and the like: the mapping lives on
+			f.log.Warn("port mapping: accept", "host", p.Host, "err", err)
+			back.wait()
+			continue
 		}
+		back.reset()
 		go func() {
 			defer c.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -141,61 +151,6 @@ func splice(a, b net.Conn) {
 	go cp(a, b)
 	go cp(b, a)
 	wg.Wait()
-}
-
-func (f *forwarder) serveUDP(pc net.PacketConn, p PortPair) {
-	type session struct {
-		c    net.Conn
-		last time.Time
-	}
-	var mu sync.Mutex
-	sessions := map[string]*session{}
-	defer func() {
-		mu.Lock()
-		for _, s := range sessions {
-			s.c.Close()
-		}
-		mu.Unlock()
-	}()
-	buf := make([]byte, 65536)
-	for {
-		n, peer, err := pc.ReadFrom(buf)
-		if err != nil {
-			return
-		}
-		mu.Lock()
-		s := sessions[peer.String()]
-		mu.Unlock()
-		if s == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			c, err := f.ag.Dial(ctx, "udp", p.Container)
-			cancel()
-			if err != nil {
-				f.log.Warn("port mapping: dial container udp port", "host", p.Host, "container", p.Container, "err", err)
-				continue
-			}
-			s = &session{c: c}
-			mu.Lock()
-			sessions[peer.String()] = s
-			mu.Unlock()
-			go func(peer net.Addr, s *session) {
-				b := make([]byte, 65536)
-				for {
-					s.c.SetReadDeadline(time.Now().Add(2 * time.Minute))
-					n, err := s.c.Read(b)
-					if err != nil {
-						break
-					}
-					pc.WriteTo(b[:n], peer)
-				}
-				s.c.Close()
-				mu.Lock()
-				delete(sessions, peer.String())
-				mu.Unlock()
-			}(peer, s)
-		}
-		s.c.Write(buf[:n])
-	}
 }
 
 // checkPortConflicts: caller holds d.mu.
