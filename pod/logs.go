@@ -84,10 +84,7 @@ func (l *logFile) append(rec sandbox.LogRecord) error {
 	if rec.Stream == "stderr" {
 		h[0] = 2
 	}
-	t := rec.Time
-	if t.IsZero() {
-		t = time.Now()
-	}
+	t := recordTime(rec.Time, time.Now())
 	binary.BigEndian.PutUint64(h[1:], uint64(t.UnixNano()))
 	binary.BigEndian.PutUint32(h[9:], uint32(len(rec.Data)))
 	l.mu.Lock()
@@ -277,18 +274,39 @@ func (d *Daemon) openLogs(cid string, idx LogIndex) (*logFile, error) {
 		return nil, err
 	}
 	path := filepath.Join(dir, cid+".log")
-	var last time.Time
-	lf, err := openLogFile(path, idx, func(li LogIndex) {
-		// persist the index at most every 200ms per container
-		if li.Last.Sub(last) < 200*time.Millisecond && !last.IsZero() {
-			return
-		}
-		last = li.Last
+	// persist the index (a bbolt write, fsynced) at most every 200ms per
+	// container, by the host's clock: the records' times come from the
+	// guest, which must not choose the daemon's fsync rate
+	lf, err := openLogFile(path, idx, rateLimited(200*time.Millisecond, time.Now, func(li LogIndex) {
 		li.ContainerID = cid
 		d.st.put(bLogs, cid, li)
-	})
+	}))
 	if err != nil {
 		return nil, err
 	}
 	return lf, nil
+}
+
+// rateLimited calls fn at most once per interval of now's clock, dropping
+// the calls in between (each LogIndex supersedes the last).
+func rateLimited(interval time.Duration, now func() time.Time, fn func(LogIndex)) func(LogIndex) {
+	var last time.Time
+	return func(li LogIndex) {
+		t := now()
+		if !last.IsZero() && t.Sub(last) < interval {
+			return
+		}
+		last = t
+		fn(li)
+	}
+}
+
+// recordTime is the time stored for a record the guest stamped t: the
+// guest's clock, unless it is unset or absurd (before 2000, or more than a
+// day ahead of the host's), then the host's.
+func recordTime(t, now time.Time) time.Time {
+	if t.Before(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)) || t.After(now.Add(24*time.Hour)) {
+		return now
+	}
+	return t
 }

@@ -16,7 +16,7 @@ func TestLogFileTornRecordAndTail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t0 := time.Unix(100, 0)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for i, r := range []sandbox.LogRecord{
 		{Stream: "stdout", Time: t0, Data: []byte("one\n")},
 		{Stream: "stderr", Time: t0.Add(time.Second), Data: []byte("two\n")},
