@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hyperhq/hyperd-go/agent/protocol"
 	"net/http"
 	"strings"
 
@@ -32,8 +33,24 @@ func statusOf(err error) int {
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
 	}
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case protocol.CodeNotFound:
+			return http.StatusNotFound
+		case protocol.CodeBadRequest:
+			return http.StatusBadRequest
+		case protocol.CodeConflict:
+			return http.StatusConflict
+		}
+		return http.StatusInternalServerError
+	}
 	m := strings.ToLower(err.Error())
 	switch {
+	case strings.Contains(m, "internal:"):
+		// the agent's internal errors carry host or guest errno text
+		// ("overlay: no such device") that is no 404 of the client's
+		return http.StatusInternalServerError
 	case strings.Contains(m, "not found") || strings.Contains(m, "no such"):
 		return http.StatusNotFound
 	case strings.Contains(m, "bad parameter"):

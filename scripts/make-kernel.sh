@@ -10,7 +10,9 @@
 #   build/l1modules/     what the nested runner's L1 (e2e/nested) loads to get
 #                        a real /dev/kvm under QEMU's emulated SVM and its
 #                        network: kvm, kvm-amd, irqbypass, virtio-net over
-#                        virtio-pci, with their dependencies, and an order file
+#                        virtio-pci, and overlay (the local driver, the
+#                        benchmarks' peer in L1), with their dependencies
+#                        and an order file
 #   build/kernel.release the kernel release string
 #
 # The .deb and its extracted tree are cached in $KERNEL_CACHE (default
@@ -182,7 +184,7 @@ rm -rf "$out/modules.old"
 
 # The nested runner's L1 modules, in load order.
 order=() seen=()
-for m in irqbypass kvm kvm_amd virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net; do
+for m in irqbypass kvm kvm_amd virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net overlay; do
 	if [ -n "${path_of[$m]:-}" ]; then
 		visit "$m"
 	elif [ -z "${builtin[$m]:-}" ] && [ -z "${is_optional[$m]:-}" ]; then
