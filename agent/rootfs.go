@@ -223,10 +223,22 @@ func setupRoot(c *shimConfig) error {
 	if err := unix.Chdir(root); err != nil {
 		return err
 	}
-	if err := unix.PivotRoot(".", "."); err != nil {
+	if err := unix.PivotRoot(".", "."); err == unix.EINVAL && onRamfs("/") {
+		// The host's root is the initramfs (rootfs), which pivot_root
+		// cannot move (pivot_root(2)); the kvm guest moves its own root
+		// to a tmpfs first, a local driver on such a host (the nested
+		// runner's L1) cannot. Move the container root over / and chroot
+		// into it, as runc's no-pivot mode does: the old root is covered
+		// in this mount namespace.
+		if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+			return fmt.Errorf("move the root over / (no pivot_root on a ramfs root): %w", err)
+		}
+		if err := unix.Chroot("."); err != nil {
+			return fmt.Errorf("chroot: %w", err)
+		}
+	} else if err != nil {
 		return fmt.Errorf("pivot_root: %w", err)
-	}
-	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+	} else if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
 		return fmt.Errorf("unmount old root: %w", err)
 	}
 	if err := unix.Chdir("/"); err != nil {
@@ -281,4 +293,15 @@ func allowedSysctl(k string) bool {
 		}
 	}
 	return false
+}
+
+// onRamfs reports whether path is on a ramfs or tmpfs: the initramfs
+// (rootfs) is one of the two, depending on the kernel's config.
+func onRamfs(path string) bool {
+	var st unix.Statfs_t
+	if unix.Statfs(path, &st) != nil {
+		return false
+	}
+	// linux/magic.h: RAMFS_MAGIC, TMPFS_MAGIC
+	return uint32(st.Type) == 0x858458f6 || uint32(st.Type) == 0x01021994
 }
