@@ -5,7 +5,9 @@
 # show `hyperctl list`, then stop and clean up. DRIVER picks the sandbox
 # driver (auto: kvm where a guest can boot, else local); BUSYBOX_TAR is a
 # prebuilt image archive (make demo-kvm passes one into the nested L1).
-set -euo pipefail
+set -eu
+# pipefail where the shell has it (the nested L1 runs this with dash)
+(set -o pipefail) 2>/dev/null && set -o pipefail
 cd "$(dirname "$0")/.."
 
 BIN=${BIN:-bin}
