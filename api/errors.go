@@ -8,10 +8,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/hyperhq/hyperd-go/agent/protocol"
 	"net/http"
 	"strings"
 
+	"github.com/hyperhq/hyperd-go/agent/protocol"
 	"github.com/hyperhq/hyperd-go/pod"
 )
 

@@ -110,7 +110,7 @@ func (s *Store) Load(ctx context.Context, r io.Reader) ([]string, error) {
 		if err := json.Unmarshal(b, &entries); err != nil {
 			return nil, fmt.Errorf("load: manifest.json: %v: %w", err, ErrInvalid)
 		}
-		return s.loadDocker(ctx, dir, entries)
+		return s.loadDocker(ctx, root, entries)
 	}
 	if _, err := root.Lstat("index.json"); err == nil {
 		// the OCI layout reader opens paths itself: an OCI archive has
@@ -123,12 +123,8 @@ func (s *Store) Load(ctx context.Context, r io.Reader) ([]string, error) {
 	return nil, fmt.Errorf("load: archive has neither manifest.json (docker-archive) nor index.json (OCI): %w", ErrInvalid)
 }
 
-func (s *Store) loadDocker(ctx context.Context, dir string, entries []dockerArchiveEntry) ([]string, error) {
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
+// loadDocker loads a docker-archive's entries from its extraction root.
+func (s *Store) loadDocker(ctx context.Context, root *os.Root, entries []dockerArchiveEntry) ([]string, error) {
 	var loaded []string
 	for _, e := range entries {
 		if err := ctx.Err(); err != nil {

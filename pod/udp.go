@@ -123,13 +123,7 @@ func (f *forwarder) udpSession(pc net.PacketConn, p PortPair, peer net.Addr, s *
 		case <-readerDone:
 			return
 		}
-		if !idle.Stop() {
-			select {
-			case <-idle.C:
-			default:
-			}
-		}
-		idle.Reset(udpIdle)
+		idle.Reset(udpIdle) // go >= 1.23: no stale tick survives a Reset
 	}
 }
 
