@@ -15,7 +15,11 @@
 // hang from a slow command: l1init writes a heartbeat to L1's second serial
 // port every second, independent of the network and of any test; a silent
 // heartbeat fails the command at once with every vCPU's registers from
-// QEMU's monitor (QMP) and L1's console tail.
+// QEMU's monitor (QMP), every local APIC and L1's console tail. When that
+// state proves QEMU lost an interrupt (lapic.go: a vCPU halted with IF=1
+// while its APIC holds a deliverable vector, unchanged seconds later), the
+// suite that was running is run once more in a fresh L1 and the report
+// says so; any other hang, and any test failure, fails the suite.
 //
 // The kvm suites (suites_test.go) run through it in `make test` where the
 // host lacks vmx/svm; nestedrun is its command for make demo-kvm and make

@@ -401,8 +401,13 @@ func (l *L1) Run(ctx context.Context, c Cmd, stdout, stderr io.Writer) (int, err
 		case <-tick.C:
 			if age := l.heartbeatAge(); age > hangAfter {
 				regs, _ := l.Registers()
-				return -1, fmt.Errorf("nested: %q: %w: no heartbeat for %v (the L1 kernel stopped, not the command); vCPU registers:\n%s\nL1 console tail:\n%s",
-					c.Argv, ErrHung, age.Round(time.Second), regs, l.ConsoleTail(40))
+				why := ErrHung
+				apics, lost := l.lostInterrupts()
+				if lost != "" {
+					why = fmt.Errorf("%w: %s", ErrLostInterrupt, lost)
+				}
+				return -1, fmt.Errorf("nested: %q: %w: no heartbeat for %v (the L1 kernel stopped, not the command); vCPU registers:\n%s\nL1 local APICs:\n%s\nL1 console tail:\n%s",
+					c.Argv, why, age.Round(time.Second), regs, apics, l.ConsoleTail(40))
 			}
 		}
 	}
@@ -412,49 +417,8 @@ func (l *L1) Run(ctx context.Context, c Cmd, stdout, stderr io.Writer) (int, err
 // human-monitor-command "info registers -a"), to tell a stuck L1 kernel
 // from an idle one.
 func (l *L1) Registers() (string, error) {
-	c, err := net.DialTimeout("unix", filepath.Join(l.cfg.Dir, "qmp.sock"), 5*time.Second)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(15 * time.Second))
-	dec := json.NewDecoder(c)
-	var greeting map[string]any
-	if err := dec.Decode(&greeting); err != nil {
-		return "", err
-	}
-	var out strings.Builder
-	for _, cmd := range []string{
-		`{"execute":"qmp_capabilities"}`,
-		`{"execute":"query-status"}`,
-		`{"execute":"human-monitor-command","arguments":{"command-line":"info registers -a"}}`,
-	} {
-		if _, err := io.WriteString(c, cmd+"\n"); err != nil {
-			return out.String(), err
-		}
-		for {
-			var m map[string]json.RawMessage
-			if err := dec.Decode(&m); err != nil {
-				return out.String(), err
-			}
-			if _, ev := m["event"]; ev {
-				continue
-			}
-			if r, ok := m["return"]; ok {
-				var s string
-				if json.Unmarshal(r, &s) == nil {
-					out.WriteString(s)
-				} else if string(r) != "{}" {
-					out.Write(r)
-					out.WriteString("\n")
-				}
-			} else {
-				out.WriteString(fmt.Sprint(m))
-			}
-			break
-		}
-	}
-	return out.String(), nil
+	return l.monitor(`{"execute":"query-status"}`,
+		`{"execute":"human-monitor-command","arguments":{"command-line":"info registers -a"}}`)
 }
 
 // Close powers L1 off through l1init and waits for QEMU; past 30 s it is

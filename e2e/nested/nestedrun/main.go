@@ -32,6 +32,7 @@ func main() {
 	repo := flag.String("repo", ".", "the project's root (its build/ and bin/ go into L1)")
 	out := flag.String("out", "", "work directory (default: build/nested under the repo)")
 	mem := flag.Int("mem", 4096, "L1 memory in MiB")
+	smp := flag.Int("smp", 2, "L1 vCPUs")
 	timeout := flag.Duration("timeout", 30*time.Minute, "deadline for the command")
 	console := flag.Bool("console", false, "copy L1's console to stderr")
 	cpu := flag.String("cpu", nested.DefaultCPU, "QEMU's -cpu for L1")
@@ -58,7 +59,7 @@ func main() {
 		}
 		os.Exit(code)
 	}
-	code, err := run(*repo, *out, *mem, *timeout, *console, *tcgThread, *cpu, files, fwds, envs, flag.Args())
+	code, err := run(*repo, *out, *mem, *smp, *timeout, *console, *tcgThread, *cpu, files, fwds, envs, flag.Args())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "nestedrun:", err)
 		if code == 0 {
@@ -68,7 +69,7 @@ func main() {
 	os.Exit(code)
 }
 
-func run(repo, out string, mem int, timeout time.Duration, console bool, tcgThread, cpu string, files, fwds, envs, argv []string) (int, error) {
+func run(repo, out string, mem, smp int, timeout time.Duration, console bool, tcgThread, cpu string, files, fwds, envs, argv []string) (int, error) {
 	repo, err := filepath.Abs(repo)
 	if err != nil {
 		return 1, err
@@ -101,7 +102,7 @@ func run(repo, out string, mem int, timeout time.Duration, console bool, tcgThre
 	st, _ := os.Stat(img.Initrd)
 	fmt.Fprintf(os.Stderr, "nestedrun: L1 initramfs %s (%d MiB) built in %.1fs; booting L1 (QEMU TCG, -cpu max: emulated SVM)\n",
 		img.Initrd, st.Size()>>20, time.Since(t0).Seconds())
-	cfg := nested.Config{Kernel: img.Kernel, Initrd: img.Initrd, MemMiB: mem, Dir: out, Forwards: forwards, TCGThread: tcgThread, CPU: cpu}
+	cfg := nested.Config{Kernel: img.Kernel, Initrd: img.Initrd, MemMiB: mem, CPUs: smp, Dir: out, Forwards: forwards, TCGThread: tcgThread, CPU: cpu}
 	if console {
 		cfg.Console = os.Stderr
 	}
