@@ -18,9 +18,11 @@ import (
 )
 
 // ErrLostInterrupt is returned (wrapped, and wrapping ErrHung) when L1
-// stopped because QEMU's emulated CPU did not take an interrupt: the vCPU
+// stopped because QEMU's emulated CPU did not take an interrupt: a vCPU
 // sits in HLT with EFLAGS.IF set while its local APIC holds a vector in
-// IRR above its processor priority, the same in two samples seconds apart.
+// IRR above its processor priority, or every vCPU does with nothing pending
+// and every APIC timer run out (stalledIdle); the same in two samples
+// seconds apart.
 // No program in L1 can cause that state; it is the emulator's fault
 // (observed with QEMU 7.2 and 10.0 TCG, both L1 vCPUs halted for good).
 var ErrLostInterrupt = fmt.Errorf("%w: an emulated CPU did not take an interrupt its local APIC holds", ErrHung)
@@ -86,7 +88,7 @@ func (l *L1) lapics() ([]string, error) {
 // returns the APIC dumps and, when some vCPU provably lost an interrupt (see
 // ErrLostInterrupt), which one and how; "" when none did.
 func (l *L1) lostInterrupts() (dump, lost string) {
-	var first []string
+	first := map[string]bool{}
 	for round := 0; round < 2; round++ {
 		if round > 0 {
 			time.Sleep(3 * time.Second)
@@ -102,6 +104,9 @@ func (l *L1) lostInterrupts() (dump, lost string) {
 		}
 		cpus := parseCPUs(regs)
 		var now []string
+		if idle := stalledIdle(cpus, apics); idle != "" {
+			now = append(now, idle)
+		}
 		for i, a := range apics {
 			if i >= len(cpus) || !cpus[i].halted || !cpus[i].intsOn {
 				now = append(now, "")
@@ -114,17 +119,45 @@ func (l *L1) lostInterrupts() (dump, lost string) {
 			}
 			now = append(now, fmt.Sprintf("CPU %d halted with IF=1 while vector %d waits in its IRR above PPR %#x", i, v, ppr))
 		}
-		if round == 0 {
-			first = now
-			continue
-		}
-		for i := range now {
-			if now[i] != "" && i < len(first) && first[i] == now[i] {
-				return dump, now[i]
+		for _, f := range now {
+			if f == "" {
+				continue
+			}
+			if first[f] {
+				return dump, f
+			}
+			if round == 0 {
+				first[f] = true
 			}
 		}
 	}
 	return dump, ""
+}
+
+// stalledIdle reports the other face of a lost interrupt: every vCPU halted
+// with IF=1, no vector pending or in service anywhere, and every local APIC
+// timer run out (one-shot, current count 0). An expired timer raises its
+// vector; had the CPU taken it, the kernel would have armed the next event
+// (l1init's heartbeat sleeps 1 s, so there always is one).
+func stalledIdle(cpus []cpuState, apics []string) string {
+	if len(cpus) == 0 || len(cpus) != len(apics) {
+		return ""
+	}
+	for i, c := range cpus {
+		a := apics[i]
+		if !c.halted || !c.intsOn || !expired(a) || !strings.Contains(a, "IRR\t (none)") || !strings.Contains(a, "ISR\t (none)") {
+			return ""
+		}
+	}
+	return fmt.Sprintf("all %d vCPUs halted with IF=1, nothing pending, every APIC timer expired and none re-armed", len(cpus))
+}
+
+var timerRE = regexp.MustCompile(`one-shot .*\n(?:.*\n)*?Timer\s.*initial_count = (\d+) current_count = (\d+)`)
+
+// expired tells whether a one-shot APIC timer was armed and ran out.
+func expired(lapic string) bool {
+	m := timerRE.FindStringSubmatch(lapic)
+	return m != nil && m[1] != "0" && m[2] == "0"
 }
 
 type cpuState struct{ halted, intsOn bool }

@@ -66,3 +66,36 @@ RIP=ffffffff8104766d RFL=00000082 [--S----] CPL=0 II=0 A20=1 SMM=0 HLT=0
 		}
 	}
 }
+
+func TestStalledIdle(t *testing.T) {
+	idle := `LVTT	 0x000000ec active-hi edge                 one-shot     Fixed  (vec 236)
+Timer	 DCR=0x3 (divide by 16) initial_count = 4243 current_count = 0
+ISR	 (none)
+IRR	 (none)
+APR 0x00 TPR 0x10 PPR 0x10`
+	counting := `LVTT	 0x000000ec active-hi edge                 one-shot     Fixed  (vec 236)
+Timer	 DCR=0x3 (divide by 16) initial_count = 4243 current_count = 17
+ISR	 (none)
+IRR	 (none)
+APR 0x00 TPR 0x10 PPR 0x10`
+	on := cpuState{halted: true, intsOn: true}
+	for _, c := range []struct {
+		name  string
+		cpus  []cpuState
+		apics []string
+		want  bool
+	}{
+		{"all idle, timers expired", []cpuState{on, on}, []string{idle, idle}, true},
+		{"a timer still counting", []cpuState{on, on}, []string{idle, counting}, false},
+		{"a CPU running", []cpuState{on, {}}, []string{idle, idle}, false},
+		{"interrupts off", []cpuState{on, {halted: true}}, []string{idle, idle}, false},
+		{"a vector pending", []cpuState{on}, []string{lapicTimerPending}, false},
+		{"no dumps", nil, nil, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := stalledIdle(c.cpus, c.apics) != ""; got != c.want {
+				t.Errorf("stalledIdle = %v, want %v", got, c.want)
+			}
+		})
+	}
+}
