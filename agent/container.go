@@ -107,7 +107,9 @@ func (c *container) create() error {
 	}
 	// ReadOnlyFS is applied by the shim once mount points and files exist.
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, c.upper, work)
-	if err := unix.Mount("overlay", c.rootfs, "overlay", 0, opts); err != nil {
+	// nodev: a device node shipped in an image layer opens nothing (no
+	// device cgroup here; see harden.go)
+	if err := unix.Mount("overlay", c.rootfs, "overlay", unix.MS_NODEV, opts); err != nil {
 		return fmt.Errorf("overlay: %w", err)
 	}
 	c.cgroup = c.s.makeCgroup(c.id)

@@ -151,15 +151,19 @@ func setupRoot(c *shimConfig) error {
 			if err := mountIn(root, m.Dest, m.Source, "", unix.MS_BIND|unix.MS_REC, "", !st.IsDir()); err != nil {
 				return err
 			}
+			// nodev: a device node in a volume opens nothing (no device
+			// cgroup here; see harden.go)
+			fl := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_NODEV)
 			if m.ReadOnly {
-				if err := mountIn(root, m.Dest, "", "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, "", !st.IsDir()); err != nil {
-					return err
-				}
+				fl |= unix.MS_RDONLY
+			}
+			if err := mountIn(root, m.Dest, "", "", fl, "", !st.IsDir()); err != nil {
+				return err
 			}
 		} else {
-			var fl uintptr
+			fl := uintptr(unix.MS_NODEV)
 			if m.ReadOnly {
-				fl = unix.MS_RDONLY
+				fl |= unix.MS_RDONLY
 			}
 			if err := mountIn(root, m.Dest, m.Source, m.FSType, fl, "", false); err != nil {
 				return err
@@ -219,6 +223,9 @@ func setupRoot(c *shimConfig) error {
 		if err := os.WriteFile(p, []byte(v), 0); err != nil {
 			return fmt.Errorf("sysctl %s: %w", k, err)
 		}
+	}
+	if err := confineProc(root); err != nil {
+		return err
 	}
 	if err := unix.Chdir(root); err != nil {
 		return err

@@ -43,6 +43,10 @@ func RunInit() error {
 		sendShim(shimFD, shimMsg{Op: "error", Err: err.Error()})
 		return err
 	}
+	if err := noNewPrivs(); err != nil {
+		sendShim(shimFD, shimMsg{Op: "error", Err: err.Error()})
+		return err
+	}
 	s := &shim{r: newReaper(), ids: map[int]string{}, pids: map[string]int{}}
 	if err := sendShim(shimFD, shimMsg{Op: "ready"}); err != nil {
 		return err
