@@ -50,6 +50,10 @@ type Config struct {
 	// CgroupRoot is the cgroup v2 directory containers are placed under;
 	// "" or not writable = no cgroups.
 	CgroupRoot string
+	// Limits bound every container of the pod together (the local
+	// driver's pod resource); zero values mean no limit. Any limit needs
+	// a writable cgroup2 CgroupRoot.
+	Limits Limits
 	// Self is the agent binary re-executed as "init" for container shims.
 	Self string
 	// PowerOff is called by OpShutdown after the reply went out.
@@ -87,6 +91,14 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, reaper: newReaper(), ctrs: map[string]*container{}, quit: make(chan struct{})}
 	s.cgroup = setupCgroupRoot(cfg.CgroupRoot)
+	if cfg.Limits != (Limits{}) {
+		if !s.cgroup {
+			return nil, fmt.Errorf("resource limits need a writable cgroup2 hierarchy at %q", cfg.CgroupRoot)
+		}
+		if err := applyLimits(cfg.CgroupRoot, cfg.Limits); err != nil {
+			return nil, err
+		}
+	}
 	s.reaper.run()
 	return s, nil
 }

@@ -1,8 +1,11 @@
+// This file owns the agent's cgroup v2 use: the pod's cgroup root and its
+// controllers, the pod's limits, per-container cgroups and their stats.
 package agent
 
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -61,6 +64,38 @@ func setupCgroupRoot(root string) bool {
 		}
 	}
 	return true
+}
+
+// Limits are a pod's resource limits, enforced on its cgroup root so they
+// bound all its containers together (cgroup v2: the kernel's
+// Documentation/admin-guide/cgroup-v2.rst, "memory.max", "cpu.max",
+// "pids.max").
+type Limits struct {
+	MemoryBytes int64 // memory.max; swap is refused too, as in a VM
+	CPUs        int   // cpu.max: CPUs worth of time per period
+	Pids        int   // pids.max
+}
+
+// applyLimits writes l into the cgroup dir.
+func applyLimits(dir string, l Limits) error {
+	const period = 100000 // µs, the kernel's default cpu.max period
+	var files [][2]string
+	if l.MemoryBytes > 0 {
+		files = append(files, [2]string{"memory.max", strconv.FormatInt(l.MemoryBytes, 10)}, [2]string{"memory.swap.max", "0"})
+	}
+	if l.CPUs > 0 {
+		files = append(files, [2]string{"cpu.max", fmt.Sprintf("%d %d", l.CPUs*period, period)})
+	}
+	if l.Pids > 0 {
+		files = append(files, [2]string{"pids.max", strconv.Itoa(l.Pids)})
+	}
+	for _, f := range files {
+		err := os.WriteFile(filepath.Join(dir, f[0]), []byte(f[1]), 0)
+		if err != nil && !(f[0] == "memory.swap.max" && os.IsNotExist(err)) { // no swap accounting: nothing to refuse
+			return fmt.Errorf("cgroup limit %s=%s: %w", f[0], f[1], err)
+		}
+	}
+	return nil
 }
 
 func (s *Server) makeCgroup(id string) string {

@@ -31,6 +31,9 @@ func main() {
 	serial := fs.String("serial", "", "serial port / char device to serve on, connections multiplexed (instead of --socket)")
 	state := fs.String("state-dir", "", "directory for container scratch and logs")
 	cg := fs.String("cgroup-root", "", "cgroup v2 directory for containers (\"\" = none)")
+	memMiB := fs.Int("memory-mib", 0, "memory limit of all containers together, MiB (0 = none; needs --cgroup-root)")
+	cpus := fs.Int("cpus", 0, "CPU time limit of all containers together, in CPUs (0 = none; needs --cgroup-root)")
+	pids := fs.Int("pids", 0, "process limit of all containers together (0 = none; needs --cgroup-root)")
 	vm := fs.Bool("vm", false, "run as PID 1 of a VM (vsock)")
 	fs.Parse(os.Args[1:])
 	if *vm {
@@ -45,7 +48,8 @@ func main() {
 			log.Fatalf("hyper-agent: %v", err)
 		}
 	}
-	s, err := agent.NewServer(agent.Config{StateDir: *state, CgroupRoot: *cg})
+	s, err := agent.NewServer(agent.Config{StateDir: *state, CgroupRoot: *cg,
+		Limits: agent.Limits{MemoryBytes: int64(*memMiB) << 20, CPUs: *cpus, Pids: *pids}})
 	if err != nil {
 		log.Fatalf("hyper-agent: %v", err)
 	}

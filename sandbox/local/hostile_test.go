@@ -5,6 +5,7 @@
 package local
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -72,5 +73,79 @@ func TestHostileContainer(t *testing.T) {
 	}
 	if now, _ := os.ReadFile("/proc/sys/kernel/core_pattern"); string(now) != string(hostCore) {
 		t.Errorf("host core_pattern changed: %q -> %q", hostCore, now)
+	}
+}
+
+// TestPodLimits: a pod's memory, vCPUs and process cap bound its
+// containers together, judged by the cgroup files on the host and by
+// what a container that exceeds them gets.
+func TestPodLimits(t *testing.T) {
+	d := New(agentBin)
+	d.PodPids = 40
+	p := newPodConfig(t, d, func(c *sandbox.Config) { c.VCPU, c.MemoryMiB = 1, 64 })
+	sb := p.sb.(*localSandbox)
+	want := map[string]string{"memory.max": "67108864", "cpu.max": "100000 100000", "pids.max": "40"}
+	pidsEvents := filepath.Join(sb.cgroup, "pids.events")
+	if !unifiedCgroups() {
+		v1 := filepath.Join(cgroupV1Root, "%s", "hyperd", sb.id)
+		want = map[string]string{
+			fmt.Sprintf(v1, "memory") + "/memory.limit_in_bytes": "67108864",
+			fmt.Sprintf(v1, "cpu") + "/cpu.cfs_quota_us":         "100000",
+			fmt.Sprintf(v1, "pids") + "/pids.max":                "40",
+			fmt.Sprintf(v1, "devices") + "/devices.list":         strings.Join(allowedDevices, "\n"),
+		}
+		pidsEvents = fmt.Sprintf(v1, "pids") + "/pids.events"
+	}
+	for file, w := range want {
+		if !filepath.IsAbs(file) {
+			file = filepath.Join(sb.cgroup, file)
+		}
+		b, err := os.ReadFile(file)
+		if err != nil || strings.TrimSpace(string(b)) != w {
+			t.Errorf("%s = %q (%v), want %q", file, b, err, w)
+		}
+	}
+	// a 200 MiB buffer filled by dd: past memory.max, the OOM killer
+	p.run("mem", sandbox.Process{Args: []string{"sh", "-c", "dd if=/dev/zero of=/dev/null bs=200M count=1"}})
+	if st := p.wait("mem", ""); st.Code == 0 {
+		t.Errorf("a container held 200 MiB in a 64 MiB pod: %+v", st)
+	}
+	// 60 sleepers past pids.max 40: forks fail
+	p.run("pids", sandbox.Process{Args: []string{"sh", "-c", "n=0; for i in $(seq 60); do sleep 30 & n=$((n+1)); done 2>/dev/null; echo started; kill $(jobs -p) 2>/dev/null; true"}})
+	sio, err := p.a.Attach(ctx(t), "pids", "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, sio.Stdout)
+	if b, err := os.ReadFile(pidsEvents); err != nil || !strings.Contains(string(b), "max ") || strings.Contains(string(b), "max 0") {
+		t.Errorf("pids.events = %q (%v): no fork was refused at pids.max", b, err)
+	}
+}
+
+// TestReattachDeadPodRemovesCgroups: a pod whose agent died while no
+// daemon ran leaves no cgroup behind once a daemon finds it gone.
+func TestReattachDeadPodRemovesCgroups(t *testing.T) {
+	d := New(agentBin)
+	p := newPodWith(t, d)
+	sb := p.sb.(*localSandbox)
+	h := sb.Handle()
+	dirs := sb.cgroupsV1
+	if unifiedCgroups() {
+		dirs = []string{sb.cgroup}
+	}
+	for _, dir := range dirs {
+		if _, err := os.Stat(dir); err != nil {
+			t.Fatalf("the pod's cgroup %s: %v", dir, err)
+		}
+	}
+	unix.Kill(sb.pid, unix.SIGKILL)
+	<-sb.Done()
+	if _, err := d.Reattach(ctx(t), h); err == nil {
+		t.Fatal("reattached to a dead agent")
+	}
+	for _, dir := range dirs {
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("cgroup %s left behind (%v)", dir, err)
+		}
 	}
 }

@@ -34,11 +34,21 @@ type Driver struct {
 	// AgentPath is the hyper-agent binary.
 	AgentPath string
 	// CgroupParent is the cgroup v2 directory pods are placed under
-	// (default /sys/fs/cgroup/hyperd); used only where cgroup2 is writable.
+	// (default /sys/fs/cgroup/hyperd); it must be on a writable cgroup2
+	// hierarchy: the pod's limits are enforced there.
 	CgroupParent string
 	// StartTimeout bounds the wait for the agent's socket (default 10s).
 	StartTimeout time.Duration
+	// PodPids caps the processes of a pod's containers together
+	// (cgroup pids.max; default DefaultPodPids). A pod's vCPUs and memory
+	// (sandbox.Config) bound its containers' CPU time and memory the same
+	// way, as the VM does for the kvm driver.
+	PodPids int
 }
+
+// DefaultPodPids is a pod's process cap when Driver.PodPids is 0: roomy for
+// any service, low enough that a fork bomb cannot take the host's pids.
+const DefaultPodPids = 16384
 
 // New returns a local driver running agentPath.
 func New(agentPath string) *Driver { return &Driver{AgentPath: agentPath} }
@@ -85,7 +95,24 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 	}
 	defer logf.Close()
 	cg := filepath.Join(d.cgroupParent(), cfg.ID)
-	cmd := exec.Command(d.AgentPath, "--socket", sock, "--state-dir", filepath.Join(cfg.StateDir, agentDir), "--cgroup-root", cg)
+	pids := d.PodPids
+	if pids <= 0 {
+		pids = DefaultPodPids
+	}
+	lim := limits{memMiB: cfg.MemoryMiB, cpus: cfg.VCPU, pids: pids}
+	args := []string{"--socket", sock, "--state-dir", filepath.Join(cfg.StateDir, agentDir), "--cgroup-root", cg}
+	v2 := unifiedCgroups()
+	if v2 {
+		args = append(args, "--memory-mib", strconv.Itoa(lim.memMiB), "--cpus", strconv.Itoa(lim.cpus), "--pids", strconv.Itoa(lim.pids))
+	} else {
+		for _, dk := range cfg.Disks {
+			var st unix.Stat_t
+			if unix.Stat(dk.HostPath, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFBLK {
+				lim.blockDevs = append(lim.blockDevs, st.Rdev)
+			}
+		}
+	}
+	cmd := exec.Command(d.AgentPath, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = "/"
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -102,6 +129,14 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		err := cmd.Wait()
 		s.Exited(fmt.Errorf("agent process exited: %v", err))
 	}()
+	if !v2 {
+		// before the agent starts any container: they inherit these
+		if s.cgroupsV1, err = setupV1(cfg.ID, s.pid, lim); err != nil {
+			s.kill()
+			<-s.Done()
+			return nil, fmt.Errorf("local driver: %w", err)
+		}
+	}
 	if cfg.Started != nil {
 		cfg.Started(s.Handle())
 	}
@@ -155,20 +190,28 @@ func (d *Driver) Reattach(ctx context.Context, h sandbox.Handle) (sandbox.Sandbo
 	if err != nil || pid <= 1 {
 		return nil, fmt.Errorf("local driver: handle without a valid pid")
 	}
-	start, err := procStart(pid)
-	if err != nil || strconv.FormatUint(start, 10) != h.Data["start"] {
-		return nil, fmt.Errorf("local driver: agent process %d of %s is gone", pid, h.ID)
-	}
-	pfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return nil, fmt.Errorf("local driver: agent process %d: %w", pid, err)
-	}
-	s := &localSandbox{id: h.ID, stateDir: h.Data["state_dir"], sock: h.Data["socket"], pid: pid, start: start, cgroup: h.Data["cgroup"], Exit: sandbox.NewExit(), pidfd: pfd}
+	s := &localSandbox{id: h.ID, stateDir: h.Data["state_dir"], sock: h.Data["socket"], pid: pid, cgroup: h.Data["cgroup"], Exit: sandbox.NewExit()}
 	for _, p := range strings.Split(h.Data["disks"], "\x00") {
 		if p != "" {
 			s.disks = append(s.disks, sandbox.Disk{HostPath: p})
 		}
 	}
+	for _, p := range strings.Split(h.Data["cgroups_v1"], "\x00") {
+		if p != "" && strings.HasPrefix(p, cgroupV1Root+"/") && filepath.Base(p) == h.ID {
+			s.cgroupsV1 = append(s.cgroupsV1, p)
+		}
+	}
+	start, err := procStart(pid)
+	if err != nil || strconv.FormatUint(start, 10) != h.Data["start"] {
+		s.removeCgroups() // the pod died with its agent: nothing else will
+		return nil, fmt.Errorf("local driver: agent process %d of %s is gone", pid, h.ID)
+	}
+	s.start = start
+	pfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("local driver: agent process %d: %w", pid, err)
+	}
+	s.pidfd = pfd
 	go func() {
 		fds := []unix.PollFd{{Fd: int32(pfd), Events: unix.POLLIN}}
 		for {
@@ -205,8 +248,11 @@ type localSandbox struct {
 	start    uint64
 	pidfd    int
 	cgroup   string
-	disks    []sandbox.Disk
-	agent    *client.Client
+	// cgroupsV1 are the pod's cgroup v1 directories (cgroups.go), none
+	// on a cgroup v2 host
+	cgroupsV1 []string
+	disks     []sandbox.Disk
+	agent     *client.Client
 	*sandbox.Exit
 }
 
@@ -220,6 +266,7 @@ func (s *localSandbox) Handle() sandbox.Handle {
 	return sandbox.Handle{Driver: Name, ID: s.id, Data: map[string]string{
 		"pid": strconv.Itoa(s.pid), "start": strconv.FormatUint(s.start, 10), "socket": s.sock,
 		"state_dir": s.stateDir, "cgroup": s.cgroup, "disks": strings.Join(disks, "\x00"),
+		"cgroups_v1": strings.Join(s.cgroupsV1, "\x00"),
 	}}
 }
 
@@ -264,6 +311,12 @@ func (s *localSandbox) Stop(ctx context.Context) error {
 	}
 	os.Remove(s.sock)
 	os.RemoveAll(filepath.Join(s.stateDir, agentDir))
+	s.removeCgroups()
+	return nil
+}
+
+// removeCgroups removes the pod's cgroups once its processes are gone.
+func (s *localSandbox) removeCgroups() {
 	if s.cgroup != "" {
 		if ents, err := os.ReadDir(s.cgroup); err == nil {
 			for _, e := range ents {
@@ -274,7 +327,7 @@ func (s *localSandbox) Stop(ctx context.Context) error {
 		}
 		os.Remove(s.cgroup)
 	}
-	return nil
+	removeV1(s.cgroupsV1)
 }
 
 // HostStats implements sandbox.Sandbox: the agent process (with its reaped

@@ -84,6 +84,12 @@ func newPod(t testing.TB) *pod {
 
 func newPodWith(t testing.TB, d *Driver) *pod {
 	t.Helper()
+	return newPodConfig(t, d, nil)
+}
+
+// newPodConfig is newPodWith with the sandbox config changed by mod.
+func newPodConfig(t testing.TB, d *Driver, mod func(*sandbox.Config)) *pod {
+	t.Helper()
 	requireRoot(t)
 	state, err := os.MkdirTemp("", "hyp")
 	if err != nil {
@@ -91,7 +97,11 @@ func newPodWith(t testing.TB, d *Driver) *pod {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	sb, err := d.Create(ctx, sandbox.Config{ID: filepath.Base(state), Hostname: "podhost", DNS: []string{"10.0.0.1"}, StateDir: state})
+	cfg := sandbox.Config{ID: filepath.Base(state), Hostname: "podhost", DNS: []string{"10.0.0.1"}, StateDir: state}
+	if mod != nil {
+		mod(&cfg)
+	}
+	sb, err := d.Create(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -670,9 +680,10 @@ func TestHelperDaemon(t *testing.T) {
 // TestBlockDeviceLower: the kvm path's rootfs (an ext4 block device as the
 // overlay lower) exercised with a loop device.
 func TestBlockDeviceLower(t *testing.T) {
-	p := newPod(t)
+	requireRoot(t)
+	rootfs := busyboxRootfs(t)
 	img := filepath.Join(t.TempDir(), "rootfs.ext4")
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", p.rootfs, img, "16M").CombinedOutput(); err != nil {
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", rootfs, img, "16M").CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4 (e2fsprogs): %v %s", err, out)
 	}
 	out, err := exec.Command("losetup", "-f", "--show", "-r", img).Output()
@@ -681,6 +692,8 @@ func TestBlockDeviceLower(t *testing.T) {
 	}
 	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	// the device is one of the pod's disks: its device allow-list has it
+	p := newPodConfig(t, New(agentBin), func(c *sandbox.Config) { c.Disks = []sandbox.Disk{{HostPath: dev, ReadOnly: true}} })
 	spec := sandbox.ContainerSpec{ID: "blk", Rootfs: dev, RootfsType: "ext4",
 		Process: sandbox.Process{Args: []string{"sh", "-c", "cat /etc/old; echo changed > /etc/old; cat /etc/old"}}}
 	if err := p.a.AddContainer(ctx(t), spec); err != nil {
