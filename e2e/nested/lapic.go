@@ -18,11 +18,13 @@ import (
 )
 
 // ErrLostInterrupt is returned (wrapped, and wrapping ErrHung) when L1
-// stopped because QEMU's emulated CPU did not take an interrupt: a vCPU
-// sits in HLT with EFLAGS.IF set while its local APIC holds a vector in
-// IRR above its processor priority, or every vCPU does with nothing pending
-// and every APIC timer run out (stalledIdle); the same in two samples
-// seconds apart.
+// stopped because QEMU's emulated CPU did not run as a CPU does, the same
+// in two samples 3 s apart: a vCPU sits in HLT with EFLAGS.IF set while its
+// local APIC holds a vector in IRR above its processor priority; or every
+// vCPU does with nothing pending and every APIC timer run out
+// (stalledIdle); or a vCPU that is not halted executed nothing (every
+// register the same, its next instruction no jump to itself: seen in CI,
+// one L1 vCPU frozen in __schedule with another spinning on a lock it held).
 // No program in L1 can cause that state; it is the emulator's fault
 // (observed with QEMU 7.2 and 10.0 TCG, both L1 vCPUs halted for good).
 var ErrLostInterrupt = fmt.Errorf("%w: an emulated CPU did not take an interrupt its local APIC holds", ErrHung)
@@ -89,6 +91,7 @@ func (l *L1) lapics() ([]string, error) {
 // ErrLostInterrupt), which one and how; "" when none did.
 func (l *L1) lostInterrupts() (dump, lost string) {
 	first := map[string]bool{}
+	var prevBlocks []string
 	for round := 0; round < 2; round++ {
 		if round > 0 {
 			time.Sleep(3 * time.Second)
@@ -103,10 +106,19 @@ func (l *L1) lostInterrupts() (dump, lost string) {
 			return dump + fmt.Sprintf("\n(info lapic: %v)", err), ""
 		}
 		cpus := parseCPUs(regs)
+		blocks := cpuBlocks(regs)
 		var now []string
 		if idle := stalledIdle(cpus, apics); idle != "" {
 			now = append(now, idle)
 		}
+		if round == 1 {
+			for i, b := range blocks {
+				if i < len(cpus) && !cpus[i].halted && i < len(prevBlocks) && b == prevBlocks[i] && !l.selfLoop(i) {
+					now = append(now, fmt.Sprintf("CPU %d, not halted, executed nothing in 3 s (every register the same; no jump-to-self at RIP)", i))
+				}
+			}
+		}
+		prevBlocks = blocks
 		for i, a := range apics {
 			if i >= len(cpus) || !cpus[i].halted || !cpus[i].intsOn {
 				now = append(now, "")
@@ -123,7 +135,7 @@ func (l *L1) lostInterrupts() (dump, lost string) {
 			if f == "" {
 				continue
 			}
-			if first[f] {
+			if first[f] || strings.Contains(f, "executed nothing") {
 				return dump, f
 			}
 			if round == 0 {
@@ -161,6 +173,55 @@ func expired(lapic string) bool {
 }
 
 type cpuState struct{ halted, intsOn bool }
+
+var cpuHeadRE = regexp.MustCompile(`(?m)^CPU#\d+$`)
+
+// cpuBlocks splits HMP "info registers -a" into each vCPU's text.
+func cpuBlocks(regs string) []string {
+	idx := cpuHeadRE.FindAllStringIndex(regs, -1)
+	var b []string
+	for i, m := range idx {
+		end := len(regs)
+		if i+1 < len(idx) {
+			end = idx[i+1][0]
+		}
+		b = append(b, regs[m[0]:end])
+	}
+	return b
+}
+
+// selfLoop tells whether vCPU cpu's next instruction jumps to itself (a
+// CPU in such a loop keeps every register while running); true when it
+// cannot tell.
+func (l *L1) selfLoop(cpu int) bool {
+	s, err := l.monitor(fmt.Sprintf(`{"execute":"human-monitor-command","arguments":{"command-line":"x/1i $pc","cpu-index":%d}}`, cpu))
+	if err != nil {
+		return true
+	}
+	return isSelfJump(s)
+}
+
+var hexByteRE = regexp.MustCompile(`^[0-9a-f]{2}$`)
+
+// isSelfJump reads HMP "x/1i" output ("0xffffffff81a10d9b:  0f 1f 44 00 00
+// nopl 0(%rax, %rax)"; QEMU 7.2 shows the bytes, others may not).
+func isSelfJump(x string) bool {
+	addr, rest, ok := strings.Cut(strings.TrimSpace(x), ":")
+	if !ok || !strings.HasPrefix(addr, "0x") {
+		return true
+	}
+	f := strings.Fields(rest)
+	for len(f) > 0 && hexByteRE.MatchString(f[0]) {
+		f = f[1:]
+	}
+	if len(f) == 0 {
+		return true
+	}
+	if !strings.HasPrefix(f[0], "j") {
+		return false
+	}
+	return len(f) > 1 && strings.TrimLeft(strings.TrimPrefix(f[1], "0x"), "0") == strings.TrimLeft(strings.TrimPrefix(addr, "0x"), "0")
+}
 
 var (
 	rflRE = regexp.MustCompile(`RFL=([0-9a-f]+)\b.*\bHLT=([01])`)

@@ -2,7 +2,10 @@
 // and "info lapic" dumps (captured from L1s that stopped, 2026-12-01).
 package nested
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 const lapicTimerPending = `dumping local APIC state for CPU 0 
 
@@ -97,5 +100,30 @@ APR 0x00 TPR 0x10 PPR 0x10`
 				t.Errorf("stalledIdle = %v, want %v", got, c.want)
 			}
 		})
+	}
+}
+
+func TestFrozenCPUParsing(t *testing.T) {
+	regs := "{\"status\": \"running\"}\n\nCPU#0\nRIP=ffffffff81a10d9b RFL=00000046 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=0\nCR0=80050033\n\nCPU#1\nRIP=ffffffff81a18710 RFL=00000002 [-------] CPL=0 II=0 A20=1 SMM=0 HLT=0\n"
+	b := cpuBlocks(regs)
+	if len(b) != 2 || !strings.HasPrefix(b[0], "CPU#0\nRIP=ffffffff81a10d9b") || !strings.HasPrefix(b[1], "CPU#1\n") || strings.Contains(b[0], "CPU#1") {
+		t.Fatalf("cpuBlocks = %q", b)
+	}
+	for _, c := range []struct {
+		x    string
+		self bool
+	}{
+		{"0xffffffff81a10d9b:  nopl     0(%rax, %rax)\n", false},
+		{"0xffffffff81000010:  jmp      0xffffffff81000010\n", true},
+		{"0xffffffff81000010:  jmp      0xffffffff81000020\n", false},
+		{"0xffffffff81000010:  jne      0xffffffff81000010\n", true},
+		{"0xffffffff810e2bdf:  48 c1 e8 0a              shrq     $0xa, %rax\r\n", false},
+		{"0xffffffff81000010:  eb fe                    jmp      0xffffffff81000010\r\n", true},
+		{"0xffffffff81000010:  eb 0e                    jmp      0xffffffff81000020\r\n", false},
+		{"garbage", true},
+	} {
+		if got := isSelfJump(c.x); got != c.self {
+			t.Errorf("isSelfJump(%q) = %v, want %v", c.x, got, c.self)
+		}
 	}
 }
