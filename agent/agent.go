@@ -72,6 +72,7 @@ type Server struct {
 	ln     net.Listener
 	quit   chan struct{}
 	qonce  sync.Once
+	staged map[string]int64 // staged file sizes by name (stage.go), under mu
 }
 
 // NewServer prepares an agent.
@@ -259,6 +260,8 @@ func (s *Server) dispatch(req protocol.Request) (any, *protocol.Error) {
 		return struct{}{}, nil
 	case protocol.OpSetupPod:
 		return withBody(req.Body, s.podSetup)
+	case protocol.OpStage:
+		return withBody(req.Body, s.stage)
 	case protocol.OpAdd:
 		return withBody(req.Body, s.add)
 	case protocol.OpStart:

@@ -155,7 +155,15 @@ func (c *container) create() error {
 	if hostname == "" {
 		hostname, _ = os.Hostname()
 	}
-	cfg := &shimConfig{Rootfs: c.rootfs, Hostname: hostname, Mounts: c.spec.Mounts, Files: c.spec.Files,
+	files, err := c.writeFiles()
+	if err != nil {
+		unix.Kill(pid, unix.SIGKILL)
+		<-ch
+		return err
+	}
+	// the shim has copied them into the container once it is ready
+	defer os.RemoveAll(filepath.Join(c.dir, "files"))
+	cfg := &shimConfig{Rootfs: c.rootfs, Hostname: hostname, Mounts: c.spec.Mounts, Files: files,
 		ReadOnlyFS: c.spec.ReadOnlyFS, Sysctl: c.spec.Sysctl, ResolvConf: c.s.resolvConf()}
 	if err := sendShim(c.shimFD, shimMsg{Op: "config", Config: cfg}); err != nil {
 		unix.Kill(pid, unix.SIGKILL)

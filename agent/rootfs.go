@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -227,6 +229,26 @@ func setupRoot(c *shimConfig) error {
 	if err := confineProc(root); err != nil {
 		return err
 	}
+	// the files' content, staged by the agent on the host side of the
+	// pivot: opened now, copied in once inside
+	staged := make([]*os.File, len(c.Files))
+	defer func() {
+		for _, f := range staged {
+			if f != nil {
+				f.Close()
+			}
+		}
+	}()
+	for i, f := range c.Files {
+		if f.Staged == "" {
+			continue
+		}
+		sf, err := os.OpenFile(f.Staged, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			return fmt.Errorf("file %s: %w", f.Path, err)
+		}
+		staged[i] = sf
+	}
 	if err := unix.Chdir(root); err != nil {
 		return err
 	}
@@ -258,13 +280,17 @@ func setupRoot(c *shimConfig) error {
 	if c.Hostname != "" {
 		writeContainerFile("/etc/hostname", []byte(c.Hostname+"\n"), 0o644, 0, 0)
 	}
-	for _, f := range c.Files {
+	for i, f := range c.Files {
 		mode := f.Mode & 0o7777
 		if mode == 0 {
 			mode = 0o644
 		}
-		if err := writeContainerFile(f.Path, f.Content, mode, f.UID, f.GID); err != nil {
-			return err
+		var r io.Reader = bytes.NewReader(f.Content)
+		if staged[i] != nil {
+			r = staged[i]
+		}
+		if err := writeContainerFileFrom(f.Path, r, mode, f.UID, f.GID); err != nil {
+			return fmt.Errorf("file %s: %w", f.Path, err)
 		}
 	}
 	if c.ReadOnlyFS {
@@ -276,6 +302,12 @@ func setupRoot(c *shimConfig) error {
 }
 
 func writeContainerFile(p string, content []byte, mode uint32, uid, gid int) error {
+	return writeContainerFileFrom(p, bytes.NewReader(content), mode, uid, gid)
+}
+
+// writeContainerFileFrom writes r's content at p in the container's root
+// (the caller is inside it), replacing what was there.
+func writeContainerFileFrom(p string, r io.Reader, mode uint32, uid, gid int) error {
 	p = filepath.Clean("/" + p)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
@@ -286,7 +318,7 @@ func writeContainerFile(p string, content []byte, mode uint32, uid, gid int) err
 		return err
 	}
 	defer f.Close()
-	if _, err := f.Write(content); err != nil {
+	if _, err := io.Copy(f, r); err != nil {
 		return err
 	}
 	f.Chmod(os.FileMode(mode))

@@ -226,6 +226,9 @@ func (c *Client) AddContainer(ctx context.Context, s sandbox.ContainerSpec) erro
 	for _, f := range s.Files {
 		spec.Files = append(spec.Files, protocol.File{Path: f.Path, Content: f.Content, Mode: f.Mode, UID: f.UID, GID: f.GID})
 	}
+	if err := c.stageFiles(ctx, &spec); err != nil {
+		return err
+	}
 	return c.call(ctx, protocol.OpAdd, spec, nil)
 }
 

@@ -42,6 +42,7 @@ const (
 	OpRemove   = "remove"
 	OpShutdown = "shutdown"
 	OpSetupPod = "setup"
+	OpStage    = "stage"
 )
 
 // Error codes.
@@ -176,14 +177,30 @@ type Mount struct {
 	ReadOnly bool   `json:"readonly,omitempty"`
 }
 
-// File is written into the container before it starts.
+// File is written into the container before it starts: its Content, or
+// the file staged under the name Staged (OpStage) for content too big for
+// one frame.
 type File struct {
 	Path    string `json:"path"`
 	Content []byte `json:"content,omitempty"`
+	Staged  string `json:"staged,omitempty"`
 	Mode    uint32 `json:"mode,omitempty"`
 	UID     int    `json:"uid,omitempty"`
 	GID     int    `json:"gid,omitempty"`
 }
+
+// StageChunk is OpStage's body: a piece of a file the agent keeps for a
+// coming OpAdd (File.Staged names it), written at the end of what came
+// before under Name, or from scratch without Append. Data is at most
+// StageChunkMax bytes.
+type StageChunk struct {
+	Name   string `json:"name"`
+	Data   []byte `json:"data"`
+	Append bool   `json:"append,omitempty"`
+}
+
+// StageChunkMax bounds one StageChunk's data.
+const StageChunkMax = 1 << 20
 
 // Process is a main process or exec.
 type Process struct {
