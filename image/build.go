@@ -131,6 +131,11 @@ func (s *Store) Build(ctx context.Context, buildContext io.Reader, opts BuildOpt
 	}
 	if len(tags) > 0 {
 		err := s.db.Update(func(tx *bolt.Tx) error {
+			// an untagged result can be removed while the build runs: never
+			// tag an image that is gone (its blobs may be too)
+			if tx.Bucket(bImages).Get([]byte(b.img.ID)) == nil {
+				return fmt.Errorf("build: image %s was removed before it could be tagged: %w", shortID(b.img.ID), ErrConflict)
+			}
 			for _, t := range tags {
 				if err := tx.Bucket(bRefs).Put([]byte(t), []byte(b.img.ID)); err != nil {
 					return err

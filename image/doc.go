@@ -16,7 +16,10 @@
 // in Store.InsecureRegistries.
 //
 // Blobs are always written to tmp/, verified (digest, and diff id for layers), and only
-// then renamed into blobs/, so a half-pulled blob is never visible. The registry protocol
+// then renamed into blobs/, so a half-pulled blob is never visible. A load, pull, commit
+// or build pins its blobs with a lease (lease.go) before each is written or looked for,
+// until its image is registered; GC (run by Remove) skips pinned blobs, and register
+// refuses a record whose blobs are not all present. The registry protocol
 // is github.com/google/go-containerregistry; layers are decompressed with
 // github.com/klauspost/compress (gzip, zstd).
 //
