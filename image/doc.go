@@ -36,7 +36,10 @@
 // buildcache bucket, keyed by the parent image, the instruction after substitution and,
 // for COPY/ADD, the files' content and metadata (for RUN, the environment); nocache
 // skips the cache, q prints only the final id. .dockerignore is honoured (globs, **, !
-// exceptions). Not supported: multi-stage COPY --from, ADD of URLs, HEALTHCHECK,
+// exceptions). The context is extracted (buildctx.go) into tmp/ as plain files (0600,
+// no setuid/setgid, no xattrs) with its tar modes kept aside for COPY; absolute or
+// escaping names, whiteout names (.wh.*), device nodes and FIFOs are refused (400), and
+// no COPY/ADD (nor an ADDed archive) may put a .wh.* name into a layer. Not supported: multi-stage COPY --from, ADD of URLs, HEALTHCHECK,
 // ONBUILD, SHELL.
 //
 // SaveAuth keeps credentials (POST /auth after CheckAuth) per registry in the auth
