@@ -141,57 +141,7 @@ func (s *Store) loadDocker(ctx context.Context, root *os.Root, entries []dockerA
 		if len(cf.RootFS.DiffIDs) != len(e.Layers) {
 			return loaded, fmt.Errorf("load: %d layers but %d diff ids in the config: %w", len(e.Layers), len(cf.RootFS.DiffIDs), ErrInvalid)
 		}
-		cd, err := s.putBlobBytes(cfgBytes)
-		if err != nil {
-			return loaded, err
-		}
-		rec := &imageRec{ID: cd, MediaType: string(types.DockerManifestSchema2), Created: cf.Created.Time, Config: configFrom(cf)}
-		release := s.hold(cd)
-		man := v1.Manifest{SchemaVersion: 2, MediaType: types.DockerManifestSchema2,
-			Config: v1.Descriptor{MediaType: types.DockerConfigJSON, Size: int64(len(cfgBytes)), Digest: mustHash(cd)}}
-		for i, lp := range e.Layers {
-			f, err := openRegular(root, path.Clean(lp))
-			if err != nil {
-				release()
-				return loaded, fmt.Errorf("load: layer: %w", err)
-			}
-			mt, err := layerMediaType(f)
-			if err != nil {
-				f.Close()
-				release()
-				return loaded, err
-			}
-			diff := cf.RootFS.DiffIDs[i].String()
-			d, usize, err := s.putBlob(f, "", diff, nil)
-			f.Close()
-			if err != nil {
-				release()
-				return loaded, fmt.Errorf("load: layer %s: %w", lp, err)
-			}
-			fi, _ := os.Stat(s.blobPath(d))
-			release = chain(release, s.hold(d))
-			rec.Layers = append(rec.Layers, layerRec{Digest: d, MediaType: string(mt), Size: fi.Size(), DiffID: diff, USize: usize})
-			rec.Size += usize
-			man.Layers = append(man.Layers, v1.Descriptor{MediaType: mt, Size: fi.Size(), Digest: mustHash(d)})
-		}
-		mb, _ := json.Marshal(man)
-		md, err := s.putBlobBytes(mb)
-		if err != nil {
-			release()
-			return loaded, err
-		}
-		rec.Manifest = md
-		var refs []string
-		for _, t := range e.RepoTags {
-			c, err := canonical(t)
-			if err != nil {
-				release()
-				return loaded, fmt.Errorf("load: tag %q: %w", t, err)
-			}
-			refs = append(refs, c)
-		}
-		_, err = s.register(rec, refs...)
-		release()
+		rec, refs, err := s.loadDockerEntry(root, e, cf, cfgBytes)
 		if err != nil {
 			return loaded, err
 		}
@@ -203,6 +153,58 @@ func (s *Store) loadDocker(ctx context.Context, root *os.Root, entries []dockerA
 		}
 	}
 	return loaded, nil
+}
+
+// loadDockerEntry stores one docker-archive image's blobs and registers it; a
+// lease pins every blob from before it is written until the image is registered.
+func (s *Store) loadDockerEntry(root *os.Root, e dockerArchiveEntry, cf *v1.ConfigFile, cfgBytes []byte) (*imageRec, []string, error) {
+	var refs []string
+	for _, t := range e.RepoTags {
+		c, err := canonical(t)
+		if err != nil {
+			return nil, nil, fmt.Errorf("load: tag %q: %w", t, err)
+		}
+		refs = append(refs, c)
+	}
+	l := s.newLease()
+	defer l.release()
+	cd, err := s.putBlobBytes(l, cfgBytes)
+	if err != nil {
+		return nil, nil, err
+	}
+	rec := &imageRec{ID: cd, MediaType: string(types.DockerManifestSchema2), Created: cf.Created.Time, Config: configFrom(cf)}
+	man := v1.Manifest{SchemaVersion: 2, MediaType: types.DockerManifestSchema2,
+		Config: v1.Descriptor{MediaType: types.DockerConfigJSON, Size: int64(len(cfgBytes)), Digest: mustHash(cd)}}
+	for i, lp := range e.Layers {
+		f, err := openRegular(root, path.Clean(lp))
+		if err != nil {
+			return nil, nil, fmt.Errorf("load: layer: %w", err)
+		}
+		mt, err := layerMediaType(f)
+		if err != nil {
+			f.Close()
+			return nil, nil, err
+		}
+		diff := cf.RootFS.DiffIDs[i].String()
+		d, size, usize, err := s.putBlob(l, f, "", diff, nil)
+		f.Close()
+		if err != nil {
+			return nil, nil, fmt.Errorf("load: layer %s: %w", lp, err)
+		}
+		rec.Layers = append(rec.Layers, layerRec{Digest: d, MediaType: string(mt), Size: size, DiffID: diff, USize: usize})
+		rec.Size += usize
+		man.Layers = append(man.Layers, v1.Descriptor{MediaType: mt, Size: size, Digest: mustHash(d)})
+	}
+	mb, _ := json.Marshal(man)
+	md, err := s.putBlobBytes(l, mb)
+	if err != nil {
+		return nil, nil, err
+	}
+	rec.Manifest = md
+	if _, err := s.register(rec, refs...); err != nil {
+		return nil, nil, err
+	}
+	return rec, refs, nil
 }
 
 // maxArchiveJSON bounds manifest.json and image configs read from an
@@ -243,8 +245,6 @@ func readRegular(root *os.Root, name string) ([]byte, error) {
 	}
 	return b, nil
 }
-
-func chain(a, b func()) func() { return func() { a(); b() } }
 
 func mustHash(d string) v1.Hash {
 	h, err := v1.NewHash(d)
@@ -306,21 +306,20 @@ func (s *Store) loadOCI(ctx context.Context, dir string) ([]string, error) {
 				if err != nil {
 					return fmt.Errorf("load: %v: %w", err, ErrInvalid)
 				}
-				rec, release, err := s.importImage(ctx, img, func(Progress) {})
-				if err != nil {
-					return fmt.Errorf("load: %w", err)
-				}
 				var refs []string
 				if refName != "" {
 					c, err := canonical(refName)
 					if err != nil {
-						release()
 						return fmt.Errorf("load: image name %q: %w", refName, err)
 					}
 					refs = append(refs, c)
 				}
-				_, err = s.register(rec, refs...)
-				release()
+				l := s.newLease()
+				rec, err := s.importImage(ctx, l, img, func(Progress) {})
+				if err == nil {
+					_, err = s.register(rec, refs...)
+				}
+				l.release()
 				if err != nil {
 					return err
 				}

@@ -33,32 +33,14 @@ func (s *Store) readBlob(digest string) ([]byte, error) {
 	return b, err
 }
 
-// hold marks digests as in use by an in-flight operation so GC does not remove them
-// before the image referencing them is registered; the returned func releases them.
-func (s *Store) hold(digests ...string) func() {
-	s.mu.Lock()
-	for _, d := range digests {
-		s.pending[d]++
-	}
-	s.mu.Unlock()
-	return func() {
-		s.mu.Lock()
-		for _, d := range digests {
-			if s.pending[d]--; s.pending[d] <= 0 {
-				delete(s.pending, d)
-			}
-		}
-		s.mu.Unlock()
-	}
-}
-
-// putBlobBytes stores a small blob whose digest is computed here.
-func (s *Store) putBlobBytes(b []byte) (string, error) {
+// putBlobBytes stores a small blob whose digest is computed here, pinned by l.
+func (s *Store) putBlobBytes(l *lease, b []byte) (string, error) {
 	d := "sha256:" + sha256hex(b)
+	l.pin(d) // before looking: a GC may be removing it right now
 	if s.hasBlob(d) {
 		return d, nil
 	}
-	_, _, err := s.putBlob(bytes.NewReader(b), d, "", nil)
+	_, _, _, err := s.putBlob(l, bytes.NewReader(b), d, "", nil)
 	return d, err
 }
 
@@ -69,12 +51,14 @@ func sha256hex(b []byte) string {
 
 // putBlob copies r into a temporary file, checking that its sha256 is digest (when
 // given) and, when diffID is non-empty, that the sha256 of its decompressed content is
-// diffID. Only a verified blob is renamed into blobs/. It returns the blob's digest
-// and its uncompressed size. count, if non-nil, is called with the bytes read so far.
-func (s *Store) putBlob(r io.Reader, digest, diffID string, count func(int64)) (string, int64, error) {
+// diffID. Only a verified blob is renamed into blobs/, and only once l pins it, so no
+// GC can remove it before the image referencing it is registered. It returns the
+// blob's digest, its size and its uncompressed size. count, if non-nil, is called
+// with the bytes read so far.
+func (s *Store) putBlob(l *lease, r io.Reader, digest, diffID string, count func(int64)) (string, int64, int64, error) {
 	f, err := os.CreateTemp(s.tmpDir(), "blob-")
 	if err != nil {
-		return "", 0, err
+		return "", 0, 0, err
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp)
@@ -112,7 +96,7 @@ func (s *Store) putBlob(r io.Reader, digest, diffID string, count func(int64)) (
 	if count != nil {
 		cw = &countWriter{w: w, f: count}
 	}
-	_, err = io.CopyBuffer(cw, r, make([]byte, 1<<17))
+	size, err := io.CopyBuffer(cw, r, make([]byte, 1<<17))
 	var usize int64
 	if pw != nil {
 		pw.CloseWithError(err)
@@ -126,25 +110,27 @@ func (s *Store) putBlob(r io.Reader, digest, diffID string, count func(int64)) (
 		usize = u.n
 	}
 	if err != nil {
-		return "", 0, err
+		return "", 0, 0, err
 	}
 	got := "sha256:" + hex.EncodeToString(h.Sum(nil))
 	if digest != "" && got != digest {
-		return "", 0, fmt.Errorf("blob digest mismatch: got %s, want %s: %w", got, digest, ErrInvalid)
+		return "", 0, 0, fmt.Errorf("blob digest mismatch: got %s, want %s: %w", got, digest, ErrInvalid)
 	}
 	if err := f.Sync(); err != nil {
-		return "", 0, err
+		return "", 0, 0, err
 	}
 	if err := f.Close(); err != nil {
-		return "", 0, err
+		return "", 0, 0, err
 	}
 	if err := os.Chmod(tmp, 0o644); err != nil {
-		return "", 0, err
+		return "", 0, 0, err
 	}
+	l.pin(got)
 	if err := os.Rename(tmp, s.blobPath(got)); err != nil {
-		return "", 0, err
+		return "", 0, 0, err
 	}
-	return got, usize, nil
+	s.hookAt("stored", got)
+	return got, size, usize, nil
 }
 
 type countWriter struct {

@@ -90,10 +90,12 @@ func (s *Store) Build(ctx context.Context, buildContext io.Reader, opts BuildOpt
 	if err != nil {
 		return Image{}, fmt.Errorf("build context: %v: %w", err, ErrInvalid)
 	}
-	err = ApplyLayer(ctxDir, cr)
-	cr.Close()
+	modes, err := extractContext(ctxDir, cr)
+	if cerr := cr.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("%v: %w", cerr, ErrInvalid)
+	}
 	if err != nil {
-		return Image{}, fmt.Errorf("build context: %v: %w", err, ErrInvalid)
+		return Image{}, fmt.Errorf("build context: %w", err)
 	}
 	root, err := os.OpenRoot(ctxDir)
 	if err != nil {
@@ -116,7 +118,7 @@ func (s *Store) Build(ctx context.Context, buildContext io.Reader, opts BuildOpt
 		return Image{}, fmt.Errorf("build: %v: %w", err, ErrInvalid)
 	}
 	b := &builder{s: s, ctx: ctx, opts: opts, run: run, out: runOut, root: root, ctxDir: ctxDir, tmp: dir,
-		args: map[string]string{}, say: say}
+		modes: modes, args: map[string]string{}, say: say}
 	for i, in := range ins {
 		say("Step %d/%d : %s\n", i+1, len(ins), in.Original)
 		if err := b.step(in); err != nil {
@@ -131,6 +133,11 @@ func (s *Store) Build(ctx context.Context, buildContext io.Reader, opts BuildOpt
 	}
 	if len(tags) > 0 {
 		err := s.db.Update(func(tx *bolt.Tx) error {
+			// an untagged result can be removed while the build runs: never
+			// tag an image that is gone (its blobs may be too)
+			if tx.Bucket(bImages).Get([]byte(b.img.ID)) == nil {
+				return fmt.Errorf("build: image %s was removed before it could be tagged: %w", shortID(b.img.ID), ErrConflict)
+			}
 			for _, t := range tags {
 				if err := tx.Bucket(bRefs).Put([]byte(t), []byte(b.img.ID)); err != nil {
 					return err
@@ -160,6 +167,7 @@ type builder struct {
 	out     io.Writer // RUN output
 	root    *os.Root
 	ctxDir  string
+	modes   map[string]int64 // the context's tar modes by path (the host copy is plain)
 	tmp     string
 	say     func(string, ...any)
 	img     *imageRec // current image; nil before FROM or on scratch
@@ -574,6 +582,9 @@ func (b *builder) copyStep(in dockerfile.Instruction) error {
 	h := sha256.New()
 	add := func(hdr *tar.Header, body io.Reader) error {
 		hdr.Name = strings.TrimPrefix(hdr.Name, "/")
+		if err := checkNotWhiteout(strings.TrimSuffix(hdr.Name, "/")); err != nil {
+			return err
+		}
 		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = uid, gid, "", ""
 		fmt.Fprintf(h, "%s\x00%d\x00%o\x00%s\x00%d\x00", hdr.Name, hdr.Typeflag, hdr.Mode, hdr.Linkname, hdr.Size)
 		if err := tw.WriteHeader(hdr); err != nil {
@@ -666,6 +677,13 @@ func (b *builder) addPath(add func(*tar.Header, io.Reader) error, src, dst strin
 		return err
 	}
 	hdr.Name = dst
+	// The context's own modes (setuid... included), not the plain host copy's;
+	// directories the context tar only implied are 0755.
+	if m, ok := b.modes[path.Clean(src)]; ok {
+		hdr.Mode = m
+	} else if fi.IsDir() {
+		hdr.Mode = 0o755
+	}
 	if fi.IsDir() {
 		hdr.Name += "/"
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -67,8 +66,15 @@ func (s *Store) newImage(ctx context.Context, parent *imageRec, layer io.Reader,
 			return Image{}, fmt.Errorf("parent config: %w", err)
 		}
 	}
-	release := func() {}
-	defer func() { release() }()
+	// The lease pins the parent's layers (a parent removed meanwhile keeps them
+	// until the child is registered) and every blob written here.
+	l := s.newLease()
+	defer l.release()
+	if parent != nil {
+		for _, pl := range parent.Layers {
+			l.pin(pl.Digest)
+		}
+	}
 	var nl *layerRec
 	if layer != nil {
 		// Compress the layer into a temp file while hashing both sides.
@@ -98,17 +104,12 @@ func (s *Store) newImage(ctx context.Context, parent *imageRec, layer io.Reader,
 			diffID, usize = h.digest(), n
 			pw.CloseWithError(err)
 		}()
-		digest, _, err := s.putBlob(pr, "", "", nil)
+		digest, size, _, err := s.putBlob(l, pr, "", "", nil)
 		pr.Close()
 		if err != nil {
 			return Image{}, fmt.Errorf("layer: %w", err)
 		}
-		release = chain(release, s.hold(digest))
-		fi, err := os.Stat(s.blobPath(digest))
-		if err != nil {
-			return Image{}, err
-		}
-		nl = &layerRec{Digest: digest, MediaType: string(types.DockerLayer), Size: fi.Size(), DiffID: diffID, USize: usize}
+		nl = &layerRec{Digest: digest, MediaType: string(types.DockerLayer), Size: size, DiffID: diffID, USize: usize}
 	}
 	now := time.Now().UTC()
 	cf.Created = v1.Time{Time: now}
@@ -126,11 +127,10 @@ func (s *Store) newImage(ctx context.Context, parent *imageRec, layer io.Reader,
 	if err != nil {
 		return Image{}, err
 	}
-	id, err := s.putBlobBytes(cfgBytes)
+	id, err := s.putBlobBytes(l, cfgBytes)
 	if err != nil {
 		return Image{}, err
 	}
-	release = chain(release, s.hold(id))
 	rec := &imageRec{ID: id, MediaType: string(types.DockerManifestSchema2), Created: now, Config: configFrom(cf)}
 	man := v1.Manifest{SchemaVersion: 2, MediaType: types.DockerManifestSchema2,
 		Config: v1.Descriptor{MediaType: types.DockerConfigJSON, Size: int64(len(cfgBytes)), Digest: mustHash(id)}}
@@ -148,7 +148,7 @@ func (s *Store) newImage(ctx context.Context, parent *imageRec, layer io.Reader,
 		rec.Size += l.USize
 	}
 	mb, _ := json.Marshal(man)
-	if rec.Manifest, err = s.putBlobBytes(mb); err != nil {
+	if rec.Manifest, err = s.putBlobBytes(l, mb); err != nil {
 		return Image{}, err
 	}
 	if _, err := s.register(rec, refs...); err != nil {

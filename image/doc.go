@@ -16,7 +16,10 @@
 // in Store.InsecureRegistries.
 //
 // Blobs are always written to tmp/, verified (digest, and diff id for layers), and only
-// then renamed into blobs/, so a half-pulled blob is never visible. The registry protocol
+// then renamed into blobs/, so a half-pulled blob is never visible. A load, pull, commit
+// or build pins its blobs with a lease (lease.go) before each is written or looked for,
+// until its image is registered; GC (run by Remove) skips pinned blobs, and register
+// refuses a record whose blobs are not all present. The registry protocol
 // is github.com/google/go-containerregistry; layers are decompressed with
 // github.com/klauspost/compress (gzip, zstd).
 //
@@ -33,7 +36,10 @@
 // buildcache bucket, keyed by the parent image, the instruction after substitution and,
 // for COPY/ADD, the files' content and metadata (for RUN, the environment); nocache
 // skips the cache, q prints only the final id. .dockerignore is honoured (globs, **, !
-// exceptions). Not supported: multi-stage COPY --from, ADD of URLs, HEALTHCHECK,
+// exceptions). The context is extracted (buildctx.go) into tmp/ as plain files (0600,
+// no setuid/setgid, no xattrs) with its tar modes kept aside for COPY; absolute or
+// escaping names, whiteout names (.wh.*), device nodes and FIFOs are refused (400), and
+// no COPY/ADD (nor an ADDed archive) may put a .wh.* name into a layer. Not supported: multi-stage COPY --from, ADD of URLs, HEALTHCHECK,
 // ONBUILD, SHELL.
 //
 // SaveAuth keeps credentials (POST /auth after CheckAuth) per registry in the auth

@@ -92,8 +92,9 @@ func (s *Store) Pull(ctx context.Context, ref string, auth *AuthConfig, progress
 	if err != nil {
 		return Image{}, registryErr("pull", r, err)
 	}
-	rec, release, err := s.importImage(ctx, img, emit)
-	defer release()
+	l := s.newLease()
+	defer l.release()
+	rec, err := s.importImage(ctx, l, img, emit)
 	if err != nil {
 		return Image{}, fmt.Errorf("pull %s: %w", ref, err)
 	}
@@ -138,44 +139,37 @@ func registryErr(op string, r name.Reference, err error) error {
 }
 
 // importImage copies an image's blobs into the store (verified, atomically) and
-// returns its record, not yet registered. The caller registers it; until then the
-// blobs are protected from GC by hold.
-func (s *Store) importImage(ctx context.Context, img v1.Image, emit func(Progress)) (_ *imageRec, release func(), err error) {
-	release = func() {}
-	defer func() {
-		if err != nil {
-			release()
-			release = func() {}
-		}
-	}()
+// returns its record, not yet registered. The caller registers it; until then l
+// pins the blobs against GC (all of them before any is looked for or written).
+func (s *Store) importImage(ctx context.Context, l *lease, img v1.Image, emit func(Progress)) (*imageRec, error) {
 	rawManifest, err := img.RawManifest()
 	if err != nil {
-		return nil, release, err
+		return nil, err
 	}
 	mt, err := img.MediaType()
 	if err != nil {
-		return nil, release, err
+		return nil, err
 	}
 	m, err := img.Manifest()
 	if err != nil {
-		return nil, release, err
+		return nil, err
 	}
 	rawCfg, err := img.RawConfigFile()
 	if err != nil {
-		return nil, release, err
+		return nil, err
 	}
 	cf, err := v1.ParseConfigFile(bytes.NewReader(rawCfg))
 	if err != nil {
-		return nil, release, fmt.Errorf("parsing image config: %v: %w", err, ErrInvalid)
+		return nil, fmt.Errorf("parsing image config: %v: %w", err, ErrInvalid)
 	}
 	if len(cf.RootFS.DiffIDs) != len(m.Layers) {
-		return nil, release, fmt.Errorf("manifest has %d layers, config %d diff ids: %w", len(m.Layers), len(cf.RootFS.DiffIDs), ErrInvalid)
+		return nil, fmt.Errorf("manifest has %d layers, config %d diff ids: %w", len(m.Layers), len(cf.RootFS.DiffIDs), ErrInvalid)
 	}
 	digests := []string{m.Config.Digest.String()}
-	for _, l := range m.Layers {
-		digests = append(digests, l.Digest.String())
+	for _, ml := range m.Layers {
+		digests = append(digests, ml.Digest.String())
 	}
-	release = s.hold(digests...)
+	l.pin(digests...)
 	rec := &imageRec{ID: m.Config.Digest.String(), MediaType: string(mt), Created: cf.Created.Time,
 		Config: configFrom(cf)}
 	rec.Layers = make([]layerRec, len(m.Layers))
@@ -215,7 +209,7 @@ func (s *Store) importImage(ctx context.Context, img v1.Image, emit func(Progres
 					emit(Progress{Status: "Downloading", ID: id, Current: n, Total: lr.Size, Progress: bar(n, lr.Size)})
 				}
 			}
-			_, usize, err := s.putBlob(ctxReader{gctx, rc}, lr.Digest, lr.DiffID, count)
+			_, _, usize, err := s.putBlob(l, ctxReader{gctx, rc}, lr.Digest, lr.DiffID, count)
 			if err != nil {
 				return fmt.Errorf("layer %s: %w", lr.Digest, err)
 			}
@@ -227,20 +221,20 @@ func (s *Store) importImage(ctx context.Context, img v1.Image, emit func(Progres
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return nil, release, err
+		return nil, err
 	}
-	if _, _, err := s.putBlob(bytes.NewReader(rawCfg), rec.ID, "", nil); err != nil {
-		return nil, release, fmt.Errorf("config: %w", err)
+	if _, _, _, err := s.putBlob(l, bytes.NewReader(rawCfg), rec.ID, "", nil); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
 	}
-	md, err := s.putBlobBytes(rawManifest)
+	md, err := s.putBlobBytes(l, rawManifest)
 	if err != nil {
-		return nil, release, fmt.Errorf("manifest: %w", err)
+		return nil, fmt.Errorf("manifest: %w", err)
 	}
 	rec.Manifest = md
-	for _, l := range rec.Layers {
-		rec.Size += l.USize
+	for _, lr := range rec.Layers {
+		rec.Size += lr.USize
 	}
-	return rec, release, nil
+	return rec, nil
 }
 
 type ctxReader struct {
@@ -390,9 +384,15 @@ func (s *Store) Push(ctx context.Context, ref, remoteName string, auth *AuthConf
 	}
 	man, _ := s.readBlob(rec.Manifest)
 	progress(Progress{Status: fmt.Sprintf("%s: digest: %s size: %d", dst.Identifier(), rec.Manifest, len(man))})
-	refs := []string{repoName(dst.Context()) + "@" + rec.Manifest}
-	_, err = s.register(rec, refs...)
-	return err
+	// Record the pushed digest reference, unless the image was removed during
+	// the push: re-registering it would bring back an image whose blobs GC took.
+	digestRef := repoName(dst.Context()) + "@" + rec.Manifest
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bImages).Get([]byte(rec.ID)) == nil {
+			return fmt.Errorf("push: image %s was removed during the push: %w", shortID(rec.ID), ErrConflict)
+		}
+		return tx.Bucket(bRefs).Put([]byte(digestRef), []byte(rec.ID))
+	})
 }
 
 func (a *AuthConfig) empty() bool {

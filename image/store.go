@@ -89,8 +89,19 @@ type Store struct {
 	InsecureRegistries []string
 
 	mu      sync.Mutex
-	pending map[string]int         // blob digests being written by in-flight operations (GC skips them)
+	pending map[string]int         // blob digests pinned by leases of in-flight operations (GC skips them)
 	builds  map[string]*sync.Mutex // per-key locks for rootfs/disk image building
+
+	// testHook, when set (tests only), is called at the race windows: "stored"
+	// (a blob was just renamed into blobs/) and "register" (an image record is
+	// about to be registered), with the blob or image digest.
+	testHook func(event, digest string)
+}
+
+func (s *Store) hookAt(event, digest string) {
+	if s.testHook != nil {
+		s.testHook(event, digest)
+	}
 }
 
 // Open opens (creating if needed) the store rooted at root.
@@ -321,8 +332,21 @@ func (s *Store) Tag(ref, newRef string) error {
 	})
 }
 
-// register stores an image record and points refs at it, in one transaction.
+// register stores an image record and points refs at it, in one transaction. Every
+// blob the record names (config, manifest, layers) must be in blobs/ and pinned by
+// the caller's lease, so GC cannot take it between this check and the commit: an
+// incomplete image is never registered.
 func (s *Store) register(r *imageRec, refs ...string) (existed bool, err error) {
+	s.hookAt("register", r.ID)
+	blobs := []string{r.ID, r.Manifest}
+	for _, l := range r.Layers {
+		blobs = append(blobs, l.Digest)
+	}
+	for _, d := range blobs {
+		if !s.hasBlob(d) {
+			return false, fmt.Errorf("image %s: blob %s is missing (removed while the image was being made): %w", shortID(r.ID), d, ErrConflict)
+		}
+	}
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		if old, _ := getRec(tx, r.ID); old != nil {
 			existed = true

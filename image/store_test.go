@@ -319,7 +319,7 @@ func TestHalfWrittenBlobNeverVisible(t *testing.T) {
 		{"wrong digest", bytes.NewReader(good[:5000]), digestOf(good)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, _, err := s.putBlob(tc.r, tc.digest, "", nil); err == nil {
+			if _, _, _, err := s.putBlob(s.newLease(), tc.r, tc.digest, "", nil); err == nil {
 				t.Fatal("putBlob succeeded")
 			}
 			if s.hasBlob(tc.digest) {
@@ -332,7 +332,7 @@ func TestHalfWrittenBlobNeverVisible(t *testing.T) {
 	}
 	// A layer whose content does not match its diff id is rejected too.
 	l := busyboxLayer(t)
-	if _, _, err := s.putBlob(bytes.NewReader(l), digestOf(l), digestOf([]byte("other")), nil); !errors.Is(err, ErrInvalid) || s.hasBlob(digestOf(l)) {
+	if _, _, _, err := s.putBlob(s.newLease(), bytes.NewReader(l), digestOf(l), digestOf([]byte("other")), nil); !errors.Is(err, ErrInvalid) || s.hasBlob(digestOf(l)) {
 		t.Errorf("diff id mismatch: %v, visible=%v", err, s.hasBlob(digestOf(l)))
 	}
 }

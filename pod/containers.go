@@ -88,14 +88,27 @@ func (d *Daemon) ctrAndPod(ref string) (*ctrState, *podState, error) {
 }
 
 // withCtr runs f on the container ref names and its pod, holding the pod's
-// operation lock (see withPod).
+// operation lock (see withPod). The container is resolved before that lock
+// is taken, and a remove of the container or its pod (which holds the lock
+// while it talks to the sandbox) may finish in between: f only runs on the
+// container and pod still registered (the same objects: a container re-created
+// under the same name meanwhile is another one). Without this check a start
+// queued behind a remove brought the removed container back: added and
+// started in the sandbox and its record saved again.
 func (d *Daemon) withCtr(ref string, f func(c *ctrState, p *podState) error) error {
 	c, p, err := d.ctrAndPod(ref)
 	if err != nil {
 		return err
 	}
+	d.hookAt("ctr-resolved", c.rec.ID)
 	p.op.Lock()
 	defer p.op.Unlock()
+	d.mu.Lock()
+	current := d.ctrs[c.rec.ID] == c && d.pods[p.rec.ID] == p
+	d.mu.Unlock()
+	if !current {
+		return notFound("container %s not found (it was removed while this request waited for its pod)", ref)
+	}
 	return f(c, p)
 }
 

@@ -48,6 +48,17 @@ type Daemon struct {
 	pods  map[string]*podState
 	ctrs  map[string]*ctrState
 	execs map[string]*execState
+
+	// testHook, set by tests only (export_test.go) before the daemon is
+	// used, is called at race windows: "ctr-resolved" (withCtr found the
+	// container and is about to wait for its pod's lock).
+	testHook func(event, id string)
+}
+
+func (d *Daemon) hookAt(event, id string) {
+	if d.testHook != nil {
+		d.testHook(event, id)
+	}
 }
 
 type podState struct {

@@ -39,6 +39,25 @@ type Driver struct {
 	n         int
 	// FailCreate makes Create fail with this error.
 	FailCreate error
+	hook       func(call, id string)
+}
+
+// SetHook makes every sandbox's AddContainer, StartContainer and
+// RemoveContainer call f(call, container id) first: a test can hold an
+// operation inside its sandbox call (f blocks) while another one runs.
+func (d *Driver) SetHook(f func(call, id string)) {
+	d.mu.Lock()
+	d.hook = f
+	d.mu.Unlock()
+}
+
+func (d *Driver) callHook(call, id string) {
+	d.mu.Lock()
+	f := d.hook
+	d.mu.Unlock()
+	if f != nil {
+		f(call, id)
+	}
 }
 
 // NewDriver returns an empty fake driver.
@@ -54,7 +73,7 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		return nil, d.FailCreate
 	}
 	d.n++
-	s := &Sandbox{id: fmt.Sprintf("%s-%d", cfg.ID, d.n), cfg: cfg, done: make(chan struct{}), procs: map[string]*proc{}, ctrs: map[string]sandbox.ContainerSpec{}}
+	s := &Sandbox{drv: d, id: fmt.Sprintf("%s-%d", cfg.ID, d.n), cfg: cfg, done: make(chan struct{}), procs: map[string]*proc{}, ctrs: map[string]sandbox.ContainerSpec{}}
 	d.sandboxes[s.id] = s
 	return s, nil
 }
@@ -106,6 +125,7 @@ func (d *Driver) Running() []string {
 
 // Sandbox is one fake sandbox; it is also its own Agent.
 type Sandbox struct {
+	drv  *Driver
 	id   string
 	cfg  sandbox.Config
 	done chan struct{}
@@ -167,6 +187,7 @@ func key(cid, eid string) string {
 }
 
 func (s *Sandbox) AddContainer(ctx context.Context, spec sandbox.ContainerSpec) error {
+	s.drv.callHook("AddContainer", spec.ID)
 	if err := s.alive(); err != nil {
 		return err
 	}
@@ -184,6 +205,7 @@ func (s *Sandbox) AddContainer(ctx context.Context, spec sandbox.ContainerSpec) 
 }
 
 func (s *Sandbox) RemoveContainer(ctx context.Context, id string) error {
+	s.drv.callHook("RemoveContainer", id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.ctrs, id)
@@ -202,6 +224,7 @@ func (s *Sandbox) getProc(cid, eid string) (*proc, error) {
 }
 
 func (s *Sandbox) StartContainer(ctx context.Context, id string) error {
+	s.drv.callHook("StartContainer", id)
 	p, err := s.getProc(id, "")
 	if err != nil {
 		return err
