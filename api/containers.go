@@ -7,7 +7,10 @@ package api
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/hyperhq/hyperd-go/pod"
 )
@@ -182,7 +185,11 @@ func (s *Server) containerCommit(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	opt := pod.CommitOptions{Repo: q(r, "repo"), Tag: q(r, "tag"), Comment: q(r, "comment"), Author: q(r, "author")}
+	repo, tag, err := commitName(q(r, "repo"), q(r, "tag"))
+	if err != nil {
+		return nil, err
+	}
+	opt := pod.CommitOptions{Repo: repo, Tag: tag, Comment: q(r, "comment"), Author: q(r, "author")}
 	var cc commitConfig
 	if found, err := optionalJSONBody(r, "commit body must be a container config object", &cc); err != nil {
 		return nil, err
@@ -195,4 +202,36 @@ func (s *Server) containerCommit(r *http.Request) (any, error) {
 		return nil, err
 	}
 	return PodResult{ID: img}, nil
+}
+
+// commitName reads commit's repo and tag as Docker does (moby's
+// httputils.RepoTagReference): repo may carry its tag (host:5000/ns/name:v1),
+// a tag parameter replaces it, neither means latest (left to the store), a
+// digest is refused. It returns the repository without its tag and the tag
+// apart, as the image store assembles them. A colon before the last slash is
+// a registry port, never a tag. A tag without repo is left for the store to
+// refuse.
+func commitName(repo, tag string) (string, string, error) {
+	if repo == "" {
+		return "", tag, nil
+	}
+	if strings.Contains(repo, "@") {
+		return "", "", badParam("repo %q: cannot commit to a digest reference", repo)
+	}
+	base, own := repo, ""
+	if i := strings.LastIndex(repo, ":"); i > strings.LastIndex(repo, "/") {
+		base, own = repo[:i], repo[i+1:]
+	}
+	if _, err := name.NewRepository(base); err != nil {
+		return "", "", badParam("repo %q: %v", repo, err)
+	}
+	if tag == "" {
+		tag = own
+	}
+	if tag != "" {
+		if _, err := name.NewTag(base + ":" + tag); err != nil {
+			return "", "", badParam("tag %q: %v", tag, err)
+		}
+	}
+	return base, tag, nil
 }

@@ -1,6 +1,6 @@
 // This file owns a pod's volumes and files: preparing volumes for the
-// driver, reading file contents, and the agent's container spec that mounts
-// and writes them.
+// driver, reading file contents (a uri one fetched within bounds: see
+// uriFetcher), and the agent's container spec that mounts and writes them.
 
 package pod
 
@@ -9,11 +9,14 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/hyperhq/hyperd-go/sandbox"
@@ -95,7 +98,7 @@ func hasDisk(ds []sandbox.Disk, p string) bool {
 
 func fileContent(ctx context.Context, f FileSpec) ([]byte, error) {
 	if f.URI != "" {
-		return fetchURI(ctx, f.URI)
+		return podFiles.fetch(ctx, f.URI)
 	}
 	if f.Encoding == "base64" {
 		return decodeB64(f.Content)
@@ -173,21 +176,126 @@ func atoiOr(s string, def int) int {
 
 func decodeB64(s string) ([]byte, error) { return base64.StdEncoding.DecodeString(s) }
 
-// fetchURI downloads a pod file (http/https), at most 16 MiB.
-func fetchURI(ctx context.Context, uri string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+// podFiles fetches the pods' uri files.
+var podFiles = uriFetcher{Timeout: 30 * time.Second, Limit: 16 << 20}
+
+// uriFetcher fetches a pod file named by an http(s) uri: the whole answer
+// within Timeout, at most Limit bytes (one more is an error naming the
+// limit, never a silent cut), no proxy, at most 10 redirects, and never
+// from an address of the host itself or of the cloud around it: every
+// connection, a redirect's too, is checked at the address actually dialed
+// (after DNS), so neither a redirect nor a name resolving there gets in.
+// Refused (refusedAddr): loopback, unspecified (0.0.0.0 reaches the host),
+// link-local (169.254.0.0/16, fe80::/10, where 169.254.169.254 is the
+// metadata service of AWS, GCP, Azure and OpenStack), multicast, and the
+// other metadata addresses (fd00:ec2::254, 100.100.100.200, 168.63.129.16,
+// 192.0.0.192). hyperd runs as root on the host: a pod spec (or a server it
+// names, through a redirect) must not read what the host serves only to
+// itself or what the cloud serves only to the host. Private networks
+// (10/8, 172.16/12, 192.168/16, fc00::/7) stay allowed: pod files are
+// commonly served there.
+type uriFetcher struct {
+	Timeout       time.Duration
+	Limit         int64
+	AllowLoopback bool // tests only: their servers are on 127.0.0.1
+}
+
+// metadataAddrs are cloud metadata services outside link-local.
+var metadataAddrs = []netip.Addr{
+	netip.MustParseAddr("fd00:ec2::254"),   // AWS IMDS over IPv6
+	netip.MustParseAddr("100.100.100.200"), // Alibaba Cloud
+	netip.MustParseAddr("168.63.129.16"),   // Azure wireserver
+	netip.MustParseAddr("192.0.0.192"),     // Oracle Cloud (legacy)
+}
+
+// refusedAddr says why a pod file may not be fetched from ip ("": it may).
+func (f uriFetcher) refusedAddr(ip netip.Addr) string {
+	ip = ip.Unmap()
+	switch {
+	case ip.IsLoopback():
+		if f.AllowLoopback {
+			return ""
+		}
+		return "loopback: the host's own services"
+	case ip.IsUnspecified():
+		return "unspecified: the host's own services"
+	case ip.IsLinkLocalUnicast():
+		return "link-local: the cloud's metadata service and the host's links"
+	case ip.IsMulticast() || ip.IsLinkLocalMulticast() || ip.IsInterfaceLocalMulticast() || ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "multicast or broadcast"
+	}
+	for _, m := range metadataAddrs {
+		if ip == m {
+			return "a cloud metadata service"
+		}
+	}
+	return ""
+}
+
+// control refuses a connection before it is made, at the resolved address.
+func (f uriFetcher) control(network, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return fmt.Errorf("pod file: unexpected address %q: %w", address, err)
+	}
+	if why := f.refusedAddr(ap.Addr()); why != "" {
+		return fmt.Errorf("pod files are not fetched from %s (%s)", ap.Addr(), why)
+	}
+	return nil
+}
+
+// fetch downloads uri (see uriFetcher).
+func (f uriFetcher) fetch(ctx context.Context, uri string) ([]byte, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, f.Timeout, fmt.Errorf("uri %s: not fetched within %s: %w", uri, f.Timeout, context.DeadlineExceeded))
 	defer cancel()
+	dialer := &net.Dialer{Timeout: f.Timeout, Control: f.control}
+	tr := &http.Transport{Proxy: nil, DialContext: dialer.DialContext, TLSHandshakeTimeout: f.Timeout, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, CheckRedirect: func(req *http.Request, via []*http.Request) error {
+		if len(via) >= 10 {
+			return fmt.Errorf("stopped after 10 redirects")
+		}
+		return nil
+	}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, uri, nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	b, err := f.get(client, req)
+	if err != nil && ctx.Err() != nil {
+		// the timeout's cause names the uri and the limit
+		return nil, context.Cause(ctx)
+	}
+	return b, err
+}
+
+func (f uriFetcher) get(client *http.Client, req *http.Request) ([]byte, error) {
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 {
-		return nil, fmt.Errorf("GET %s: %s", uri, resp.Status)
+		return nil, fmt.Errorf("GET %s: %s", req.URL, resp.Status)
 	}
-	return io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	tooBig := fmt.Errorf("uri %s: larger than the %s limit of a pod file", req.URL, sizeString(f.Limit))
+	if resp.ContentLength > f.Limit {
+		return nil, tooBig
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, f.Limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("uri %s: %w", req.URL, err)
+	}
+	if int64(len(b)) > f.Limit {
+		return nil, tooBig
+	}
+	return b, nil
+}
+
+// sizeString is n in MiB when whole, else in bytes.
+func sizeString(n int64) string {
+	if n >= 1<<20 && n%(1<<20) == 0 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }

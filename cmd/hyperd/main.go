@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -50,6 +49,7 @@ type Options struct {
 	BootTimeoutSecond int      `json:"boot-timeout"`
 	BootRetries       int      `json:"boot-retries"`
 	StopPodsOnExit    bool     `json:"stop-pods-on-exit"`
+	MaxConnections    int      `json:"max-connections"`
 	TLSOptions
 }
 
@@ -69,11 +69,11 @@ func main() {
 
 func parseOptions(args []string) (Options, error) {
 	o := Options{Host: "unix:///var/run/hyper.sock", DataRoot: "/var/lib/hyper", Driver: "auto", VCPU: 1, Memory: 128,
-		LogLevel: "info", LogFormat: "text", StopTimeoutSecond: 10, BootTimeoutSecond: 30}
+		LogLevel: "info", LogFormat: "text", StopTimeoutSecond: 10, BootTimeoutSecond: 30, MaxConnections: api.DefaultLimits().MaxConns}
 	fs := flag.NewFlagSet("hyperd", flag.ContinueOnError)
 	var cfgPath string
 	var insecure listFlag
-	fs.StringVar(&cfgPath, "config", "", "JSON config file (keys: host, data-root, driver, kernel, initrd, vcpu, memory, log-level, log-format, insecure-registries, stop-timeout, boot-timeout, stop-pods-on-exit, tlscacert, tlscert, tlskey, tlsverify); flags override it")
+	fs.StringVar(&cfgPath, "config", "", "JSON config file (keys: host, data-root, driver, kernel, initrd, vcpu, memory, log-level, log-format, insecure-registries, stop-timeout, boot-timeout, stop-pods-on-exit, max-connections, tlscacert, tlscert, tlskey, tlsverify); flags override it")
 	host := fs.String("host", o.Host, "where to serve the API: unix:///path or tcp://addr:port")
 	fs.StringVar(host, "H", o.Host, "shorthand for --host")
 	dataRoot := fs.String("data-root", o.DataRoot, "state directory (bbolt state, logs, images)")
@@ -88,6 +88,7 @@ func parseOptions(args []string) (Options, error) {
 	bootRetries := fs.Int("boot-retries", o.BootRetries, "kvm: boots of a pod's VM to try again, loudly, when its guest crashes (triple fault) or does not answer within --boot-timeout; 0 on real hardware, where either would repeat (the nested test runner's emulated SVM sets 2)")
 	bootTimeout := fs.Int("boot-timeout", o.BootTimeoutSecond, "kvm: seconds a pod's VM has to boot and its agent to answer before the pod fails (with the console tail)")
 	stopPods := fs.Bool("stop-pods-on-exit", false, "on SIGTERM/SIGINT stop every running pod and its VM (default: leave them running for the next hyperd to reattach)")
+	maxConns := fs.Int("max-connections", o.MaxConnections, "API connections served at once; one more is answered 503 and closed (0: no cap)")
 	fs.Var(&insecure, "insecure-registry", "registry HOST:PORT reached over plain HTTP (repeatable)")
 	tlsCA := fs.String("tlscacert", "", "tcp://: the CA whose client certificates --tlsverify accepts")
 	tlsCert := fs.String("tlscert", "", "tcp://: the server's TLS certificate (PEM)")
@@ -141,6 +142,8 @@ func parseOptions(args []string) (Options, error) {
 			o.BootTimeoutSecond = *bootTimeout
 		case "boot-retries":
 			o.BootRetries = *bootRetries
+		case "max-connections":
+			o.MaxConnections = *maxConns
 		case "insecure-registry":
 			o.InsecureRegistry = append(o.InsecureRegistry, insecure...)
 		case "tlscacert":
@@ -166,6 +169,9 @@ func parseOptions(args []string) (Options, error) {
 	}
 	if err := o.TLSOptions.check(o.Host); err != nil {
 		return o, err
+	}
+	if o.MaxConnections < 0 {
+		return o, fmt.Errorf("--max-connections must be >= 0 (0: no cap)")
 	}
 	if o.VCPU < 1 || o.Memory < 16 {
 		return o, fmt.Errorf("--vcpu must be >= 1 and --memory >= 16 MiB")
@@ -235,13 +241,19 @@ func run(args []string) int {
 		d.Close()
 		return 1
 	}
+	// The cap counts raw connections, under TLS; only plain ones can be
+	// answered the 503 (see api.LimitListener).
+	ln = api.LimitListener(ln, o.MaxConnections, tlsCfg == nil)
 	if tlsCfg != nil {
 		ln = tls.NewListener(ln, tlsCfg)
 	}
 	if w := o.TLSOptions.exposure(o.Host); w != "" {
 		log.Warn(w)
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	// Header, idle and body-inactivity timeouts, no whole-request or write
+	// timeout (uploads and streams last as long as they last): api/limits.go.
+	hs := api.NewHTTPServer(srv.Handler(), api.DefaultLimits())
+	hs.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
 	log.Info("hyperd serving", "version", version, "host", o.Host, "data-root", o.DataRoot, "driver", drv.Name(), "isolation", drv.Isolation(), "pid", os.Getpid())
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()

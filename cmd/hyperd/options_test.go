@@ -31,6 +31,9 @@ func TestParseOptions(t *testing.T) {
 		{name: "bad memory", args: []string{"--memory", "1"}, wantErr: true},
 		{name: "boot timeout", args: []string{"--boot-timeout", "90"}, want: func(o *Options) { o.BootTimeoutSecond = 90 }},
 		{name: "stop pods on exit", args: []string{"--stop-pods-on-exit"}, want: func(o *Options) { o.StopPodsOnExit = true }},
+		{name: "max connections", args: []string{"--max-connections", "8"}, want: func(o *Options) { o.MaxConnections = 8 }},
+		{name: "no connection cap", args: []string{"--max-connections", "0"}, want: func(o *Options) { o.MaxConnections = 0 }},
+		{name: "bad max connections", args: []string{"--max-connections", "-1"}, wantErr: true},
 		{name: "bad boot timeout", args: []string{"--boot-timeout", "0"}, wantErr: true},
 		{name: "stray argument", args: []string{"extra"}, wantErr: true},
 		{name: "missing config", args: []string{"--config", "/nonexistent.json"}, wantErr: true},
@@ -47,7 +50,7 @@ func TestParseOptions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := Options{Host: "unix:///var/run/hyper.sock", DataRoot: "/var/lib/hyper", Driver: "auto", VCPU: 1, Memory: 128, LogLevel: "info", LogFormat: "text", StopTimeoutSecond: 10, BootTimeoutSecond: 30}
+			want := Options{Host: "unix:///var/run/hyper.sock", DataRoot: "/var/lib/hyper", Driver: "auto", VCPU: 1, Memory: 128, LogLevel: "info", LogFormat: "text", StopTimeoutSecond: 10, BootTimeoutSecond: 30, MaxConnections: 1024}
 			tc.want(&want)
 			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("got %+v\nwant %+v", got, want)
