@@ -31,6 +31,11 @@ func TestParseOptions(t *testing.T) {
 		{name: "bad memory", args: []string{"--memory", "1"}, wantErr: true},
 		{name: "boot timeout", args: []string{"--boot-timeout", "90"}, want: func(o *Options) { o.BootTimeoutSecond = 90 }},
 		{name: "stop pods on exit", args: []string{"--stop-pods-on-exit"}, want: func(o *Options) { o.StopPodsOnExit = true }},
+		{name: "log opts", args: []string{"--log-opt", "max-size=1m", "--log-opt", "max-file=2"}, want: func(o *Options) {
+			o.LogOpts = map[string]string{"max-size": "1m", "max-file": "2"}
+		}},
+		{name: "bad log opt size", args: []string{"--log-opt", "max-size=lots"}, wantErr: true},
+		{name: "bad log opt key", args: []string{"--log-opt", "max-age=1d"}, wantErr: true},
 		{name: "bad boot timeout", args: []string{"--boot-timeout", "0"}, wantErr: true},
 		{name: "stray argument", args: []string{"extra"}, wantErr: true},
 		{name: "missing config", args: []string{"--config", "/nonexistent.json"}, wantErr: true},
