@@ -58,7 +58,7 @@ func (d *Daemon) CreateContainer(podRef string, spec *ContainerSpec) (string, er
 	if err != nil {
 		return "", err
 	}
-	lf, err := d.openLogs(c.rec.ID, LogIndex{})
+	lf, err := d.openLogs(c.rec.ID, p.rec.Spec.Log, LogIndex{})
 	if err != nil {
 		return "", err
 	}
@@ -220,7 +220,7 @@ func (d *Daemon) RemoveContainer(ctx context.Context, ref string) error {
 			}
 		}
 		if c.logs != nil {
-			c.logs.close()
+			c.logs.remove()
 		}
 		d.st.del(bExecs, eids...)
 		d.st.del(bContainers, c.rec.ID)

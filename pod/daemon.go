@@ -31,6 +31,9 @@ type Config struct {
 	DriverWarning string
 	// StopTimeout is how long a stop waits for SIGTERM before SIGKILL.
 	StopTimeout time.Duration
+	// LogLimits is the default cap of a container's log (zero:
+	// DefaultLogLimits); a pod's log.config overrides it.
+	LogLimits LogLimits
 }
 
 // Daemon is the daemon core. All methods are safe for concurrent use.

@@ -147,7 +147,7 @@ func (d *Daemon) CreatePod(spec *PodSpec) (string, error) {
 		PortMappings: pms, Driver: d.drv.Name(), Isolation: d.drv.Isolation()}}
 	d.setPhase(p, podPending, "", "")
 	for _, c := range ctrs {
-		lf, err := d.openLogs(c.rec.ID, LogIndex{})
+		lf, err := d.openLogs(c.rec.ID, spec.Log, LogIndex{})
 		if err != nil {
 			return "", err
 		}
@@ -456,8 +456,7 @@ func (d *Daemon) removePodLocked(ctx context.Context, p *podState) error {
 	for _, cid := range p.rec.Containers {
 		if c := d.ctrs[cid]; c != nil {
 			if c.logs != nil {
-				c.logs.close()
-				os.Remove(c.logs.path)
+				c.logs.remove()
 			}
 			delete(d.ctrs, cid)
 			cids = append(cids, cid)

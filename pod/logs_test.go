@@ -12,7 +12,7 @@ import (
 
 func TestLogFileTornRecordAndTail(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "c.log")
-	l, err := openLogFile(p, LogIndex{}, nil)
+	l, err := openLogFile(p, DefaultLogLimits, LogIndex{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func TestLogFileTornRecordAndTail(t *testing.T) {
 	f, _ := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
 	f.Write([]byte{1, 0, 0, 0})
 	f.Close()
-	l, err = openLogFile(p, LogIndex{}, nil)
+	l, err = openLogFile(p, DefaultLogLimits, LogIndex{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

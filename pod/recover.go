@@ -45,7 +45,7 @@ func (d *Daemon) restore() error {
 		if r.Exited || r.Phase == PhaseSucceeded || r.Phase == PhaseFailed {
 			close(c.exited)
 		}
-		lf, err := d.openLogs(r.ID, logIdx[r.ID])
+		lf, err := d.openLogs(r.ID, d.pods[r.PodID].rec.Spec.Log, logIdx[r.ID])
 		if err != nil {
 			d.log.Error("restore: container log", "container", r.ID, "err", err)
 		}

@@ -301,6 +301,9 @@ func (s *PodSpec) Normalize() error {
 	if s.Log.Type != "" && s.Log.Type != "json-file" && s.Log.Type != "none" {
 		return specErr("bad parameter: log type %q not supported (json-file)", s.Log.Type)
 	}
+	if _, err := ParseLogLimits(s.Log.Config, DefaultLogLimits); err != nil {
+		return specErr("bad parameter: log.config: %v", err)
+	}
 	for _, d := range s.DNS {
 		if net.ParseIP(d) == nil {
 			return specErr("bad parameter: incorrect dns %q (must be an IP address)", d)

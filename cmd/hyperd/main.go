@@ -50,6 +50,9 @@ type Options struct {
 	BootRetries       int      `json:"boot-retries"`
 	StopPodsOnExit    bool     `json:"stop-pods-on-exit"`
 	MaxConnections    int      `json:"max-connections"`
+	// LogOpts are the default json-file options of container logs
+	// (max-size, max-file), as dockerd's log-opts.
+	LogOpts map[string]string `json:"log-opts,omitempty"`
 	TLSOptions
 }
 
@@ -73,7 +76,7 @@ func parseOptions(args []string) (Options, error) {
 	fs := flag.NewFlagSet("hyperd", flag.ContinueOnError)
 	var cfgPath string
 	var insecure listFlag
-	fs.StringVar(&cfgPath, "config", "", "JSON config file (keys: host, data-root, driver, kernel, initrd, vcpu, memory, log-level, log-format, insecure-registries, stop-timeout, boot-timeout, stop-pods-on-exit, max-connections, tlscacert, tlscert, tlskey, tlsverify); flags override it")
+	fs.StringVar(&cfgPath, "config", "", "JSON config file (keys: host, data-root, driver, kernel, initrd, vcpu, memory, log-level, log-format, insecure-registries, log-opts, stop-timeout, boot-timeout, stop-pods-on-exit, max-connections, tlscacert, tlscert, tlskey, tlsverify); flags override it")
 	host := fs.String("host", o.Host, "where to serve the API: unix:///path or tcp://addr:port")
 	fs.StringVar(host, "H", o.Host, "shorthand for --host")
 	dataRoot := fs.String("data-root", o.DataRoot, "state directory (bbolt state, logs, images)")
@@ -90,6 +93,8 @@ func parseOptions(args []string) (Options, error) {
 	stopPods := fs.Bool("stop-pods-on-exit", false, "on SIGTERM/SIGINT stop every running pod and its VM (default: leave them running for the next hyperd to reattach)")
 	maxConns := fs.Int("max-connections", o.MaxConnections, "API connections served at once; one more is answered 503 and closed (0: no cap)")
 	fs.Var(&insecure, "insecure-registry", "registry HOST:PORT reached over plain HTTP (repeatable)")
+	var logOpts listFlag
+	fs.Var(&logOpts, "log-opt", "default container log option KEY=VALUE as Docker's json-file: max-size (default 10m), max-file (default 3); a pod's log.config overrides it (repeatable)")
 	tlsCA := fs.String("tlscacert", "", "tcp://: the CA whose client certificates --tlsverify accepts")
 	tlsCert := fs.String("tlscert", "", "tcp://: the server's TLS certificate (PEM)")
 	tlsKey := fs.String("tlskey", "", "tcp://: the server's TLS key (PEM)")
@@ -146,6 +151,14 @@ func parseOptions(args []string) (Options, error) {
 			o.MaxConnections = *maxConns
 		case "insecure-registry":
 			o.InsecureRegistry = append(o.InsecureRegistry, insecure...)
+		case "log-opt":
+			if o.LogOpts == nil {
+				o.LogOpts = map[string]string{}
+			}
+			for _, kv := range logOpts {
+				k, v, _ := strings.Cut(kv, "=")
+				o.LogOpts[k] = v
+			}
 		case "tlscacert":
 			o.CACert = *tlsCA
 		case "tlscert":
@@ -172,6 +185,9 @@ func parseOptions(args []string) (Options, error) {
 	}
 	if o.MaxConnections < 0 {
 		return o, fmt.Errorf("--max-connections must be >= 0 (0: no cap)")
+	}
+	if _, err := pod.ParseLogLimits(o.LogOpts, pod.DefaultLogLimits); err != nil {
+		return o, fmt.Errorf("--log-opt: %w", err)
 	}
 	if o.VCPU < 1 || o.Memory < 16 {
 		return o, fmt.Errorf("--vcpu must be >= 1 and --memory >= 16 MiB")
@@ -222,7 +238,8 @@ func run(args []string) int {
 	if imgSvc == nil {
 		log.Warn("no image store in this build: image routes answer 501 and pods cannot be created")
 	}
-	d, err := pod.New(pod.Config{DataRoot: o.DataRoot, Driver: drv, Images: imgs, Logger: log, DefaultVCPU: o.VCPU,
+	logLimits, _ := pod.ParseLogLimits(o.LogOpts, pod.DefaultLogLimits) // checked by parseOptions
+	d, err := pod.New(pod.Config{DataRoot: o.DataRoot, LogLimits: logLimits, Driver: drv, Images: imgs, Logger: log, DefaultVCPU: o.VCPU,
 		DefaultMemory: o.Memory, DriverWarning: warning, StopTimeout: time.Duration(o.StopTimeoutSecond) * time.Second})
 	if err != nil {
 		log.Error("daemon state", "err", err)

@@ -34,6 +34,11 @@ func TestParseOptions(t *testing.T) {
 		{name: "max connections", args: []string{"--max-connections", "8"}, want: func(o *Options) { o.MaxConnections = 8 }},
 		{name: "no connection cap", args: []string{"--max-connections", "0"}, want: func(o *Options) { o.MaxConnections = 0 }},
 		{name: "bad max connections", args: []string{"--max-connections", "-1"}, wantErr: true},
+		{name: "log opts", args: []string{"--log-opt", "max-size=1m", "--log-opt", "max-file=2"}, want: func(o *Options) {
+			o.LogOpts = map[string]string{"max-size": "1m", "max-file": "2"}
+		}},
+		{name: "bad log opt size", args: []string{"--log-opt", "max-size=lots"}, wantErr: true},
+		{name: "bad log opt key", args: []string{"--log-opt", "max-age=1d"}, wantErr: true},
 		{name: "bad boot timeout", args: []string{"--boot-timeout", "0"}, wantErr: true},
 		{name: "stray argument", args: []string{"extra"}, wantErr: true},
 		{name: "missing config", args: []string{"--config", "/nonexistent.json"}, wantErr: true},

@@ -1,14 +1,19 @@
+// This file owns the `hyperd vm run` subcommand: one VM on our VMM in the
+// foreground (the kvm driver's VM process), its flags and its console.
+
 package main
 
 import (
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
 	"syscall"
 
+	"github.com/hyperhq/hyperd-go/internal/consolelog"
 	"github.com/hyperhq/hyperd-go/virtio"
 	"github.com/hyperhq/hyperd-go/vmm"
 )
@@ -17,9 +22,11 @@ func init() { subcommands["vm"] = vmCommand }
 
 const vmUsage = `usage: hyperd vm run --kernel K [--initrd I] [--append A] [--mem 256M] [--cpus 2]
                      [--disk path[,ro]]... [--vsock uds] [--cid 3]
+                     [--console-log path [--console-max bytes]]
 
 Boots a VM on hyperd's own VMM in the foreground, its serial console on
-stdout, and exits when the guest stops: status 0 when it powered off, 3 it
+stdout (or, with --console-log, in that file: written in blocks, capped,
+the newest output kept, the half before in path.1), and exits when the guest stops: status 0 when it powered off, 3 it
 reset (reboot, or a panic with panic=-1), 4 triple fault, 5 crash event,
 6 a vCPU/VMM error, 7 stopped by SIGTERM/SIGINT; 2 bad usage or setup.`
 
@@ -65,6 +72,8 @@ func vmCommand(args []string) int {
 	cpus := fs.Int("cpus", 1, "vCPUs")
 	vsockUDS := fs.String("vsock", "", "attach virtio-vsock with this hybrid unix socket (host connects, sends CONNECT <port>)")
 	cid := fs.Uint("cid", 3, "guest vsock CID")
+	consoleLog := fs.String("console-log", "", "write the guest console (and this command's notes and stop line) to this file instead of stdout, in blocks, capped by --console-max")
+	consoleMax := fs.Int64("console-max", consolelog.DefaultMax, "cap in bytes of --console-log, its .1 included (the newest output is kept)")
 	var disks diskFlags
 	fs.Var(&disks, "disk", "attach a virtio-blk disk: path[,ro] (repeatable)")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -78,6 +87,19 @@ func vmCommand(args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hyperd vm run:", err)
 		return 2
+	}
+	var console io.Writer = os.Stdout
+	msgs := io.Writer(os.Stderr) // notes and the stop line
+	if *consoleLog != "" {
+		w, err := consolelog.Open(*consoleLog, *consoleMax)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "hyperd vm run: --console-log:", err)
+			return 2
+		}
+		defer w.Close() // flushes the stop line
+		console = w
+		// the console first: it never fails, so stderr's state cannot cut it off
+		msgs = io.MultiWriter(w, os.Stderr)
 	}
 	var devs []virtio.Device
 	closeAll := func() {
@@ -111,14 +133,14 @@ func vmCommand(args []string) int {
 		}
 		devs = append(devs, v)
 	}
-	m, err := vmm.New(vmm.Config{Kernel: *kernel, Initrd: *initrd, Cmdline: *cmdline, MemMiB: memMiB, CPUs: *cpus, Console: os.Stdout, Devices: devs})
+	m, err := vmm.New(vmm.Config{Kernel: *kernel, Initrd: *initrd, Cmdline: *cmdline, MemMiB: memMiB, CPUs: *cpus, Console: console, Devices: devs})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "hyperd vm run:", err)
+		fmt.Fprintln(msgs, "hyperd vm run:", err)
 		closeAll()
 		return 2
 	}
 	for _, n := range m.Notes() {
-		fmt.Fprintln(os.Stderr, "hyperd vm run: note:", n)
+		fmt.Fprintln(msgs, "hyperd vm run: note:", n)
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -128,6 +150,6 @@ func vmCommand(args []string) int {
 	}()
 	m.Start()
 	res := m.Wait()
-	fmt.Fprintf(os.Stderr, "hyperd vm run: guest stopped: %v (%+v)\n", res, m.Stats())
+	fmt.Fprintf(msgs, "hyperd vm run: guest stopped: %v (%+v)\n", res, m.Stats())
 	return res.Reason.ExitStatus()
 }

@@ -1,6 +1,11 @@
 package main
 
-import "testing"
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
 
 func TestParseSize(t *testing.T) {
 	for _, tc := range []struct {
@@ -27,6 +32,29 @@ func TestVMCommandRejects(t *testing.T) {
 	} {
 		if rc := vmCommand(args); rc != 2 {
 			t.Errorf("vm %v exited %d, want 2", args, rc)
+		}
+	}
+}
+
+// TestVMConsoleLogFlags: with --console-log the VM process's messages go
+// to that file (a VM that cannot start says why there, where the kvm
+// driver reads it), and a cap too small is bad usage.
+func TestVMConsoleLogFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // in the console log
+	}{
+		{"setup error in the log", []string{"--kernel", "/nonexistent/vmlinux"}, "hyperd vm run: "},
+		{"cap too small", []string{"--kernel", "/nonexistent/vmlinux", "--console-max", "100"}, ""},
+	} {
+		p := filepath.Join(t.TempDir(), "console.log")
+		if rc := vmCommand(append([]string{"run", "--console-log", p}, tc.args...)); rc != 2 {
+			t.Errorf("%s: exited %d, want 2", tc.name, rc)
+		}
+		b, _ := os.ReadFile(p)
+		if tc.want == "" && len(b) != 0 || !strings.Contains(string(b), tc.want) {
+			t.Errorf("%s: console log %q, want %q", tc.name, b, tc.want)
 		}
 	}
 }

@@ -1,15 +1,18 @@
+// This file owns why a VM process ended: its exit status, or the stop line
+// and console tail its VMM left in the console log.
+
 package kvmdrv
 
 import (
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
 
+	"github.com/hyperhq/hyperd-go/internal/consolelog"
 	"github.com/hyperhq/hyperd-go/sandbox"
 	"github.com/hyperhq/hyperd-go/vmm"
 )
@@ -45,9 +48,16 @@ func exitError(waitErr error, known bool, console string) *sandbox.ExitError {
 		}
 	}
 	log := consoleEnd(console, 256<<10)
-	if reason == "" {
-		if m := stoppedLine.FindAllStringSubmatch(log, -1); m != nil {
-			reason = vmm.StopReason(m[len(m)-1][1])
+	vmmOut := filepath.Join(filepath.Dir(console), vmmLog)
+	// the stop line is in the console log, and copied to the process's
+	// own output (which alone has it if the console log could not be written)
+	inConsole := false
+	for i, s := range []string{log, consoleEnd(vmmOut, 64<<10)} {
+		if m := stoppedLine.FindAllStringSubmatch(s, -1); m != nil {
+			inConsole = inConsole || i == 0
+			if reason == "" {
+				reason = vmm.StopReason(m[len(m)-1][1])
+			}
 		}
 	}
 	e := &sandbox.ExitError{}
@@ -75,19 +85,19 @@ func exitError(waitErr error, known bool, console string) *sandbox.ExitError {
 		}
 	}
 	e.Detail = fmt.Sprintf("VM stopped: %s; console tail:\n%s", how, tail(console, 20))
+	if !inConsole {
+		// the VMM did not get to say why: what the process itself said
+		// (a Go panic, a setup error before the console log was open)
+		if s := strings.TrimSpace(consoleEnd(vmmOut, 4<<10)); s != "" {
+			e.Detail += "\nVM process output:\n" + tail(vmmOut, 20)
+		}
+	}
 	return e
 }
 
-// consoleEnd returns the last n bytes of the console log.
+// consoleEnd returns the last n bytes of the console log (its rotated
+// half included).
 func consoleEnd(path string, n int64) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.Size() > n {
-		f.Seek(st.Size()-n, io.SeekStart)
-	}
-	b, _ := io.ReadAll(io.LimitReader(f, n))
+	b, _ := consolelog.Tail(path, n)
 	return string(b)
 }

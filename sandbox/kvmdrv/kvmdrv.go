@@ -1,7 +1,8 @@
 package kvmdrv
 
 import (
-	"bufio"
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hyperhq/hyperd-go/internal/consolelog"
 	"github.com/hyperhq/hyperd-go/sandbox"
 )
 
@@ -58,6 +60,10 @@ type Driver struct {
 	BootRetries int
 	Log         *slog.Logger // for the retries; nil = slog.Default()
 	Connect     Connector
+	// ConsoleMax caps a VM's console log (console.log and console.log.1,
+	// written by the VM process, which outlives the daemon); 0 means
+	// consolelog.DefaultMax (1 MiB).
+	ConsoleMax int64
 }
 
 func (d *Driver) Name() string      { return "kvm" }
@@ -65,7 +71,11 @@ func (d *Driver) Isolation() string { return "kvm virtual machine (hyperd VMM, o
 
 const (
 	consoleLog = "console.log"
-	vsockSock  = "vsock.sock"
+	// vmmLog is the VM process's own stdout and stderr: what it says
+	// before its console log is open (bad flags), Go runtime failures,
+	// and a copy of its notes and stop line. The guest cannot write there.
+	vmmLog    = "vmm.log"
+	vsockSock = "vsock.sock"
 )
 
 func (d *Driver) hyperd() (string, error) {
@@ -120,7 +130,8 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		cmdline += " hyperd.hostname=" + cfg.Hostname
 	}
 	args := []string{"vm", "run", "--kernel", d.Kernel, "--initrd", d.Initrd, "--append", cmdline,
-		"--mem", fmt.Sprintf("%dM", mem), "--cpus", strconv.Itoa(vcpu), "--vsock", uds}
+		"--mem", fmt.Sprintf("%dM", mem), "--cpus", strconv.Itoa(vcpu), "--vsock", uds,
+		"--console-log", console, "--console-max", strconv.FormatInt(cmp.Or(d.ConsoleMax, consolelog.DefaultMax), 10)}
 	var disks []string
 	for _, dk := range cfg.Disks {
 		spec := dk.HostPath
@@ -156,9 +167,17 @@ var errBootTimeout = errors.New("did not answer")
 
 // boot starts one VM process and waits for its agent.
 func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args []string, uds, console string, disks []string, ready net.Listener) (*vmSandbox, error) {
-	out, err := os.OpenFile(console, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
+	// the VM process writes the console log itself (capped, see
+	// consolelog); until it has opened it, no earlier boot's may show
+	if err := os.Remove(console + ".1"); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("kvm driver: console log: %w", err)
+	}
+	if err := os.WriteFile(console, nil, 0o600); err != nil {
+		return nil, fmt.Errorf("kvm driver: console log: %w", err)
+	}
+	out, err := os.OpenFile(filepath.Join(filepath.Dir(console), vmmLog), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("kvm driver: VM process log: %w", err)
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
@@ -430,21 +449,14 @@ func (s *vmSandbox) HostStats() (sandbox.HostStats, error) {
 	return st, nil
 }
 
-// tail returns the last n lines of a file.
+// tail returns the last n lines of a console log (its rotated half
+// included; see consolelog), from its last 64 KiB.
 func tail(path string, n int) string {
-	f, err := os.Open(path)
+	b, err := consolelog.Tail(path, 64<<10)
 	if err != nil {
 		return fmt.Sprintf("(no console log: %v)", err)
 	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	return strings.Join(lines, "\n")
+	b = bytes.TrimSuffix(b, []byte("\n"))
+	lines := strings.Split(string(b), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
