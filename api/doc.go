@@ -19,7 +19,8 @@
 //   - pods.go: /pod/... and /list
 //   - containers.go: /container/... and /exitcode
 //   - execs.go: /exec/create, /exec/start, /execvm
-//   - streams.go: /attach, /tty/resize, the hijacked stdio stream and Docker frames
+//   - streams.go: /attach, /tty/resize, the hijacked stdio stream (torn down
+//     when the client hangs up) and Docker frames
 //   - images.go: /image(s)/..., /auth and the JSON progress stream
 //   - types.go: the wire types and ImageService
 package api

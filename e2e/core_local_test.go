@@ -316,6 +316,9 @@ func TestCoreRestartOnLocalDriver(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	d2 := open()
 	defer d2.Close()
+	if err := d2.WaitReattached(ctx); err != nil { // reattaches run in the background
+		t.Fatal(err)
+	}
 	if pi, _ := d2.PodInfo("keep"); pi.Status.Phase != "Running" {
 		t.Errorf("keep after restart: %+v", pi.Status)
 	}

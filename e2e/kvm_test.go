@@ -353,6 +353,10 @@ poll:
 	}
 	d = startDaemon(t, bin, root, sock, "kvm", flags...)
 	ps = podPhase(t, d, id2)
+	for i := 0; i < 150 && ps.Status.Reason == "Reattaching"; i++ { // reattaches run in the background
+		time.Sleep(100 * time.Millisecond)
+		ps = podPhase(t, d, id2)
+	}
 	if ps.Status.Phase != "Failed" || ps.Status.Reason != "SandboxLost" || !strings.Contains(ps.Status.Message, "still booting") {
 		t.Errorf("after restart the booting pod is %+v; want Failed/SandboxLost (still booting)", ps.Status)
 	}

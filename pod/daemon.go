@@ -46,6 +46,8 @@ type Daemon struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// reattaching counts the reattaches under way (recover.go)
+	reattaching sync.WaitGroup
 
 	mu    sync.Mutex
 	pods  map[string]*podState

@@ -92,6 +92,9 @@ func TestRestartReattach(t *testing.T) {
 	}
 	d2 := open(t, root, drv, imgs)
 	defer d2.Close()
+	if err := d2.WaitReattached(ctx); err != nil { // reattaches run in the background
+		t.Fatal(err)
+	}
 	tests := []struct {
 		pod, phase, reason string
 	}{

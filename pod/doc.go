@@ -20,8 +20,11 @@
 //     drawing) and setPhase, the only writer of a pod's State and Phase;
 //     the State and container Phase constants.
 //   - store.go: persistence: the records, the bbolt store, the save helpers.
-//   - recover.go: restart recovery: restore and restorePod (reattach a
-//     sandbox, or fail its pod).
+//   - recover.go: restart recovery: restore, and the reattaches run in the
+//     background, in parallel (reattach a sandbox, or fail its pod);
+//     WaitReattached.
+//   - reattaching.go: the placeholder sandbox of a pod being reattached
+//     (its agent calls wait for the outcome).
 //   - lifecycle.go: create, start, stop (keeping the sandbox or not),
 //     remove, kill and pause of pods.
 //   - sandboxes.go: the pods' sandboxes: watching, idling (stopVM=no),

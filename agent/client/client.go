@@ -25,15 +25,21 @@ var ErrClosed = errors.New("agent client: connection closed")
 
 // Client implements sandbox.Agent over agent/PROTOCOL.md.
 type Client struct {
-	dial    Dialer
-	conn    net.Conn
-	wmu     sync.Mutex
-	mu      sync.Mutex
-	nextID  uint64
-	pending map[uint64]chan protocol.Response
-	err     error
-	done    chan struct{}
-	agent   string
+	dial Dialer
+	conn net.Conn
+	// wsem serializes writes on conn (a channel, not a mutex, so a caller
+	// whose deadline passes stops queueing behind a write that hangs).
+	wsem chan struct{}
+	// timeouts bound each call (see opTimeouts); hello bounds a stream's
+	// hello exchange. Tests shorten them.
+	timeouts map[string]time.Duration
+	hello    time.Duration
+	mu       sync.Mutex
+	nextID   uint64
+	pending  map[uint64]chan protocol.Response
+	err      error
+	done     chan struct{}
+	agent    string
 }
 
 var _ sandbox.Agent = (*Client)(nil)
@@ -44,7 +50,7 @@ func New(ctx context.Context, dial Dialer) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{dial: dial, conn: conn, pending: map[uint64]chan protocol.Response{}, done: make(chan struct{}), agent: rep.Agent}
+	c := newClient(dial, conn, rep.Agent)
 	go c.readLoop()
 	return c, nil
 }
@@ -64,9 +70,14 @@ func NewConn(ctx context.Context, conn net.Conn, dial Dialer) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl := &Client{dial: dial, conn: c, pending: map[uint64]chan protocol.Response{}, done: make(chan struct{}), agent: rep.Agent}
+	cl := newClient(dial, c, rep.Agent)
 	go cl.readLoop()
 	return cl, nil
+}
+
+func newClient(dial Dialer, conn net.Conn, agent string) *Client {
+	return &Client{dial: dial, conn: conn, wsem: make(chan struct{}, 1), timeouts: opTimeouts, hello: helloTimeout,
+		pending: map[uint64]chan protocol.Response{}, done: make(chan struct{}), agent: agent}
 }
 
 // UnixDialer dials a unix socket path.
@@ -136,6 +147,8 @@ func (c *Client) readLoop() {
 }
 
 // call sends one request and decodes the result into out (may be nil).
+// It is bounded by ctx and by the op's timeout (timeouts.go): a hung agent
+// yields a timeoutError, never a hung caller.
 func (c *Client) call(ctx context.Context, op string, body, out any) error {
 	var raw json.RawMessage
 	if body != nil {
@@ -145,6 +158,8 @@ func (c *Client) call(ctx context.Context, op string, body, out any) error {
 		}
 		raw = b
 	}
+	ctx, cancel := withTimeout(ctx, op, c.opTimeout(op))
+	defer cancel()
 	ch := make(chan protocol.Response, 1)
 	c.mu.Lock()
 	if c.err != nil {
@@ -156,13 +171,13 @@ func (c *Client) call(ctx context.Context, op string, body, out any) error {
 	id := c.nextID
 	c.pending[id] = ch
 	c.mu.Unlock()
-	c.wmu.Lock()
-	err := protocol.WriteJSON(c.conn, protocol.Request{ID: id, Op: op, Body: raw})
-	c.wmu.Unlock()
-	if err != nil {
+	forget := func() {
 		c.mu.Lock()
 		delete(c.pending, id)
 		c.mu.Unlock()
+	}
+	if err := c.write(ctx, protocol.Request{ID: id, Op: op, Body: raw}); err != nil {
+		forget()
 		return fmt.Errorf("agent %s: %w", op, err)
 	}
 	select {
@@ -183,11 +198,69 @@ func (c *Client) call(ctx context.Context, op string, body, out any) error {
 		}
 		return nil
 	case <-ctx.Done():
-		c.mu.Lock()
-		delete(c.pending, id)
-		c.mu.Unlock()
-		return ctx.Err()
+		forget()
+		return ctxErr(ctx)
 	}
+}
+
+// write sends one request frame, bounded by ctx: waiting for the writes
+// queued before it, and the write itself. A write cut short by the
+// deadline may have sent part of a frame, which leaves the control
+// connection unusable: it is closed (every call then fails with ErrClosed
+// and the sandbox's watcher sees the agent gone).
+func (c *Client) write(ctx context.Context, req protocol.Request) error {
+	select {
+	case c.wsem <- struct{}{}:
+	case <-ctx.Done():
+		return ctxErr(ctx)
+	}
+	defer func() { <-c.wsem }()
+	var mu sync.Mutex
+	finished := false
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		if !finished {
+			c.conn.SetWriteDeadline(time.Unix(1, 0))
+		}
+		mu.Unlock()
+	})
+	err := protocol.WriteJSON(c.conn, req)
+	mu.Lock()
+	finished = true
+	mu.Unlock()
+	if !stop() {
+		c.conn.SetWriteDeadline(time.Time{}) // the deadline may have been set
+	}
+	if err != nil {
+		c.fail(err)
+		if ctx.Err() != nil {
+			return ctxErr(ctx)
+		}
+		return err
+	}
+	return nil
+}
+
+// fail breaks the control connection after a failed write.
+func (c *Client) fail(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = fmt.Errorf("%w: write: %v", ErrClosed, err)
+	}
+	c.mu.Unlock()
+	c.conn.Close()
+}
+
+// open opens a stream with its hello bounded by ctx and the client's hello
+// timeout; the stream itself is not bounded.
+func (c *Client) open(ctx context.Context, h protocol.Hello) (net.Conn, protocol.HelloReply, error) {
+	hctx, cancel := withTimeout(ctx, "hello "+h.Kind, c.hello)
+	defer cancel()
+	conn, rep, err := open(hctx, c.dial, h)
+	if err != nil && hctx.Err() != nil && ctx.Err() == nil {
+		err = fmt.Errorf("agent: %w", ctxErr(hctx))
+	}
+	return conn, rep, err
 }
 
 // Version implements sandbox.Agent.
@@ -264,13 +337,13 @@ func (c *Client) Resize(ctx context.Context, containerID, execID string, width, 
 // Attach implements sandbox.Agent.
 func (c *Client) Attach(ctx context.Context, containerID, execID string, stdin bool) (sandbox.Stdio, error) {
 	var io sandbox.Stdio
-	out, rep, err := open(ctx, c.dial, protocol.Hello{Kind: protocol.KindStdout, Container: containerID, Exec: execID})
+	out, rep, err := c.open(ctx, protocol.Hello{Kind: protocol.KindStdout, Container: containerID, Exec: execID})
 	if err != nil {
 		return io, err
 	}
 	io.Stdout = out
 	if !rep.Tty {
-		e, _, err := open(ctx, c.dial, protocol.Hello{Kind: protocol.KindStderr, Container: containerID, Exec: execID})
+		e, _, err := c.open(ctx, protocol.Hello{Kind: protocol.KindStderr, Container: containerID, Exec: execID})
 		if err != nil {
 			out.Close()
 			return sandbox.Stdio{}, err
@@ -278,7 +351,7 @@ func (c *Client) Attach(ctx context.Context, containerID, execID string, stdin b
 		io.Stderr = e
 	}
 	if stdin {
-		in, _, err := open(ctx, c.dial, protocol.Hello{Kind: protocol.KindStdin, Container: containerID, Exec: execID})
+		in, _, err := c.open(ctx, protocol.Hello{Kind: protocol.KindStdin, Container: containerID, Exec: execID})
 		if err != nil {
 			out.Close()
 			if io.Stderr != nil {
@@ -317,7 +390,7 @@ func (s *stdinConn) Close() error {
 // Logs implements sandbox.Agent.
 func (c *Client) Logs(ctx context.Context, containerID string, opt sandbox.LogOptions) (sandbox.LogReader, error) {
 	lo := protocol.LogOptions{Stdout: opt.Stdout, Stderr: opt.Stderr, Follow: opt.Follow, Tail: opt.Tail, Since: opt.Since}
-	conn, _, err := open(ctx, c.dial, protocol.Hello{Kind: protocol.KindLogs, Container: containerID, Logs: &lo})
+	conn, _, err := c.open(ctx, protocol.Hello{Kind: protocol.KindLogs, Container: containerID, Logs: &lo})
 	if err != nil {
 		return nil, err
 	}
@@ -354,7 +427,7 @@ func (c *Client) Stats(ctx context.Context) (sandbox.PodStats, error) {
 
 // Dial implements sandbox.Agent.
 func (c *Client) Dial(ctx context.Context, network string, port int) (net.Conn, error) {
-	conn, _, err := open(ctx, c.dial, protocol.Hello{Kind: protocol.KindDial, Network: network, Port: port})
+	conn, _, err := c.open(ctx, protocol.Hello{Kind: protocol.KindDial, Network: network, Port: port})
 	if err == nil && network == "udp" {
 		return &datagramConn{Conn: conn}, nil // one Write/Read = one datagram
 	}
@@ -363,7 +436,7 @@ func (c *Client) Dial(ctx context.Context, network string, port int) (net.Conn, 
 
 // Commit implements sandbox.Agent.
 func (c *Client) Commit(ctx context.Context, containerID string) (io.ReadCloser, error) {
-	conn, _, err := open(ctx, c.dial, protocol.Hello{Kind: protocol.KindCommit, Container: containerID})
+	conn, _, err := c.open(ctx, protocol.Hello{Kind: protocol.KindCommit, Container: containerID})
 	return conn, err
 }
 
