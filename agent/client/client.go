@@ -299,6 +299,9 @@ func (c *Client) AddContainer(ctx context.Context, s sandbox.ContainerSpec) erro
 	for _, f := range s.Files {
 		spec.Files = append(spec.Files, protocol.File{Path: f.Path, Content: f.Content, Mode: f.Mode, UID: f.UID, GID: f.GID})
 	}
+	// staging big files is part of the add: one bound for both
+	ctx, cancel := withTimeout(ctx, protocol.OpAdd, c.opTimeout(protocol.OpAdd))
+	defer cancel()
 	if err := c.stageFiles(ctx, &spec); err != nil {
 		return err
 	}

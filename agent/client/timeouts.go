@@ -23,7 +23,9 @@ var opTimeouts = map[string]time.Duration{
 	protocol.OpSetupPod: 30 * time.Second,
 	// add mounts the rootfs and volumes and writes the pod's files (up to
 	// the API's 16 MiB): a slow disk may take a while
-	protocol.OpAdd:    2 * time.Minute,
+	protocol.OpAdd: 2 * time.Minute,
+	// a chunk of a big file (at most 1 MiB), within add's own bound
+	protocol.OpStage:  time.Minute,
 	protocol.OpStart:  time.Minute,
 	protocol.OpExec:   time.Minute,
 	protocol.OpSignal: 30 * time.Second,
