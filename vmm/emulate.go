@@ -55,6 +55,7 @@ type EmulationStats struct {
 	Group7       uint64 // CLAC/STAC/SWAPGS
 	X87          uint64 // FWAIT/FNCLEX/FNINIT
 	Faults       uint64 // #PF/#GP/#SS an emulated instruction raised, delivered to the guest
+	PageWalks    uint64 // guest page-table walks the emulator made (a few per instruction)
 }
 
 // vecMF is the x87 floating-point error exception.
@@ -164,6 +165,7 @@ func emulateFailure(c emuCPU, mem []byte, ie *kvm.InternalErrorExit, st *Emulati
 		return err
 	}
 	g := newGuestVirt(mem, &regs, &sregs)
+	defer func() { st.PageWalks += uint64(g.walks) }()
 	long := sregs.EFER&eferLMA != 0 && sregs.CS.L != 0
 	insn := ie.Insn
 	if len(insn) == 0 || !long {

@@ -47,8 +47,10 @@ func (c *fakeCPU) SetMSRs(es ...kvm.MSREntry) error {
 	return nil
 }
 
-// The test guest's layout (identity-mapped 4 KiB pages in the first 2 MiB).
+// The test guest's layout: 512 KiB of RAM, the first 2 MiB identity mapped
+// with 4 KiB pages (the pages past RAM map outside it).
 const (
+	tgMemSize  = 512 << 10
 	tgGDT      = 0x1000
 	tgIDT      = 0x2000
 	tgTSS      = 0x3000
@@ -99,7 +101,7 @@ func (tg *testGuest) setGate(v uint8, dpl, ist byte) {
 }
 
 func newTestGuest(user bool) *testGuest {
-	tg := &testGuest{mem: make([]byte, 2<<20), cpu: &fakeCPU{}}
+	tg := &testGuest{mem: make([]byte, tgMemSize), cpu: &fakeCPU{}}
 	le := binary.LittleEndian
 	le.PutUint64(tg.mem[tgPML4:], tgPDPT|7)
 	le.PutUint64(tg.mem[tgPDPT:], tgPD|7)
