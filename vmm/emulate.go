@@ -170,9 +170,10 @@ func emulateFailure(c emuCPU, mem []byte, ie *kvm.InternalErrorExit, st *Emulati
 	insn := ie.Insn
 	if len(insn) == 0 || !long {
 		if !long {
-			if len(insn) == 0 {
-				insn = make([]byte, 15)
-				g.read(sregs.CS.Base+regs.RIP, insn, access{fetch: true}) // best effort, for the message only
+			if len(insn) == 0 { // best effort, for the message only
+				if b := make([]byte, 15); g.read(sregs.CS.Base+regs.RIP, b, access{fetch: true}) == nil {
+					insn = b
+				}
 			}
 			return fmt.Errorf("%w: % x at %#x (not in 64-bit mode)", errNotEmulated, insn, regs.RIP)
 		}
