@@ -134,8 +134,8 @@ func checkInside(t *testing.T, mem *Memory, bs []Buffer) {
 	}
 }
 
-// FuzzDevices runs every device's queue handler over guest-controlled
-// memory (requests, headers, descriptors).
+// FuzzDevices runs every device's queue handler (rng, console, blk,
+// vsock) over guest-controlled memory (requests, headers, descriptors).
 func FuzzDevices(f *testing.F) {
 	seedQueueCorpus(f)
 	dir, err := os.MkdirTemp("", "virtio-fuzz")
@@ -152,11 +152,17 @@ func FuzzDevices(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { blk.Close() })
+	vs, err := NewVsock(VsockConfig{GuestCID: testGuestCID, UDS: filepath.Join(dir, fmt.Sprintf("v%d.sock", os.Getpid())),
+		ConnectTimeout: 50 * time.Millisecond, DialTimeout: 50 * time.Millisecond})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { vs.Close() })
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) > fuzzMemSize {
 			return
 		}
-		for _, dev := range []Device{NewRng(), NewConsole(io.Discard), blk} {
+		for _, dev := range []Device{NewRng(), NewConsole(io.Discard), blk, vs} {
 			_, q := fuzzQueue(data)
 			qs := make([]*Queue, len(dev.QueueMaxSizes()))
 			for i := range qs {
@@ -174,9 +180,32 @@ func FuzzDevices(f *testing.F) {
 	})
 }
 
-// FuzzMMIO drives the transport with arbitrary register accesses
-// (offset, width, value triples) over memory that is also fuzz input.
+// FuzzMMIO drives the transport of every device (rng, console, blk,
+// vsock) with arbitrary register accesses (offset, width, value triples).
+// The blk and vsock devices live across inputs (a disk file, a listening
+// socket); each input gets a fresh transport over them, closed (reset)
+// at its end.
 func FuzzMMIO(f *testing.F) {
+	dir, err := os.MkdirTemp("", "virtio-fuzz-mmio")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { os.RemoveAll(dir) })
+	img := filepath.Join(dir, "disk.img")
+	if err := os.WriteFile(img, make([]byte, 8*SectorSize), 0o600); err != nil {
+		f.Fatal(err)
+	}
+	blk, err := OpenBlk(img, false)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { blk.Close() })
+	vs, err := NewVsock(VsockConfig{GuestCID: testGuestCID, UDS: filepath.Join(dir, fmt.Sprintf("v%d.sock", os.Getpid())),
+		ConnectTimeout: 50 * time.Millisecond, DialTimeout: 50 * time.Millisecond})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { vs.Close() })
 	enc := func(ops ...[3]uint32) []byte {
 		var b []byte
 		for _, o := range ops {
@@ -190,6 +219,16 @@ func FuzzMMIO(f *testing.F) {
 		[3]uint32{RegStatus, 4, 11}, [3]uint32{RegQueueNum, 4, 8}, [3]uint32{RegQueueDescLow, 4, 0x1000},
 		[3]uint32{RegQueueDriverLow, 4, 0x2000}, [3]uint32{RegQueueDeviceLow, 4, 0x3000}, [3]uint32{RegQueueReady, 4, 1},
 		[3]uint32{RegStatus, 4, 15}, [3]uint32{RegQueueNotify, 4, 0}, [3]uint32{RegConfig, 1, 0}, [3]uint32{RegStatus, 4, 0}))
+	// Three queues ready (vsock needs rx and tx to activate), then kicks.
+	three := [][3]uint32{{RegStatus, 4, 3}, {RegDriverFeaturesSel, 4, 1}, {RegDriverFeatures, 4, 1}, {RegStatus, 4, 11}}
+	for q := uint32(0); q < 3; q++ {
+		three = append(three, [3]uint32{RegQueueSel, 4, q}, [3]uint32{RegQueueNum, 4, 8},
+			[3]uint32{RegQueueDescLow, 4, 0x1000 + 0x3000*q}, [3]uint32{RegQueueDriverLow, 4, 0x2000 + 0x3000*q},
+			[3]uint32{RegQueueDeviceLow, 4, 0x3000 + 0x3000*q}, [3]uint32{RegQueueReady, 4, 1})
+	}
+	three = append(three, [3]uint32{RegStatus, 4, 15}, [3]uint32{RegQueueNotify, 4, 1}, [3]uint32{RegQueueNotify, 4, 0},
+		[3]uint32{RegConfig, 4, 0}, [3]uint32{RegInterruptACK, 4, 1}, [3]uint32{RegStatus, 4, 0})
+	f.Add(enc(three...))
 	f.Add(enc([3]uint32{RegConfig + 0xf8, 8, 0}, [3]uint32{0x1ff, 2, 1}, [3]uint32{RegQueueSel, 4, 0xffffffff}, [3]uint32{RegQueueNumMax, 4, 0}))
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		mem := NewMemory(make([]byte, 64<<10))
@@ -198,7 +237,7 @@ func FuzzMMIO(f *testing.F) {
 		tr, _ := NewRngMMIO(mem, irq)
 		devs = append(devs, tr)
 		tr, _ = NewConsoleMMIO(mem, irq, io.Discard)
-		devs = append(devs, tr)
+		devs = append(devs, tr, NewMMIO(blk, mem, irq), NewMMIO(vs, mem, irq))
 		for _, tr := range devs {
 			for o := ops; len(o) >= 7; o = o[7:] {
 				off := uint64(binary.LittleEndian.Uint16(o)) % 0x400

@@ -191,13 +191,13 @@ func (i *insn) operandSize() int {
 }
 
 // readRM reads the r/m operand.
-func (i *insn) readRM(g guestVirt, regs *kvm.Regs) (uint64, error) {
+func (i *insn) readRM(g *guestVirt, regs *kvm.Regs, sregs *kvm.Sregs) (uint64, error) {
 	size := i.operandSize()
 	if i.rmReg >= 0 {
 		return truncate(*regPtr(regs, i.rmReg), size), nil
 	}
 	buf := make([]byte, 8)
-	if err := g.read(i.addr, buf[:size]); err != nil {
+	if err := g.read(i.addr, buf[:size], dataAccess(sregs, false)); err != nil {
 		return 0, err
 	}
 	return binary.LittleEndian.Uint64(buf), nil
@@ -237,7 +237,7 @@ const (
 
 // emulateBitCount executes POPCNT, LZCNT or TZCNT (F3 0F B8/BD/BC /r;
 // SDM Vol. 2B). It returns false if b is none of them.
-func emulateBitCount(g guestVirt, b []byte, regs *kvm.Regs, sregs *kvm.Sregs) (bool, error) {
+func emulateBitCount(c emuCPU, g *guestVirt, b []byte, regs *kvm.Regs, sregs *kvm.Sregs) (bool, error) {
 	in, err := decodeModRM(b, 2, regs, sregs)
 	if err != nil || in.rep != 0xf3 || in.opcode[0] != 0x0f {
 		return false, nil
@@ -246,7 +246,7 @@ func emulateBitCount(g guestVirt, b []byte, regs *kvm.Regs, sregs *kvm.Sregs) (b
 	if op != 0xb8 && op != 0xbc && op != 0xbd {
 		return false, nil
 	}
-	src, err := in.readRM(g, regs)
+	src, err := in.readRM(g, regs, sregs)
 	if err != nil {
 		return true, err
 	}
@@ -279,5 +279,5 @@ func emulateBitCount(g guestVirt, b []byte, regs *kvm.Regs, sregs *kvm.Sregs) (b
 	in.writeReg(regs, res)
 	regs.RFLAGS = flags
 	regs.RIP += uint64(in.length)
-	return true, g.c.SetRegs(*regs)
+	return true, c.SetRegs(*regs)
 }
