@@ -8,6 +8,7 @@ package api
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -106,6 +107,10 @@ func (f *frameWriter) Write(b []byte) (int, error) {
 
 type closeWriter interface{ CloseWrite() error }
 
+// maxStreamBody bounds the body of an upgrading stream request (a client's
+// JSON config), read and dropped before the upgrade.
+const maxStreamBody = 64 << 10
+
 // stream hijacks the connection and pumps a process's stdio over it:
 // 101 UPGRADED (or 200 when the client did not ask to upgrade), raw bytes
 // with a tty, Docker frames without. The client's half-close ends stdin.
@@ -121,6 +126,21 @@ type closeWriter interface{ CloseWrite() error }
 // (a stderr frame, or raw text with a tty) before closing.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, tty bool, cancel context.CancelFunc, open func() (sandbox.Stdio, func(), error)) {
 	defer cancel()
+	upgrade := strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade") || r.Header.Get("Upgrade") != ""
+	if upgrade && r.ContentLength > 0 {
+		// The docker CLI sends its exec start config ({"Detach":false,
+		// "Tty":false}) as the body of the upgrade request: not stdin,
+		// which follows the upgrade. Read it off the connection first.
+		if r.ContentLength > maxStreamBody {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("a stream request's body is at most %d bytes (stdin follows the upgrade)", maxStreamBody))
+			abandon(cancel, open)
+			return
+		}
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			abandon(cancel, open)
+			return
+		}
+	}
 	hj, ok := findHijacker(w)
 	if !ok {
 		writeError(w, 500, "connection cannot be hijacked")
@@ -137,7 +157,6 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, tty bool, cancel
 		sw.hijacked, sw.status = true, 101
 	}
 	defer conn.Close()
-	upgrade := strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade") || r.Header.Get("Upgrade") != ""
 	status := "HTTP/1.1 200 OK\r\n"
 	if upgrade {
 		status = "HTTP/1.1 101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"

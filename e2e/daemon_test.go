@@ -5,6 +5,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -12,6 +13,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -294,4 +297,37 @@ func waitPhase(t *testing.T, d *daemon, podID, phase string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("pod %s never reached %s (last: %s); log:\n%s", podID, phase, last, d.log())
+}
+
+// execCreate creates an exec of cmd (a JSON array) by curl and returns its id.
+func execCreate(t *testing.T, d *daemon, ctr, cmd string) string {
+	t.Helper()
+	b := d.expect("POST", "/exec/create?container="+ctr+"&command="+url.QueryEscape(cmd), "", 201, `"exec-`)
+	var id string
+	json.Unmarshal([]byte(b), &id)
+	return id
+}
+
+// upgradeWithBody sends a stream request as the docker CLI does (a JSON
+// body with Content-Length, Connection: Upgrade), then stdin and a
+// half-close, and returns the demultiplexed stdout.
+func upgradeWithBody(t *testing.T, sock, path, body, stdin string) string {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: hyperd\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", path, len(body), body)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	io.WriteString(c, stdin)
+	c.(*net.UnixConn).CloseWrite()
+	out, _ := io.ReadAll(br)
+	so, _ := demux(t, out)
+	return so
 }

@@ -252,6 +252,11 @@ func runE2E(t *testing.T, driver string) {
 		t.Errorf("exec via curl: %q", eo)
 	}
 	d.expect("GET", "/exitcode?container=web&exec="+curlExec, "", 200, "4")
+	// a Docker client's exec start: a JSON body, then the upgrade; the
+	// body is not the exec's stdin
+	if out := upgradeWithBody(t, d.sock, "/exec/start?container=web&exec="+execCreate(t, d, "web", `["cat"]`), `{"Detach":false,"Tty":false}`, "stdin only\n"); out != "stdin only\n" {
+		t.Errorf("exec start with a Docker body: stdout %q, want only the stdin", out)
+	}
 	// tty exec: raw stream, resize accepted
 	teid, _ := c.ExecCreate(ctx, "web", []string{"sh", "-c", "sleep 1; stty size"}, true)
 	ts, err := c.ExecStart(ctx, "web", teid)
