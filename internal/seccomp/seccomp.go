@@ -57,11 +57,20 @@ func (a Action) valid() bool {
 	return uint32(a)&unix.SECCOMP_RET_ACTION_FULL == unix.SECCOMP_RET_ERRNO
 }
 
-// Arg is an equality check on one syscall argument: args[Index] == Value,
-// all 64 bits compared.
+// Arg is a check on one syscall argument: args[Index] & Mask == Value,
+// where a zero Mask means all 64 bits (plain equality). A mask selects a
+// field, e.g. an ioctl request's type byte.
 type Arg struct {
 	Index int // 0..5
 	Value uint64
+	Mask  uint64
+}
+
+func (a Arg) mask() uint64 {
+	if a.Mask == 0 {
+		return ^uint64(0)
+	}
+	return a.Mask
 }
 
 // Rule gives the Action for one syscall. With Args, the rule applies only
@@ -104,6 +113,7 @@ func jump(code uint16, k uint32, jt, jf uint8) unix.SockFilter {
 
 const (
 	ldAbs = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
+	andK  = unix.BPF_ALU | unix.BPF_AND | unix.BPF_K
 	jeqK  = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
 	jgeK  = unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K
 	retK  = unix.BPF_RET | unix.BPF_K
@@ -138,6 +148,9 @@ func (p Policy) Build() ([]unix.SockFilter, error) {
 		for _, a := range r.Args {
 			if a.Index < 0 || a.Index > 5 {
 				return nil, fmt.Errorf("seccomp: syscall %d: argument index %d out of 0..5", r.Syscall, a.Index)
+			}
+			if a.Value&^a.mask() != 0 {
+				return nil, fmt.Errorf("seccomp: syscall %d: argument %d: value %#x has bits outside mask %#x: it can never match", r.Syscall, a.Index, a.Value, a.Mask)
 			}
 		}
 		if _, ok := groups[r.Syscall]; !ok {
@@ -177,24 +190,34 @@ func (p Policy) Build() ([]unix.SockFilter, error) {
 func groupBody(rules []Rule, def Action) ([]unix.SockFilter, error) {
 	var body []unix.SockFilter
 	for _, r := range rules {
-		// each check is 4 instructions; a miss jumps past the rest of
-		// this rule's checks and its return
-		n := 4*len(r.Args) + 1
-		if n > 255 {
+		var rule []unix.SockFilter
+		var misses []int // the comparisons whose miss skips the rest of the rule
+		for _, a := range r.Args {
+			off := uint32(offArgs + 8*a.Index)
+			m, v := a.mask(), a.Value
+			// x86-64 is little-endian: the low word comes first
+			for _, w := range []struct{ off, mask, val uint32 }{
+				{off, uint32(m), uint32(v)}, {off + 4, uint32(m >> 32), uint32(v >> 32)},
+			} {
+				if w.mask == 0 {
+					continue // nothing of this word is checked
+				}
+				rule = append(rule, stmt(ldAbs, w.off))
+				if w.mask != ^uint32(0) {
+					rule = append(rule, stmt(andK, w.mask))
+				}
+				misses = append(misses, len(rule))
+				rule = append(rule, jump(jeqK, w.val, 0, 0))
+			}
+		}
+		rule = append(rule, stmt(retK, uint32(r.Action)))
+		if len(rule) > 256 {
 			return nil, errors.New("too many argument checks")
 		}
-		for i, a := range r.Args {
-			rest := uint8(n - 4*i) // instructions from this check's start to the rule's end
-			off := uint32(offArgs + 8*a.Index)
-			// x86-64 is little-endian: the low word comes first
-			body = append(body,
-				stmt(ldAbs, off),
-				jump(jeqK, uint32(a.Value), 0, rest-2),
-				stmt(ldAbs, off+4),
-				jump(jeqK, uint32(a.Value>>32), 0, rest-4),
-			)
+		for _, j := range misses {
+			rule[j].Jf = uint8(len(rule) - j - 1)
 		}
-		body = append(body, stmt(retK, uint32(r.Action)))
+		body = append(body, rule...)
 	}
 	return append(body, stmt(retK, uint32(def))), nil
 }

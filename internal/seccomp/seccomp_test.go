@@ -36,6 +36,8 @@ func run(t *testing.T, prog []unix.SockFilter, c call) Action {
 				t.Fatalf("pc %d: load at %d", pc, in.K)
 			}
 			acc = binary.LittleEndian.Uint32(data[in.K:])
+		case andK:
+			acc &= in.K
 		case jeqK, jgeK:
 			taken := acc == in.K
 			if in.Code == jgeK {
@@ -62,14 +64,19 @@ func TestBuildVerdicts(t *testing.T) {
 		{Syscall: unix.SYS_KEXEC_LOAD, Action: Errno(unix.EPERM)},
 		{Syscall: unix.SYS_GETPPID, Action: KillProcess},
 		// socket(AF_INET, ...) refused, socket(AF_UNIX, ...) kills, others allowed
-		{Syscall: unix.SYS_SOCKET, Args: []Arg{{0, unix.AF_INET}}, Action: Errno(unix.EACCES)},
-		{Syscall: unix.SYS_SOCKET, Args: []Arg{{0, unix.AF_UNIX}}, Action: KillProcess},
+		{Syscall: unix.SYS_SOCKET, Args: []Arg{{0, unix.AF_INET, 0}}, Action: Errno(unix.EACCES)},
+		{Syscall: unix.SYS_SOCKET, Args: []Arg{{0, unix.AF_UNIX, 0}}, Action: KillProcess},
 		// two checks, one a full 64-bit value
-		{Syscall: unix.SYS_IOCTL, Args: []Arg{{1, 0xAE01}, {2, 0x1_0000_0002}}, Action: Errno(unix.ENOTTY)},
+		{Syscall: unix.SYS_IOCTL, Args: []Arg{{1, 0xAE01, 0}, {2, 0x1_0000_0002, 0}}, Action: Errno(unix.ENOTTY)},
+	}}
+	// a masked check: ioctls of type 0xAE (KVMIO) with a 32-bit request
+	masked := Policy{Default: KillProcess, Rules: []Rule{
+		{Syscall: unix.SYS_IOCTL, Args: []Arg{{Index: 1, Mask: 0xFFFFFFFF_0000FF00, Value: 0xAE00}}, Action: Allow},
+		{Syscall: unix.SYS_IOCTL, Action: Errno(unix.ENOTTY)},
 	}}
 	allow := Policy{Default: KillProcess, Rules: []Rule{
 		{Syscall: unix.SYS_READ, Action: Allow},
-		{Syscall: unix.SYS_CLONE, Args: []Arg{{0, 0x50f00}}, Action: Allow},
+		{Syscall: unix.SYS_CLONE, Args: []Arg{{0, 0x50f00, 0}}, Action: Allow},
 	}}
 	for _, tc := range []struct {
 		name string
@@ -94,6 +101,10 @@ func TestBuildVerdicts(t *testing.T) {
 		{"allow-list kills the rest", allow, call{arch: x86, nr: unix.SYS_WRITE}, KillProcess},
 		{"thread clone allowed", allow, call{arch: x86, nr: unix.SYS_CLONE, args: [6]uint64{0x50f00}}, Allow},
 		{"fork-like clone killed", allow, call{arch: x86, nr: unix.SYS_CLONE, args: [6]uint64{uint64(unix.SIGCHLD)}}, KillProcess},
+		{"masked: KVM_RUN", masked, call{arch: x86, nr: unix.SYS_IOCTL, args: [6]uint64{5, 0xAE80}}, Allow},
+		{"masked: KVM_SET_REGS", masked, call{arch: x86, nr: unix.SYS_IOCTL, args: [6]uint64{5, 0x4090AE82}}, Allow},
+		{"masked: TIOCSTI", masked, call{arch: x86, nr: unix.SYS_IOCTL, args: [6]uint64{0, unix.TIOCSTI}}, Errno(unix.ENOTTY)},
+		{"masked: high bits set", masked, call{arch: x86, nr: unix.SYS_IOCTL, args: [6]uint64{5, 1<<40 | 0xAE80}}, Errno(unix.ENOTTY)},
 		{"empty policy", Policy{Default: Errno(unix.ENOSYS)}, call{arch: x86, nr: unix.SYS_READ}, Errno(unix.ENOSYS)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -120,8 +131,9 @@ func TestBuildRejects(t *testing.T) {
 	}{
 		{"bad default", Policy{Default: Action(0x12345678)}},
 		{"bad rule action", Policy{Default: Allow, Rules: []Rule{{Syscall: 1, Action: Action(0x00030000 + 0x7)}}}},
-		{"arg index", Policy{Default: Allow, Rules: []Rule{{Syscall: 1, Args: []Arg{{6, 0}}, Action: Allow}}}},
-		{"negative arg index", Policy{Default: Allow, Rules: []Rule{{Syscall: 1, Args: []Arg{{-1, 0}}, Action: Allow}}}},
+		{"arg index", Policy{Default: Allow, Rules: []Rule{{Syscall: 1, Args: []Arg{{6, 0, 0}}, Action: Allow}}}},
+		{"negative arg index", Policy{Default: Allow, Rules: []Rule{{Syscall: 1, Args: []Arg{{-1, 0, 0}}, Action: Allow}}}},
+		{"value outside mask", Policy{Default: Allow, Rules: []Rule{{Syscall: 1, Args: []Arg{{Index: 0, Mask: 0xff, Value: 0x100}}, Action: Allow}}}},
 		{"x32 number", Policy{Default: Allow, Rules: []Rule{{Syscall: X32SyscallBit + 1, Action: Allow}}}},
 		{"too many checks", Policy{Default: Allow, Rules: []Rule{{Syscall: 1, Args: many, Action: Allow}}}},
 		{"too long", Policy{Default: Allow, Rules: huge}},
