@@ -14,17 +14,63 @@ import (
 
 	"github.com/hyperhq/hyperd-go/internal/jail"
 	"github.com/hyperhq/hyperd-go/internal/seccomp"
+	"github.com/hyperhq/hyperd-go/sandbox/kvmdrv"
 )
 
-// DefaultVMMID is the uid and gid a jailed VMM runs as unless told
-// otherwise: a fixed id far above the ranges distributions hand out, as
-// Firecracker's jailer --uid/--gid would be given.
-const DefaultVMMID = 900000
+// DefaultVMMID is the uid and gid a jailed VMM runs as by default.
+const DefaultVMMID = jail.DefaultID
+
+// VMMJailOptions are the daemon's settings for the kvm driver's jail.
+type VMMJailOptions struct {
+	VMMJail *bool `json:"vmm-jail"` // nil: on
+	VMMUID  int   `json:"vmm-uid"`  // 0: DefaultVMMID
+	VMMGID  int   `json:"vmm-gid"`
+}
+
+// flags registers --vmm-jail, --vmm-uid, --vmm-gid; apply copies the ones
+// given on the command line over the config file's after fs.Parse.
+func (o *VMMJailOptions) flags(fs *flag.FlagSet) (apply func() error) {
+	on := fs.Bool("vmm-jail", true, "kvm: confine each VM process (hyperd vm run): own mount/pid/ipc/uts/net namespaces, root pivoted to the pod's sandbox/vm directory, --vmm-uid/--vmm-gid, no capabilities, seccomp allow-list, a cgroup with memory.max; false runs VMMs as root on the host (the README's security model)")
+	uid := fs.Int("vmm-uid", DefaultVMMID, "kvm: uid of the jailed VMMs")
+	gid := fs.Int("vmm-gid", DefaultVMMID, "kvm: gid of the jailed VMMs")
+	return func() error {
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "vmm-jail":
+				o.VMMJail = on
+			case "vmm-uid":
+				o.VMMUID = *uid
+			case "vmm-gid":
+				o.VMMGID = *gid
+			}
+		})
+		if o.VMMUID < 0 || o.VMMGID < 0 {
+			return errors.New("--vmm-uid and --vmm-gid must be > 0 (0: the default)")
+		}
+		return nil
+	}
+}
+
+// driverJail is the kvm driver's jail setting: nil when it is off.
+func (o VMMJailOptions) driverJail() *kvmdrv.Jail {
+	if o.VMMJail != nil && !*o.VMMJail {
+		return nil
+	}
+	j := &kvmdrv.Jail{UID: o.VMMUID, GID: o.VMMGID}
+	if j.UID == 0 {
+		j.UID = DefaultVMMID
+	}
+	if j.GID == 0 {
+		j.GID = DefaultVMMID
+	}
+	return j
+}
 
 // vmJail holds the jail flags of `hyperd vm run`.
 type vmJail struct {
 	dir      string
 	uid, gid int
+	noPivot  bool // tests: the initramfs-root path (jail.Config.NoPivot)
 }
 
 func (j *vmJail) flags(fs *flag.FlagSet) {
@@ -87,7 +133,7 @@ func (j *vmJail) enter() error {
 		return nil
 	}
 	p := vmmPolicy()
-	return jail.Enter(jail.Config{Root: j.dir, UID: j.uid, GID: j.gid, Seccomp: &p})
+	return jail.Enter(jail.Config{Root: j.dir, UID: j.uid, GID: j.gid, Seccomp: &p, NoPivot: j.noPivot})
 }
 
 // Thread-creating clone(2) flags: the Go runtime's (runtime/os_linux.go

@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 // one command from stdin and exits 0 if it survived it.
 func jailChild(dir string) int {
 	fail := func(what string, err error) int { fmt.Println(what+":", err); return 3 }
-	j := vmJail{dir: dir, uid: DefaultVMMID, gid: DefaultVMMID}
+	j := vmJail{dir: dir, uid: DefaultVMMID, gid: DefaultVMMID, noPivot: os.Getenv("HYPERD_JAIL_TEST_NOPIVOT") != ""}
 	var kernel, initrd string
 	uds, err := j.prepare(&kernel, &initrd, nil, filepath.Join(dir, "vsock.sock"))
 	if err != nil {
@@ -81,7 +81,7 @@ func jailChild(dir string) int {
 	fmt.Println("ready")
 	cmd, _ := bufio.NewReader(os.Stdin).ReadString('\n')
 	switch strings.TrimSpace(cmd) {
-	case "exit":
+	case "exit", "exit-nopivot":
 	case "open":
 		_, err := os.Open("/vsock.sock_1025")
 		fmt.Println("open:", errnoName(err))
@@ -100,6 +100,8 @@ func jailChild(dir string) int {
 		unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_EXEC, unix.MAP_ANON|unix.MAP_PRIVATE)
 	case "ptrace":
 		unix.PtraceAttach(1)
+	case "chroot":
+		unix.Chroot("/")
 	case "unshare":
 		unix.Unshare(unix.CLONE_NEWUSER)
 	default:
@@ -130,6 +132,8 @@ func TestVMJail(t *testing.T) {
 		want string // printed before a clean exit
 	}{
 		{cmd: "exit"},
+		{cmd: "exit-nopivot"}, // an initramfs root (the nested runner's L1)
+		{cmd: "chroot", sys: true},
 		{cmd: "open", want: "open: EACCES"},
 		{cmd: "ioctl-tty", want: "ioctl: ENOTTY"},
 		{cmd: "mkdirat", sys: true},
@@ -184,6 +188,9 @@ func runJailed(t *testing.T, mnt, cmdName string) (string, syscall.WaitStatus) {
 
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), jailChildEnv+"="+dir)
+	if cmdName == "exit-nopivot" {
+		cmd.Env = append(cmd.Env, "HYPERD_JAIL_TEST_NOPIVOT=1")
+	}
 	cmd.SysProcAttr = jail.SysProcAttr(cg)
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()

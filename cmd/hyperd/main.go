@@ -51,6 +51,7 @@ type Options struct {
 	BootRetries       int      `json:"boot-retries"`
 	StopPodsOnExit    bool     `json:"stop-pods-on-exit"`
 	TLSOptions
+	VMMJailOptions
 }
 
 type listFlag []string
@@ -94,6 +95,7 @@ func parseOptions(args []string) (Options, error) {
 	tlsKey := fs.String("tlskey", "", "tcp://: the server's TLS key (PEM)")
 	tlsVerify := fs.Bool("tlsverify", false, "tcp://: serve TLS and require a client certificate signed by --tlscacert")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	applyJail := o.VMMJailOptions.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -153,6 +155,9 @@ func parseOptions(args []string) (Options, error) {
 			o.Verify = *tlsVerify
 		}
 	})
+	if err := applyJail(); err != nil {
+		return o, err
+	}
 	switch o.Driver {
 	case "auto", "kvm", "local":
 	default:

@@ -21,6 +21,11 @@ import (
 // down: the VMM's sockets are unix sockets, which are reached by path).
 const Cloneflags = unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS | unix.CLONE_NEWNET
 
+// DefaultID is the uid and gid a jailed process runs as unless told
+// otherwise: a fixed id far above the ranges distributions hand out, as
+// Firecracker's jailer --uid/--gid would be given.
+const DefaultID = 900000
+
 // Config is what Enter does to the calling process.
 type Config struct {
 	// Root is the jail directory, a host path: it becomes "/", mounted
@@ -30,6 +35,13 @@ type Config struct {
 	UID, GID int
 	// Seccomp is installed last, on every thread; nil installs none.
 	Seccomp *seccomp.Policy
+	// NoPivot moves the jail onto "/" and chroots instead of pivot_root,
+	// which refuses a root on the initial ramfs (pivot_root(2), NOTES; the
+	// nested runner's L1 boots from one). Enter falls back to it by itself
+	// when pivot_root says EINVAL. It is as tight here: chroot needs
+	// CAP_SYS_CHROOT, which the process no longer has, and its filter
+	// should refuse chroot.
+	NoPivot bool
 }
 
 // SysProcAttr is how a parent starts a process that will call Enter: in
@@ -56,7 +68,7 @@ func Enter(c Config) error {
 	if err != nil {
 		return fmt.Errorf("jail: %w", err)
 	}
-	if err := pivot(root); err != nil {
+	if err := pivot(root, c.NoPivot); err != nil {
 		return err
 	}
 	if err := dropPrivileges(c.UID, c.GID); err != nil {
@@ -93,7 +105,23 @@ func checkNamespaces() error {
 // ".")"): no mount propagates back to the host, the jail is bound onto
 // itself read-only and without devices, setuid or exec, and the old root
 // is detached so no path leads back to it.
-func pivot(root string) error {
+func pivot(root string, noPivot bool) error {
+	pivotRoot := func() error {
+		var err error = unix.EINVAL
+		if !noPivot {
+			if err = unix.PivotRoot(".", "."); err == nil {
+				// the old root is now stacked on "/": detach it
+				return unix.Unmount(".", unix.MNT_DETACH)
+			}
+		}
+		if !errors.Is(err, unix.EINVAL) {
+			return err
+		}
+		if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+			return fmt.Errorf("moving the jail onto /: %w", err)
+		}
+		return unix.Chroot(".")
+	}
 	steps := []struct {
 		what string
 		do   func() error
@@ -104,9 +132,7 @@ func pivot(root string) error {
 			return unix.Mount("", root, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID|unix.MS_NOEXEC, "")
 		}},
 		{"chdir into it", func() error { return unix.Chdir(root) }},
-		{"pivot_root", func() error { return unix.PivotRoot(".", ".") }},
-		// the old root is now stacked on "/": detach it
-		{"detach the old root", func() error { return unix.Unmount(".", unix.MNT_DETACH) }},
+		{"pivot_root", pivotRoot},
 		{"chdir /", func() error { return unix.Chdir("/") }},
 	}
 	for _, s := range steps {

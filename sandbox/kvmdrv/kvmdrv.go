@@ -58,6 +58,8 @@ type Driver struct {
 	BootRetries int
 	Log         *slog.Logger // for the retries; nil = slog.Default()
 	Connect     Connector
+	// Jail confines each VM process (jail.go); nil runs it unconfined.
+	Jail *Jail
 }
 
 func (d *Driver) Name() string      { return "kvm" }
@@ -104,6 +106,14 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		return nil, err
 	}
 	uds := filepath.Join(cfg.StateDir, vsockSock)
+	var jl *vmJail
+	if d.Jail != nil {
+		// the VMM's sockets live in its jail, where it can reach them
+		if jl, err = d.prepareJail(cfg, mem); err != nil {
+			return nil, err
+		}
+		uds = filepath.Join(jl.dir, vsockSock)
+	}
 	console := filepath.Join(cfg.StateDir, consoleLog)
 	readySock := fmt.Sprintf("%s_%d", uds, ReadyPort)
 	os.Remove(readySock)
@@ -115,12 +125,16 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		ready.Close()
 		os.Remove(readySock)
 	}()
+	if err := jl.allow(readySock); err != nil {
+		return nil, err
+	}
 	cmdline := strings.TrimSpace("console=ttyS0 earlyprintk=ttyS0 reboot=k panic=-1 " + d.Cmdline)
 	if cfg.Hostname != "" {
 		cmdline += " hyperd.hostname=" + cfg.Hostname
 	}
 	args := []string{"vm", "run", "--kernel", d.Kernel, "--initrd", d.Initrd, "--append", cmdline,
 		"--mem", fmt.Sprintf("%dM", mem), "--cpus", strconv.Itoa(vcpu), "--vsock", uds}
+	args = append(args, jl.args()...)
 	var disks []string
 	for _, dk := range cfg.Disks {
 		spec := dk.HostPath
@@ -131,7 +145,7 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		disks = append(disks, dk.HostPath)
 	}
 	for attempt := 0; ; attempt++ {
-		s, err := d.boot(ctx, cfg, bin, args, uds, console, disks, ready)
+		s, err := d.boot(ctx, cfg, bin, args, uds, console, disks, ready, jl)
 		var stopped *sandbox.ExitError
 		crashed := errors.As(err, &stopped) && stopped.Reason == sandbox.ExitCrash
 		if err != nil && attempt < d.BootRetries && ctx.Err() == nil && (crashed || errors.Is(err, errBootTimeout)) {
@@ -155,7 +169,7 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 var errBootTimeout = errors.New("did not answer")
 
 // boot starts one VM process and waits for its agent.
-func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args []string, uds, console string, disks []string, ready net.Listener) (*vmSandbox, error) {
+func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args []string, uds, console string, disks []string, ready net.Listener, jl *vmJail) (*vmSandbox, error) {
 	out, err := os.OpenFile(console, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("kvm driver: console log: %w", err)
@@ -164,15 +178,24 @@ func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args 
 	cmd.Stdout, cmd.Stderr = out, out
 	// Own session: the VM outlives the daemon and its signals.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// jailed: its own session too, in fresh namespaces and its cgroup
+	cg, err := jl.start(cmd)
+	if err != nil {
+		out.Close()
+		return nil, err
+	}
 	if err := cmd.Start(); err != nil {
 		out.Close()
+		jl.started(cg, false)
 		return nil, fmt.Errorf("kvm driver: starting the VM process: %w", err)
 	}
 	out.Close()
-	s := &vmSandbox{id: cfg.ID, pid: cmd.Process.Pid, uds: uds, console: console, disks: disks, Exit: sandbox.NewExit()}
+	jl.started(cg, true)
+	s := &vmSandbox{id: cfg.ID, pid: cmd.Process.Pid, uds: uds, console: console, disks: disks, cgroup: cg, Exit: sandbox.NewExit()}
 	go func() {
 		err := cmd.Wait()
 		s.removeSocket()
+		s.removeCgroup()
 		s.Exited(exitError(err, true, console))
 	}()
 	if cfg.Started != nil {
@@ -292,12 +315,13 @@ func (d *Driver) Reattach(ctx context.Context, h sandbox.Handle) (sandbox.Sandbo
 	if err != nil || pid <= 0 {
 		return nil, fmt.Errorf("kvm driver: handle of %s has no pid", h.ID)
 	}
-	s := &vmSandbox{id: h.ID, pid: pid, uds: h.Data["vsock"], console: h.Data["console"], Exit: sandbox.NewExit()}
+	s := &vmSandbox{id: h.ID, pid: pid, uds: h.Data["vsock"], console: h.Data["console"], cgroup: h.Data["cgroup"], Exit: sandbox.NewExit()}
 	if h.Data["disks"] != "" {
 		s.disks = strings.Split(h.Data["disks"], "\n")
 	}
 	if !s.alive() {
 		os.Remove(s.uds)
+		s.removeCgroup()
 		return nil, fmt.Errorf("kvm driver: the VM process %d of %s is gone; console tail:\n%s", pid, h.ID, tail(s.console, 20))
 	}
 	if h.Data["agent"] != "ready" {
@@ -330,6 +354,7 @@ func (s *vmSandbox) destroy() {
 		time.Sleep(10 * time.Millisecond)
 	}
 	os.Remove(s.uds)
+	s.removeCgroup()
 	// host-side listeners for guest-initiated connections (<uds>_<port>),
 	// e.g. the ready socket of the daemon that started the VM
 	if ls, err := filepath.Glob(s.uds + "_*"); err == nil {
@@ -345,6 +370,7 @@ type vmSandbox struct {
 	uds     string
 	console string
 	disks   []string
+	cgroup  string // the jailed VM's cgroup v2 directory, or ""
 	agent   sandbox.Agent
 	ready   bool // the agent answered (Handle says so: Reattach adopts only such VMs)
 	*sandbox.Exit
@@ -356,6 +382,9 @@ func (s *vmSandbox) Handle() sandbox.Handle {
 	h := sandbox.Handle{Driver: "kvm", ID: s.id, Data: map[string]string{
 		"pid": strconv.Itoa(s.pid), "vsock": s.uds, "console": s.console, "disks": strings.Join(s.disks, "\n"),
 	}}
+	if s.cgroup != "" {
+		h.Data["cgroup"] = s.cgroup
+	}
 	if s.ready {
 		h.Data["agent"] = "ready"
 	}
@@ -395,6 +424,7 @@ func (s *vmSandbox) watch() {
 		time.Sleep(500 * time.Millisecond)
 	}
 	s.removeSocket()
+	s.removeCgroup()
 	s.Exited(exitError(nil, false, s.console))
 }
 
