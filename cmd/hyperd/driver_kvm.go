@@ -55,7 +55,7 @@ func init() {
 		}
 		log.Info("kvm sandbox driver", "kernel", kernel, "initrd", initrd)
 		return &kvmdrv.Driver{Kernel: kernel, Initrd: initrd, DefaultVCPU: o.VCPU, DefaultMemMiB: o.Memory,
-			BootTimeout: time.Duration(o.BootTimeoutSecond) * time.Second, BootRetries: o.BootRetries, Log: log,
+			BootTimeout: time.Duration(o.BootTimeoutSecond) * time.Second, BootRetries: o.BootRetries, Log: log, Jail: o.driverJail(),
 			Connect: func(ctx context.Context, dial kvmdrv.Dialer) (sandbox.Agent, error) {
 				return client.New(ctx, client.Dialer(dial))
 			}}, nil

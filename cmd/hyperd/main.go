@@ -54,6 +54,7 @@ type Options struct {
 	// (max-size, max-file), as dockerd's log-opts.
 	LogOpts map[string]string `json:"log-opts,omitempty"`
 	TLSOptions
+	VMMJailOptions
 }
 
 type listFlag []string
@@ -100,6 +101,7 @@ func parseOptions(args []string) (Options, error) {
 	tlsKey := fs.String("tlskey", "", "tcp://: the server's TLS key (PEM)")
 	tlsVerify := fs.Bool("tlsverify", false, "tcp://: serve TLS and require a client certificate signed by --tlscacert")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	applyJail := o.VMMJailOptions.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -169,6 +171,9 @@ func parseOptions(args []string) (Options, error) {
 			o.Verify = *tlsVerify
 		}
 	})
+	if err := applyJail(); err != nil {
+		return o, err
+	}
 	switch o.Driver {
 	case "auto", "kvm", "local":
 	default:

@@ -23,6 +23,7 @@ func init() { subcommands["vm"] = vmCommand }
 const vmUsage = `usage: hyperd vm run --kernel K [--initrd I] [--append A] [--mem 256M] [--cpus 2]
                      [--disk path[,ro]]... [--vsock uds] [--cid 3]
                      [--console-log path [--console-max bytes]]
+                     [--jail dir [--vmm-uid N] [--vmm-gid N]]
 
 Boots a VM on hyperd's own VMM in the foreground, its serial console on
 stdout (or, with --console-log, in that file: written in blocks, capped,
@@ -76,11 +77,18 @@ func vmCommand(args []string) int {
 	consoleMax := fs.Int64("console-max", consolelog.DefaultMax, "cap in bytes of --console-log, its .1 included (the newest output is kept)")
 	var disks diskFlags
 	fs.Var(&disks, "disk", "attach a virtio-blk disk: path[,ro] (repeatable)")
+	var jl vmJail
+	jl.flags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
 	if *kernel == "" {
 		fmt.Fprintln(os.Stderr, "hyperd vm run: --kernel is required")
+		return 2
+	}
+	vsockPath, err := jl.prepare(kernel, initrd, disks, *vsockUDS)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hyperd vm run:", err)
 		return 2
 	}
 	memMiB, err := parseSize(*mem)
@@ -125,7 +133,7 @@ func vmCommand(args []string) int {
 		devs = append(devs, b)
 	}
 	if *vsockUDS != "" {
-		v, err := virtio.NewVsock(virtio.VsockConfig{GuestCID: uint64(*cid), UDS: *vsockUDS})
+		v, err := virtio.NewVsock(virtio.VsockConfig{GuestCID: uint64(*cid), UDS: vsockPath})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "hyperd vm run:", err)
 			closeAll()
@@ -141,6 +149,11 @@ func vmCommand(args []string) int {
 	}
 	for _, n := range m.Notes() {
 		fmt.Fprintln(msgs, "hyperd vm run: note:", n)
+	}
+	// everything is open and the guest has not run: confine the VMM
+	if err := jl.enter(); err != nil {
+		fmt.Fprintln(os.Stderr, "hyperd vm run:", err)
+		return 2
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)

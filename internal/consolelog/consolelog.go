@@ -25,35 +25,40 @@ const (
 
 // Writer is the capped, buffered console log. It is safe for concurrent
 // use; Write never fails (a console must not stop the VM): a write error
-// drops the bytes and is reported by Err and Close.
+// drops the bytes and is reported by Err and Close. It opens its two files
+// once, in Open, and never again: the VMM that feeds it may be jailed
+// (no path to them, no open(2)) by the time it rotates.
 type Writer struct {
-	path  string
 	half  int64 // cap of each file
 	block int
 
 	mu     sync.Mutex
-	f      *os.File
-	size   int64 // of the current file
+	f      *os.File // PATH, the current file
+	prev   *os.File // PATH.1, the one before
+	size   int64    // of the current file
 	buf    []byte
 	timer  *time.Timer
 	err    error
 	writes int // write syscalls, for tests
 }
 
-// Open starts a fresh console log at path (an older one, and its .1, are
-// dropped) capped at max bytes in all.
+// Open starts a fresh console log at path and path.1 (older content of
+// both is dropped), capped at max bytes in all.
 func Open(path string, max int64) (*Writer, error) {
 	if max < MinMax {
 		return nil, errors.New("console log cap below 2 KiB")
 	}
-	if err := os.Remove(path + ".1"); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	prev, err := os.OpenFile(path+".1", os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	w := &Writer{path: path, half: max / 2, block: int(min(block, max/2)), f: f}
+	// read back when it rotates
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o600)
+	if err != nil {
+		prev.Close()
+		return nil, err
+	}
+	w := &Writer{half: max / 2, block: int(min(block, max/2)), f: f, prev: prev}
 	w.buf = make([]byte, 0, w.block)
 	return w, nil
 }
@@ -113,17 +118,34 @@ func (w *Writer) flushLocked() {
 	w.buf = w.buf[:0]
 }
 
-// rotateLocked makes the current file PATH.1 and starts an empty PATH.
+// rotateLocked copies the current file over PATH.1 and empties the
+// current one: with pread, write, ftruncate and lseek on the two open
+// files, nothing else (no rename, no open: the VMM may be jailed). A
+// rotation copies at most half the cap, once per half the cap written.
 func (w *Writer) rotateLocked() {
-	w.f.Close()
-	w.f = nil
-	err := os.Rename(w.path, w.path+".1")
+	err := w.prev.Truncate(0)
 	if err == nil {
-		w.f, err = os.OpenFile(w.path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		_, err = w.prev.Seek(0, io.SeekStart)
 	}
-	if err != nil {
-		// keep the newest bytes anyway: start the current file over
-		w.f, err = os.OpenFile(w.path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	buf := make([]byte, 32<<10)
+	for off := int64(0); err == nil && off < w.size; {
+		n, rerr := w.f.ReadAt(buf[:min(int64(len(buf)), w.size-off)], off)
+		if n > 0 {
+			_, err = w.prev.Write(buf[:n])
+		}
+		off += int64(n)
+		if rerr != nil && err == nil && off < w.size {
+			err = rerr
+		}
+	}
+	// the current file starts over even if the copy failed: the newest
+	// bytes matter most
+	terr := w.f.Truncate(0)
+	if terr == nil {
+		_, terr = w.f.Seek(0, io.SeekStart)
+	}
+	if err == nil {
+		err = terr
 	}
 	if err != nil && w.err == nil {
 		w.err = err
@@ -139,12 +161,12 @@ func (w *Writer) Close() error {
 		return w.err
 	}
 	w.flushLocked()
-	if w.f != nil {
-		if err := w.f.Close(); err != nil && w.err == nil {
+	for _, f := range []*os.File{w.f, w.prev} {
+		if err := f.Close(); err != nil && w.err == nil {
 			w.err = err
 		}
-		w.f = nil
 	}
+	w.f, w.prev = nil, nil
 	return w.err
 }
 

@@ -143,3 +143,41 @@ func TestOpenStartsFresh(t *testing.T) {
 		t.Error("Tail of a missing log succeeded")
 	}
 }
+
+// TestRotateWithoutPaths: the writer rotates on its open files alone, as a
+// jailed VMM must (no path to the log, no open or rename allowed): the
+// directory is moved away after Open, and the log is still capped and
+// keeps the newest output.
+func TestRotateWithoutPaths(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "d")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	w, err := Open(filepath.Join(dir, "console.log"), 4<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := dir + ".moved"
+	if err := os.Rename(dir, moved); err != nil {
+		t.Fatal(err)
+	}
+	var all []byte
+	for i := 0; i < 500; i++ {
+		line := []byte(fmt.Sprintf("line %04d\n", i))
+		all = append(all, line...)
+		w.Write(line)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Tail(filepath.Join(moved, "console.log"), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) > 4<<10 || len(got) < 2<<10 || !bytes.HasSuffix(all, got) {
+		t.Errorf("kept %d bytes, want the newest 2..4 KiB of the output: %q", len(got), got)
+	}
+	if ents, _ := os.ReadDir(moved); len(ents) != 2 {
+		t.Errorf("files: %v, want console.log and console.log.1", ents)
+	}
+}

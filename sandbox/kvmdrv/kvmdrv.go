@@ -64,6 +64,8 @@ type Driver struct {
 	// written by the VM process, which outlives the daemon); 0 means
 	// consolelog.DefaultMax (1 MiB).
 	ConsoleMax int64
+	// Jail confines each VM process (jail.go); nil runs it unconfined.
+	Jail *Jail
 }
 
 func (d *Driver) Name() string      { return "kvm" }
@@ -114,6 +116,14 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		return nil, err
 	}
 	uds := filepath.Join(cfg.StateDir, vsockSock)
+	var jl *vmJail
+	if d.Jail != nil {
+		// the VMM's sockets live in its jail, where it can reach them
+		if jl, err = d.prepareJail(cfg, mem); err != nil {
+			return nil, err
+		}
+		uds = filepath.Join(jl.dir, vsockSock)
+	}
 	console := filepath.Join(cfg.StateDir, consoleLog)
 	readySock := fmt.Sprintf("%s_%d", uds, ReadyPort)
 	os.Remove(readySock)
@@ -125,6 +135,9 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		ready.Close()
 		os.Remove(readySock)
 	}()
+	if err := jl.allow(readySock); err != nil {
+		return nil, err
+	}
 	cmdline := strings.TrimSpace("console=ttyS0 earlyprintk=ttyS0 reboot=k panic=-1 " + d.Cmdline)
 	if cfg.Hostname != "" {
 		cmdline += " hyperd.hostname=" + cfg.Hostname
@@ -132,6 +145,7 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 	args := []string{"vm", "run", "--kernel", d.Kernel, "--initrd", d.Initrd, "--append", cmdline,
 		"--mem", fmt.Sprintf("%dM", mem), "--cpus", strconv.Itoa(vcpu), "--vsock", uds,
 		"--console-log", console, "--console-max", strconv.FormatInt(cmp.Or(d.ConsoleMax, consolelog.DefaultMax), 10)}
+	args = append(args, jl.args()...)
 	var disks []string
 	for _, dk := range cfg.Disks {
 		spec := dk.HostPath
@@ -142,7 +156,7 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		disks = append(disks, dk.HostPath)
 	}
 	for attempt := 0; ; attempt++ {
-		s, err := d.boot(ctx, cfg, bin, args, uds, console, disks, ready)
+		s, err := d.boot(ctx, cfg, bin, args, uds, console, disks, ready, jl)
 		var stopped *sandbox.ExitError
 		crashed := errors.As(err, &stopped) && stopped.Reason == sandbox.ExitCrash
 		if err != nil && attempt < d.BootRetries && ctx.Err() == nil && (crashed || errors.Is(err, errBootTimeout)) {
@@ -166,7 +180,7 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 var errBootTimeout = errors.New("did not answer")
 
 // boot starts one VM process and waits for its agent.
-func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args []string, uds, console string, disks []string, ready net.Listener) (*vmSandbox, error) {
+func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args []string, uds, console string, disks []string, ready net.Listener, jl *vmJail) (*vmSandbox, error) {
 	// the VM process writes the console log itself (capped, see
 	// consolelog); until it has opened it, no earlier boot's may show
 	if err := os.Remove(console + ".1"); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -183,15 +197,24 @@ func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args 
 	cmd.Stdout, cmd.Stderr = out, out
 	// Own session: the VM outlives the daemon and its signals.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// jailed: its own session too, in fresh namespaces and its cgroup
+	cg, err := jl.start(cmd)
+	if err != nil {
+		out.Close()
+		return nil, err
+	}
 	if err := cmd.Start(); err != nil {
 		out.Close()
+		jl.started(cg, false)
 		return nil, fmt.Errorf("kvm driver: starting the VM process: %w", err)
 	}
 	out.Close()
-	s := &vmSandbox{id: cfg.ID, pid: cmd.Process.Pid, uds: uds, console: console, disks: disks, Exit: sandbox.NewExit()}
+	jl.started(cg, true)
+	s := &vmSandbox{id: cfg.ID, pid: cmd.Process.Pid, uds: uds, console: console, disks: disks, cgroup: cg, Exit: sandbox.NewExit()}
 	go func() {
 		err := cmd.Wait()
 		s.removeSocket()
+		s.removeCgroup()
 		s.Exited(exitError(err, true, console))
 	}()
 	if cfg.Started != nil {
@@ -311,12 +334,13 @@ func (d *Driver) Reattach(ctx context.Context, h sandbox.Handle) (sandbox.Sandbo
 	if err != nil || pid <= 0 {
 		return nil, fmt.Errorf("kvm driver: handle of %s has no pid", h.ID)
 	}
-	s := &vmSandbox{id: h.ID, pid: pid, uds: h.Data["vsock"], console: h.Data["console"], Exit: sandbox.NewExit()}
+	s := &vmSandbox{id: h.ID, pid: pid, uds: h.Data["vsock"], console: h.Data["console"], cgroup: h.Data["cgroup"], Exit: sandbox.NewExit()}
 	if h.Data["disks"] != "" {
 		s.disks = strings.Split(h.Data["disks"], "\n")
 	}
 	if !s.alive() {
 		os.Remove(s.uds)
+		s.removeCgroup()
 		return nil, fmt.Errorf("kvm driver: the VM process %d of %s is gone; console tail:\n%s", pid, h.ID, tail(s.console, 20))
 	}
 	if h.Data["agent"] != "ready" {
@@ -349,6 +373,7 @@ func (s *vmSandbox) destroy() {
 		time.Sleep(10 * time.Millisecond)
 	}
 	os.Remove(s.uds)
+	s.removeCgroup()
 	// host-side listeners for guest-initiated connections (<uds>_<port>),
 	// e.g. the ready socket of the daemon that started the VM
 	if ls, err := filepath.Glob(s.uds + "_*"); err == nil {
@@ -364,6 +389,7 @@ type vmSandbox struct {
 	uds     string
 	console string
 	disks   []string
+	cgroup  string // the jailed VM's cgroup v2 directory, or ""
 	agent   sandbox.Agent
 	ready   bool // the agent answered (Handle says so: Reattach adopts only such VMs)
 	*sandbox.Exit
@@ -375,6 +401,9 @@ func (s *vmSandbox) Handle() sandbox.Handle {
 	h := sandbox.Handle{Driver: "kvm", ID: s.id, Data: map[string]string{
 		"pid": strconv.Itoa(s.pid), "vsock": s.uds, "console": s.console, "disks": strings.Join(s.disks, "\n"),
 	}}
+	if s.cgroup != "" {
+		h.Data["cgroup"] = s.cgroup
+	}
 	if s.ready {
 		h.Data["agent"] = "ready"
 	}
@@ -414,6 +443,7 @@ func (s *vmSandbox) watch() {
 		time.Sleep(500 * time.Millisecond)
 	}
 	s.removeSocket()
+	s.removeCgroup()
 	s.Exited(exitError(nil, false, s.console))
 }
 
