@@ -299,9 +299,7 @@ func (c *Client) AddContainer(ctx context.Context, s sandbox.ContainerSpec) erro
 	for _, f := range s.Files {
 		spec.Files = append(spec.Files, protocol.File{Path: f.Path, Content: f.Content, Mode: f.Mode, UID: f.UID, GID: f.GID})
 	}
-	// staging big files is part of the add: one bound for both
-	ctx, cancel := withTimeout(ctx, protocol.OpAdd, c.opTimeout(protocol.OpAdd))
-	defer cancel()
+	// each chunk of a big file is a call of its own, bounded as such
 	if err := c.stageFiles(ctx, &spec); err != nil {
 		return err
 	}

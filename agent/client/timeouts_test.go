@@ -49,7 +49,9 @@ func hungAgent(t *testing.T, mode string) Dialer {
 // leaving writers queued forever. Without the bounds each call blocks for
 // good (the guard fails the test).
 func TestHungAgentTimesOut(t *testing.T) {
-	const bound = 50 * time.Millisecond
+	// roomy enough that a loaded machine (-race, CI) reaches the write before
+	// the bound: the deaf cases need a write in progress to cut
+	const bound = 250 * time.Millisecond
 	calls := []struct {
 		op   string
 		call func(c *Client) error
@@ -74,6 +76,10 @@ func TestHungAgentTimesOut(t *testing.T) {
 				}
 				defer c.Close()
 				c.timeouts = map[string]time.Duration{tc.op: bound}
+				if tc.op == protocol.OpAdd {
+					// its 1 MiB file goes first, staged: a call of its own
+					c.timeouts[protocol.OpStage] = bound
+				}
 				c.hello = bound
 				start := time.Now()
 				errc := make(chan error, 1)
