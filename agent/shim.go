@@ -47,6 +47,11 @@ func RunInit() error {
 		sendShim(shimFD, shimMsg{Op: "error", Err: err.Error()})
 		return err
 	}
+	// on the shim's every thread, inherited by every container process
+	if err := containerSeccomp().Install(); err != nil {
+		sendShim(shimFD, shimMsg{Op: "error", Err: err.Error()})
+		return err
+	}
 	s := &shim{r: newReaper(), ids: map[int]string{}, pids: map[string]int{}}
 	if err := sendShim(shimFD, shimMsg{Op: "ready"}); err != nil {
 		return err

@@ -45,6 +45,9 @@ func TestHostileContainer(t *testing.T) {
 		{"volume_device", "echo '<7>hyperd hostile test: volume device' > /data/kmsg"},
 		{"mknod", "mknod /tmp/null c 1 3"},
 		{"no_new_privs_off", "grep -q '^NoNewPrivs:[[:space:]]*0' /proc/self/status"},
+		{"seccomp_off", "grep -q '^Seccomp:[[:space:]]*0' /proc/self/status"},
+		{"user_namespace", "unshare -U -r true"},
+		{"mount_namespace", "unshare -m true"},
 		{"cap_sys_admin", "[ $(( 0x$(sed -n 's/^CapBnd:[[:space:]]*//p' /proc/self/status) >> 21 & 1 )) = 1 ]"},
 	}
 	var script strings.Builder
