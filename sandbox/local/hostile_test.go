@@ -56,17 +56,7 @@ func TestHostileContainer(t *testing.T) {
 	}
 	spec := sandbox.ContainerSpec{ID: "h", Rootfs: p.rootfs, Mounts: []sandbox.Mount{{Source: vol, Dest: "/data"}},
 		Process: sandbox.Process{Args: []string{"sh", "-c", script.String()}}}
-	if err := p.a.AddContainer(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.a.StartContainer(ctx(t), "h"); err != nil {
-		t.Fatal(err)
-	}
-	sio, err := p.a.Attach(ctx(t), "h", "", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := readAll(t, sio.Stdout)
+	out := p.stdout(spec)
 	for _, pr := range probes {
 		if !strings.Contains(out, pr.name+"=no\n") {
 			t.Errorf("%s: the container got its way (%s)", pr.name, pr.cmd)
@@ -115,12 +105,8 @@ func TestPodLimits(t *testing.T) {
 		t.Errorf("a container held 200 MiB in a 64 MiB pod: %+v", st)
 	}
 	// 60 sleepers past pids.max 40: forks fail
-	p.run("pids", sandbox.Process{Args: []string{"sh", "-c", "n=0; for i in $(seq 60); do sleep 30 & n=$((n+1)); done 2>/dev/null; echo started; kill $(jobs -p) 2>/dev/null; true"}})
-	sio, err := p.a.Attach(ctx(t), "pids", "", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	readAll(t, sio.Stdout)
+	p.stdout(sandbox.ContainerSpec{ID: "pids", Rootfs: p.rootfs, Process: sandbox.Process{Args: []string{"sh", "-c",
+		"for i in $(seq 60); do sleep 30 & done 2>/dev/null; echo started; kill $(jobs -p) 2>/dev/null; true"}}})
 	if b, err := os.ReadFile(pidsEvents); err != nil || !strings.Contains(string(b), "max ") || strings.Contains(string(b), "max 0") {
 		t.Errorf("pids.events = %q (%v): no fork was refused at pids.max", b, err)
 	}
@@ -171,17 +157,7 @@ func TestLargeFiles(t *testing.T) {
 	}
 	spec := sandbox.ContainerSpec{ID: "f", Rootfs: p.rootfs, Files: files,
 		Process: sandbox.Process{Args: []string{"md5sum", "/big", "/etc/mid", "/small"}}}
-	if err := p.a.AddContainer(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.a.StartContainer(ctx(t), "f"); err != nil {
-		t.Fatal(err)
-	}
-	sio, err := p.a.Attach(ctx(t), "f", "", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := readAll(t, sio.Stdout); got != want {
+	if got := p.stdout(spec); got != want {
 		t.Errorf("md5sum in the container:\n%s\nwant\n%s", got, want)
 	}
 	if ents, _ := os.ReadDir(filepath.Join(p.sb.(*localSandbox).stateDir, agentDir, "staged")); len(ents) != 0 {

@@ -136,6 +136,22 @@ func (p *pod) run(id string, proc sandbox.Process) {
 	}
 }
 
+// stdout adds and starts a container and returns its whole stdout.
+func (p *pod) stdout(spec sandbox.ContainerSpec) string {
+	p.t.Helper()
+	if err := p.a.AddContainer(ctx(p.t), spec); err != nil {
+		p.t.Fatal(err)
+	}
+	if err := p.a.StartContainer(ctx(p.t), spec.ID); err != nil {
+		p.t.Fatal(err)
+	}
+	sio, err := p.a.Attach(ctx(p.t), spec.ID, "", false)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return readAll(p.t, sio.Stdout)
+}
+
 func readAll(t testing.TB, r io.Reader) string {
 	t.Helper()
 	if r == nil {
@@ -592,18 +608,8 @@ func TestVolumesFilesReadOnly(t *testing.T) {
 		Process: sandbox.Process{Args: []string{"sh", "-c",
 			"cat /data/in; echo written > /data/out; cat /etc/app.conf; stat -c '%a %u' /etc/app.conf; " +
 				"touch /ro/x 2>/dev/null || echo ro-volume; touch /newfile 2>/dev/null || echo ro-rootfs; cat /escape/vol/in"}}}
-	if err := p.a.AddContainer(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.a.StartContainer(ctx(t), "v"); err != nil {
-		t.Fatal(err)
-	}
-	sio, err := p.a.Attach(ctx(t), "v", "", false)
-	if err != nil {
-		t.Fatal(err)
-	}
 	want := "from host\nk=v\n600 65534\nro-volume\nro-rootfs\nfrom host\n"
-	if out := readAll(t, sio.Stdout); out != want {
+	if out := p.stdout(spec); out != want {
 		t.Errorf("got %q, want %q", out, want)
 	}
 	if b, err := os.ReadFile(filepath.Join(vol, "out")); err != nil || string(b) != "written\n" {
@@ -696,17 +702,7 @@ func TestBlockDeviceLower(t *testing.T) {
 	p := newPodConfig(t, New(agentBin), func(c *sandbox.Config) { c.Disks = []sandbox.Disk{{HostPath: dev, ReadOnly: true}} })
 	spec := sandbox.ContainerSpec{ID: "blk", Rootfs: dev, RootfsType: "ext4",
 		Process: sandbox.Process{Args: []string{"sh", "-c", "cat /etc/old; echo changed > /etc/old; cat /etc/old"}}}
-	if err := p.a.AddContainer(ctx(t), spec); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.a.StartContainer(ctx(t), "blk"); err != nil {
-		t.Fatal(err)
-	}
-	sio, err := p.a.Attach(ctx(t), "blk", "", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := readAll(t, sio.Stdout); got != "old\nchanged\n" {
+	if got := p.stdout(spec); got != "old\nchanged\n" {
 		t.Errorf("got %q", got)
 	}
 	if st := p.wait("blk", ""); st.Code != 0 {
