@@ -145,7 +145,15 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 // says whether there was one; a blank body leaves v alone. what names the
 // body for the 400.
 func optionalJSONBody(r *http.Request, what string, v any) (bool, error) {
-	b, _ := io.ReadAll(io.LimitReader(r.Body, bodyLimit))
+	b, err := io.ReadAll(io.LimitReader(r.Body, bodyLimit+1))
+	if err != nil {
+		// a body cut short (or stalled past the server's body timeout) is
+		// not an empty one: nothing is done on half a request
+		return false, badParam("%s: reading the body: %v", what, err)
+	}
+	if len(b) > bodyLimit {
+		return false, badParam("%s: the body is larger than %d bytes", what, bodyLimit)
+	}
 	if len(strings.TrimSpace(string(b))) == 0 {
 		return false, nil
 	}
