@@ -6,6 +6,7 @@ package pod
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -412,6 +413,10 @@ func (d *Daemon) Attach(ctx context.Context, ref, execID string, stdin bool) (st
 		}
 		return r.stdio, tty, c.attached.Done, nil
 	case <-ctx.Done():
+		// the client went: no record of it stays behind
+		d.mu.Lock()
+		c.waiters = slices.DeleteFunc(c.waiters, func(x *attachWaiter) bool { return x == w })
+		d.mu.Unlock()
 		c.attached.Done()
 		return st, tty, nil, ctx.Err()
 	}
