@@ -174,7 +174,8 @@ func expired(lapic string) bool {
 
 type cpuState struct{ halted, intsOn bool }
 
-var cpuHeadRE = regexp.MustCompile(`(?m)^CPU#\d+$`)
+// QEMU's HMP ends its lines with \r\n
+var cpuHeadRE = regexp.MustCompile(`(?m)^CPU#\d+\r?$`)
 
 // cpuBlocks splits HMP "info registers -a" into each vCPU's text.
 func cpuBlocks(regs string) []string {

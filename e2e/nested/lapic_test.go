@@ -105,6 +105,9 @@ APR 0x00 TPR 0x10 PPR 0x10`
 
 func TestFrozenCPUParsing(t *testing.T) {
 	regs := "{\"status\": \"running\"}\n\nCPU#0\nRIP=ffffffff81a10d9b RFL=00000046 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=0\nCR0=80050033\n\nCPU#1\nRIP=ffffffff81a18710 RFL=00000002 [-------] CPL=0 II=0 A20=1 SMM=0 HLT=0\n"
+	if b := cpuBlocks(strings.ReplaceAll(regs, "\n", "\r\n")); len(b) != 2 {
+		t.Fatalf("cpuBlocks of HMP's \\r\\n lines = %q", b)
+	}
 	b := cpuBlocks(regs)
 	if len(b) != 2 || !strings.HasPrefix(b[0], "CPU#0\nRIP=ffffffff81a10d9b") || !strings.HasPrefix(b[1], "CPU#1\n") || strings.Contains(b[0], "CPU#1") {
 		t.Fatalf("cpuBlocks = %q", b)
