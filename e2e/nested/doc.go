@@ -19,7 +19,9 @@
 // state proves QEMU lost an interrupt (lapic.go: a vCPU halted with IF=1
 // while its APIC holds a deliverable vector, unchanged seconds later), the
 // suite that was running is run once more in a fresh L1 and the report
-// says so; any other hang, and any test failure, fails the suite.
+// says so; any other hang, and any test failure, fails the suite. l1init
+// holds one KVM VM open for L1's life, so that pod VMs coming and going
+// never toggle a static key whose patching froze L1 under TCG (holdKVM).
 //
 // The kvm suites (suites_test.go) run through it in `make test` where the
 // host lacks vmx/svm; nestedrun is its command for make demo-kvm and make

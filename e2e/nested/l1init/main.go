@@ -41,6 +41,7 @@ func main() {
 	os.Setenv("PATH", basePath)
 	mounts()
 	modules("/l1/modules")
+	holdKVM()
 	network()
 	go heartbeat("/dev/ttyS1")
 	go reap()
@@ -59,6 +60,40 @@ func main() {
 		}
 		go serve(c)
 	}
+}
+
+// heldVM is a KVM VM l1init keeps open for L1's whole life (holdKVM), and
+// kvmDev the /dev/kvm it came from (kept referenced: no finalizer closes it).
+var (
+	heldVM = -1
+	kvmDev *os.File
+)
+
+// holdKVM creates one KVM VM and never closes it. The first VM created and
+// the last one destroyed toggle preempt_notifier_key (kvm_create_vm and
+// kvm_destroy_vm: preempt_notifier_inc/dec), and a static key toggle
+// rewrites the kernel's code (text_poke, INT3 then sync IPIs) at every site
+// of that key, one of them in __schedule, while the other CPU runs it. Under
+// QEMU's TCG that cross-modification froze a vCPU at the key's nop in
+// __schedule (+0x2ab here) while the other spun on a lock the frozen one
+// held: L1's stop, seen three times in CI, each time as a pod VM came or
+// went. With one VM always open the key stays on and pod VMs coming and
+// going never patch the scheduler.
+func holdKVM() {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		logf("hold a KVM VM: %v", err)
+		return
+	}
+	// KVM_CREATE_VM is _IO(KVMIO, 0x01), KVMIO 0xAE (include/uapi/linux/kvm.h)
+	fd, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), 0xAE01, 0)
+	if errno != 0 {
+		logf("hold a KVM VM: KVM_CREATE_VM: %v", errno)
+		f.Close()
+		return
+	}
+	heldVM, kvmDev = int(fd), f
+	logf("holding a KVM VM (fd %d) for L1's life: preempt_notifier_key stays on", heldVM)
 }
 
 func mounts() {
