@@ -134,10 +134,10 @@ func checkInside(t *testing.T, mem *Memory, bs []Buffer) {
 	}
 }
 
-// FuzzDevices runs every device's queue handler (rng, console, blk,
-// vsock) over guest-controlled memory (requests, headers, descriptors).
-func FuzzDevices(f *testing.F) {
-	seedQueueCorpus(f)
+// fuzzBackends makes the devices with host state, living across fuzz
+// inputs: a blk over an 8-sector disk file and a vsock listening on a unix
+// socket, both removed when f ends.
+func fuzzBackends(f *testing.F) (*Blk, *Vsock) {
 	dir, err := os.MkdirTemp("", "virtio-fuzz")
 	if err != nil {
 		f.Fatal(err)
@@ -158,6 +158,14 @@ func FuzzDevices(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { vs.Close() })
+	return blk, vs
+}
+
+// FuzzDevices runs every device's queue handler (rng, console, blk,
+// vsock) over guest-controlled memory (requests, headers, descriptors).
+func FuzzDevices(f *testing.F) {
+	seedQueueCorpus(f)
+	blk, vs := fuzzBackends(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) > fuzzMemSize {
 			return
@@ -186,26 +194,7 @@ func FuzzDevices(f *testing.F) {
 // socket); each input gets a fresh transport over them, closed (reset)
 // at its end.
 func FuzzMMIO(f *testing.F) {
-	dir, err := os.MkdirTemp("", "virtio-fuzz-mmio")
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { os.RemoveAll(dir) })
-	img := filepath.Join(dir, "disk.img")
-	if err := os.WriteFile(img, make([]byte, 8*SectorSize), 0o600); err != nil {
-		f.Fatal(err)
-	}
-	blk, err := OpenBlk(img, false)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { blk.Close() })
-	vs, err := NewVsock(VsockConfig{GuestCID: testGuestCID, UDS: filepath.Join(dir, fmt.Sprintf("v%d.sock", os.Getpid())),
-		ConnectTimeout: 50 * time.Millisecond, DialTimeout: 50 * time.Millisecond})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { vs.Close() })
+	blk, vs := fuzzBackends(f)
 	enc := func(ops ...[3]uint32) []byte {
 		var b []byte
 		for _, o := range ops {
