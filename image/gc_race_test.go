@@ -74,6 +74,17 @@ func TestGCRacesInFlightImages(t *testing.T) {
 	ctx := context.Background()
 	baseLayer := tarOf(t, []entry{{name: "base", body: "from the parent"}})
 	newLayer := tarOf(t, []entry{{name: "new", body: "committed"}})
+	// commitOnParent loads parent:1 and returns the commit of child on it
+	commitOnParent := func(t *testing.T, s *Store) (func() error, string) {
+		ar, _ := dockerArchive(t, []string{"parent:1"}, []string{"/x"}, baseLayer)
+		if _, err := s.Load(ctx, bytes.NewReader(ar)); err != nil {
+			t.Fatal(err)
+		}
+		return func() error {
+			_, err := s.Commit(ctx, "parent:1", bytes.NewReader(newLayer), CommitOptions{Repo: "child"})
+			return err
+		}, "child:latest"
+	}
 	for _, tc := range []struct {
 		name  string
 		event string
@@ -117,16 +128,7 @@ func TestGCRacesInFlightImages(t *testing.T) {
 		},
 		{
 			name: "commit, GC as its layer lands", event: "stored",
-			setup: func(t *testing.T, s *Store) (func() error, string) {
-				ar, _ := dockerArchive(t, []string{"parent:1"}, []string{"/x"}, baseLayer)
-				if _, err := s.Load(ctx, bytes.NewReader(ar)); err != nil {
-					t.Fatal(err)
-				}
-				return func() error {
-					_, err := s.Commit(ctx, "parent:1", bytes.NewReader(newLayer), CommitOptions{Repo: "child"})
-					return err
-				}, "child:latest"
-			},
+			setup: commitOnParent,
 			meanwhile: func(t *testing.T, s *Store) {
 				if err := s.GC(); err != nil {
 					t.Error(err)
@@ -136,16 +138,7 @@ func TestGCRacesInFlightImages(t *testing.T) {
 		},
 		{
 			name: "commit, rmi -f of its parent before registration", event: "register",
-			setup: func(t *testing.T, s *Store) (func() error, string) {
-				ar, _ := dockerArchive(t, []string{"parent:1"}, []string{"/x"}, baseLayer)
-				if _, err := s.Load(ctx, bytes.NewReader(ar)); err != nil {
-					t.Fatal(err)
-				}
-				return func() error {
-					_, err := s.Commit(ctx, "parent:1", bytes.NewReader(newLayer), CommitOptions{Repo: "child"})
-					return err
-				}, "child:latest"
-			},
+			setup: commitOnParent,
 			meanwhile: func(t *testing.T, s *Store) {
 				if _, err := s.Remove("parent:1", true, false, nil); err != nil {
 					t.Error(err)
