@@ -90,60 +90,72 @@ func (l *L1) lapics() ([]string, error) {
 // returns the APIC dumps and, when some vCPU provably lost an interrupt (see
 // ErrLostInterrupt), which one and how; "" when none did.
 func (l *L1) lostInterrupts() (dump, lost string) {
-	first := map[string]bool{}
-	var prevBlocks []string
-	for round := 0; round < 2; round++ {
-		if round > 0 {
-			time.Sleep(3 * time.Second)
+	before, dump, err := l.sampleCPUs()
+	if err != nil {
+		return dump, ""
+	}
+	time.Sleep(3 * time.Second)
+	after, dump, err := l.sampleCPUs()
+	if err != nil {
+		return dump, ""
+	}
+	seen := map[string]bool{}
+	for _, f := range before.findings() {
+		seen[f] = true
+	}
+	for _, f := range after.findings() {
+		if seen[f] {
+			return dump, f
 		}
-		regs, err := l.Registers()
-		if err != nil {
-			return fmt.Sprintf("(registers: %v)", err), ""
-		}
-		apics, err := l.lapics()
-		dump = strings.Join(apics, "\n")
-		if err != nil {
-			return dump + fmt.Sprintf("\n(info lapic: %v)", err), ""
-		}
-		cpus := parseCPUs(regs)
-		blocks := cpuBlocks(regs)
-		var now []string
-		if idle := stalledIdle(cpus, apics); idle != "" {
-			now = append(now, idle)
-		}
-		if round == 1 {
-			for i, b := range blocks {
-				if i < len(cpus) && !cpus[i].halted && i < len(prevBlocks) && b == prevBlocks[i] && !l.selfLoop(i) {
-					now = append(now, fmt.Sprintf("CPU %d, not halted, executed nothing in 3 s (every register the same; no jump-to-self at RIP)", i))
-				}
-			}
-		}
-		prevBlocks = blocks
-		for i, a := range apics {
-			if i >= len(cpus) || !cpus[i].halted || !cpus[i].intsOn {
-				now = append(now, "")
-				continue
-			}
-			v, ppr, ok := deliverable(a)
-			if !ok {
-				now = append(now, "")
-				continue
-			}
-			now = append(now, fmt.Sprintf("CPU %d halted with IF=1 while vector %d waits in its IRR above PPR %#x", i, v, ppr))
-		}
-		for _, f := range now {
-			if f == "" {
-				continue
-			}
-			if first[f] || strings.Contains(f, "executed nothing") {
-				return dump, f
-			}
-			if round == 0 {
-				first[f] = true
-			}
+	}
+	prev, now := cpuBlocks(before.regs), cpuBlocks(after.regs)
+	for i := range now {
+		if i < len(after.cpus) && !after.cpus[i].halted && i < len(prev) && now[i] == prev[i] && !l.selfLoop(i) {
+			return dump, fmt.Sprintf("CPU %d, not halted, executed nothing in 3 s (every register the same; no jump-to-self at RIP)", i)
 		}
 	}
 	return dump, ""
+}
+
+// cpuSample is one look at L1's vCPUs: HMP "info registers -a", each one's
+// halted state and IF, and "info lapic" of each.
+type cpuSample struct {
+	regs  string
+	cpus  []cpuState
+	apics []string
+}
+
+// sampleCPUs takes a cpuSample; dump is the APIC text, or what failed.
+func (l *L1) sampleCPUs() (cpuSample, string, error) {
+	regs, err := l.Registers()
+	if err != nil {
+		return cpuSample{}, fmt.Sprintf("(registers: %v)", err), err
+	}
+	apics, err := l.lapics()
+	dump := strings.Join(apics, "\n")
+	if err != nil {
+		return cpuSample{}, dump + fmt.Sprintf("\n(info lapic: %v)", err), err
+	}
+	return cpuSample{regs: regs, cpus: parseCPUs(regs), apics: apics}, dump, nil
+}
+
+// findings are the states of one sample that prove a lost interrupt when
+// a second sample shows them too: every vCPU stalled idle, or one halted
+// with IF=1 over a deliverable vector.
+func (c cpuSample) findings() []string {
+	var f []string
+	if idle := stalledIdle(c.cpus, c.apics); idle != "" {
+		f = append(f, idle)
+	}
+	for i, a := range c.apics {
+		if i >= len(c.cpus) || !c.cpus[i].halted || !c.cpus[i].intsOn {
+			continue
+		}
+		if v, ppr, ok := deliverable(a); ok {
+			f = append(f, fmt.Sprintf("CPU %d halted with IF=1 while vector %d waits in its IRR above PPR %#x", i, v, ppr))
+		}
+	}
+	return f
 }
 
 // stalledIdle reports the other face of a lost interrupt: every vCPU halted
