@@ -1,3 +1,5 @@
+// This file tests attach and exec streams: they end, and free their agent
+// streams, fds and goroutines, when the client goes.
 package api_test
 
 import (

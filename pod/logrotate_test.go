@@ -1,3 +1,5 @@
+// This file tests container log limits: parsing log.config, rotation
+// bounding the disk, and readers and followers across rotation.
 package pod
 
 import (

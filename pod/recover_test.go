@@ -1,3 +1,5 @@
+// This file tests restart recovery in the background: the API answers
+// while a pod reattaches, and calls on it wait for the outcome.
 package pod_test
 
 import (

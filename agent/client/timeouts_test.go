@@ -1,3 +1,5 @@
+// This file tests the bounds on calls to the agent: a hung agent times
+// out every bounded call, and wait stays unbounded.
 package client
 
 import (

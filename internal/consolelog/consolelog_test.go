@@ -1,3 +1,5 @@
+// This file tests the console log writer: the cap, the newest output
+// kept, block writes, prompt flushes, and rotation on open files only.
 package consolelog
 
 import (

@@ -1,3 +1,5 @@
+// This file tests the VM console log as the kvm driver uses it: capped by
+// the VM process, its tail read across rotation for failure reasons.
 package kvmdrv
 
 import (
