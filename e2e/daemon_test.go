@@ -141,10 +141,7 @@ func udpAsk(port int, msg string, wait time.Duration) (string, error) {
 
 func (d *daemon) log() string {
 	b, _ := os.ReadFile(d.logf)
-	if len(b) > 8000 {
-		b = b[len(b)-8000:]
-	}
-	return string(b)
+	return tail(b, 8000)
 }
 
 func (d *daemon) signal(sig syscall.Signal) {
@@ -170,7 +167,7 @@ func (d *daemon) curl(method, path, body string, hdr ...string) (int, string) {
 	args = append(args, "http://hyperd"+path)
 	out, err := exec.Command("curl", args...).Output()
 	if err != nil {
-		d.t.Fatalf("curl %s %s: %v (%s)", method, path, err, out)
+		d.t.Fatalf("curl %s %s: %v (%s)\n%s", method, path, err, out, d.postmortem())
 	}
 	s := string(out)
 	i := strings.LastIndexByte(s, '\n')

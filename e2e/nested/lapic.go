@@ -6,7 +6,6 @@ package nested
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -283,6 +282,3 @@ func deliverable(lapic string) (vec int, ppr uint64, ok bool) {
 	}
 	return vec, ppr, true
 }
-
-// errLost tells whether err is an L1 stop proven to be the emulator's.
-func errLost(err error) bool { return errors.Is(err, ErrLostInterrupt) }

@@ -7,14 +7,17 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/hyperhq/hyperd-go/internal/kvmtest"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hyperhq/hyperd-go/internal/kvmtest"
 
 	"github.com/hyperhq/hyperd-go/internal/testbin"
 	"github.com/hyperhq/hyperd-go/kvm"
@@ -29,6 +32,36 @@ type suite struct {
 	env  []string
 	// deadline bounds the run inside L1 (TCG times).
 	deadline time.Duration
+	count    int // -test.count (0: 1)
+}
+
+// pickSuites applies the developer's selection: HYPERD_NESTED_SUITES, a
+// regular expression the suite names must match (make test runs all), and
+// HYPERD_NESTED_COUNT, how many times each selected suite's tests run (to
+// chase a rare failure inside L1).
+func pickSuites(all []suite, match, count string) ([]suite, error) {
+	re, err := regexp.Compile(match)
+	if err != nil {
+		return nil, fmt.Errorf("HYPERD_NESTED_SUITES: %v", err)
+	}
+	n := 1
+	if count != "" {
+		if n, err = strconv.Atoi(count); err != nil || n < 1 {
+			return nil, fmt.Errorf("HYPERD_NESTED_COUNT %q: want a count of 1 or more", count)
+		}
+	}
+	var picked []suite
+	for _, s := range all {
+		if re.MatchString(s.name) {
+			s.count = n
+			s.deadline *= time.Duration(n)
+			picked = append(picked, s)
+		}
+	}
+	if len(picked) == 0 {
+		return nil, fmt.Errorf("HYPERD_NESTED_SUITES %q matches none of the suites", match)
+	}
+	return picked, nil
 }
 
 // kvmSuites are the tests that need a guest kernel to boot on our VMM. The
@@ -124,7 +157,10 @@ func TestKVMSuites(t *testing.T) {
 	report := filepath.Join(out, "e2e-report.txt")
 	os.Remove(report)
 	hostKVM := kvmtest.Usable() == nil
-	suites := kvmSuites(report, hostKVM)
+	suites, err := pickSuites(kvmSuites(report, hostKVM), os.Getenv("HYPERD_NESTED_SUITES"), os.Getenv("HYPERD_NESTED_COUNT"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	files := []string{bins}
 	built := map[string]bool{}
 	for _, s := range suites {
@@ -168,23 +204,52 @@ func TestKVMSuites(t *testing.T) {
 		}()
 		w = cur
 	}
-	var failed, lost []string
-	for _, s := range suites {
-		code, took, err := runSuite(ctx, t, w, repo, out, bins, s)
-		if cur != nil && errLost(err) {
-			// QEMU's emulated CPU dropped an interrupt (the proof is in
-			// err): not this suite's doing, so it runs again, once, in a
-			// fresh L1, and the report says so.
-			lost = append(lost, s.name)
-			t.Logf("suite %s: L1 stopped after %v, the emulator's fault, not the suite's; running it again in a fresh L1:\n%v", s.name, took, err)
-			cur.l1.Kill()
-			os.Rename(filepath.Join(out, s.name+".log"), filepath.Join(out, s.name+".lost.log"))
-			l1, berr := boot()
-			if berr != nil {
-				t.Fatalf("booting a fresh L1: %v", berr)
+	var (
+		failed, void []string
+		l1Report     bytes.Buffer // the e2e report lines of every L1
+	)
+	for i, s := range suites {
+		if cur != nil && i > 0 {
+			// a fresh L1 per suite: whatever the emulator got wrong in
+			// one stays there
+			if err := cur.l1.Close(); err != nil {
+				t.Errorf("L1 after suite %s: %v", suites[i-1].name, err)
 			}
-			cur.l1 = l1
-			code, took, err = runSuite(ctx, t, w, repo, out, bins, s)
+			if cur.l1, err = boot(); err != nil {
+				t.Fatalf("booting a fresh L1 for suite %s: %v", s.name, err)
+			}
+		}
+		var off int64
+		if cur != nil {
+			off = cur.l1.ConsoleSize()
+		}
+		code, took, err := runSuite(ctx, t, w, repo, out, bins, s)
+		if cur != nil && (err != nil || code != 0) {
+			if why := emulatorFault(err, cur.l1.CrashSince(off)); why != "" {
+				// not this suite's doing (the proof is in why): it runs
+				// again, once, in a fresh L1, and the report says so
+				void = append(void, s.name)
+				t.Logf("suite %s: its run after %v is void, the emulator's fault; running it again in a fresh L1:\n%s", s.name, took, why)
+				cur.l1.Kill()
+				os.Rename(filepath.Join(out, s.name+".log"), filepath.Join(out, s.name+".void.log"))
+				keepConsole(out, s.name+".void.console.log")
+				if cur.l1, err = boot(); err != nil {
+					t.Fatalf("booting a fresh L1: %v", err)
+				}
+				off = cur.l1.ConsoleSize()
+				code, took, err = runSuite(ctx, t, w, repo, out, bins, s)
+				if crash := cur.l1.CrashSince(off); crash != "" && (err != nil || code != 0) {
+					err = fmt.Errorf("%v; L1's kernel crashed again:\n%s", err, crash)
+				}
+			}
+		}
+		if cur != nil {
+			// each L1 is gone with the next suite: keep its console and
+			// the e2e report lines it wrote
+			keepConsole(out, s.name+".console.log")
+			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			cur.l1.Run(rctx, Cmd{Argv: []string{"sh", "-c", "cat " + report + " 2>/dev/null; rm -f " + report}}, &l1Report, io.Discard)
+			cancel()
 		}
 		logPath := filepath.Join(out, s.name+".log")
 		if err != nil || code != 0 {
@@ -194,19 +259,16 @@ func TestKVMSuites(t *testing.T) {
 		}
 		t.Logf("suite %s (%s): passed in %v, %s", s.name, s.pkg, took, summary(logPath))
 	}
-	// the e2e suite's own report, then ours, for make test's summary
-	if w, ok := w.(*inL1); ok {
-		var b bytes.Buffer
-		if code, err := w.l1.Run(ctx, Cmd{Argv: []string{"cat", report}}, &b, io.Discard); err == nil && code == 0 {
-			t.Logf("e2e report from L1:\n%s", b.String())
-		}
+	// the e2e suites' own reports, then ours, for make test's summary
+	if cur != nil {
+		t.Logf("e2e report from L1:\n%s", l1Report.String())
 	}
 	line := fmt.Sprintf("===   kvm   ran, passed (%s): %s\n", w, strings.Join(names(suites), ", "))
 	if len(failed) > 0 {
 		line = fmt.Sprintf("===   kvm   ran, FAILED (%s): %s\n", w, strings.Join(failed, ", "))
 	}
-	if len(lost) > 0 {
-		line += fmt.Sprintf("===         L1 lost an interrupt (QEMU's fault) during %s: run again in a fresh L1\n", strings.Join(lost, ", "))
+	if len(void) > 0 {
+		line += fmt.Sprintf("===         L1 lost an interrupt or its kernel crashed (QEMU's fault) during %s: run again in a fresh L1\n", strings.Join(void, ", "))
 	}
 	if p := os.Getenv("HYPERD_E2E_REPORT"); p != "" {
 		f, err := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
@@ -227,13 +289,21 @@ func runSuite(ctx context.Context, t *testing.T, w where, repo, out, bins string
 	}
 	defer lf.Close()
 	env := append([]string{"HYPERD_TEST_BIN=" + bins, "HYPERD_NESTED=1"}, s.env...)
-	argv := append([]string{filepath.Join(out, "tests", s.binName()+".test"), "-test.v", "-test.count=1", "-test.timeout", s.deadline.String()}, s.args...)
+	argv := append([]string{filepath.Join(out, "tests", s.binName()+".test"), "-test.v", "-test.count=" + strconv.Itoa(max(s.count, 1)), "-test.timeout", s.deadline.String()}, s.args...)
 	sctx, cancel := context.WithTimeout(ctx, s.deadline+2*time.Minute)
 	defer cancel()
 	t0 := time.Now()
 	// in the package's directory, as go test runs a test binary
 	code, err := w.run(sctx, filepath.Join(repo, s.pkg), argv, env, lf)
 	return code, time.Since(t0).Round(time.Second), err
+}
+
+// keepConsole copies L1's console (build/nested/console.log, which the
+// next L1 starts afresh) to name beside it.
+func keepConsole(out, name string) {
+	if b, err := os.ReadFile(filepath.Join(out, "console.log")); err == nil {
+		os.WriteFile(filepath.Join(out, name), b, 0o644)
+	}
 }
 
 // tailOf returns the last 64 KiB of a suite's log.
