@@ -261,7 +261,11 @@ func TestE2ERegistry(t *testing.T) {
 // stream's messages; every line must be one JSON message.
 func regStream(t *testing.T, d *daemon, path, body string) []api.JSONMessage {
 	t.Helper()
+	t0 := time.Now()
 	code, b := d.curl("POST", path, body)
+	// the time each pull, push and build takes (in L1 a build's RUN
+	// steps boot pod VMs under TCG): where a slow run spent it
+	t.Logf("POST %s: %d in %v", path, code, time.Since(t0).Round(100*time.Millisecond))
 	if code != 200 {
 		t.Fatalf("POST %s = %d %s\nhyperd log:\n%s", path, code, trunc(b), d.log())
 	}
