@@ -29,6 +29,8 @@ fmt:
 # Packages run one at a time (-p 1): the guest boot tests emulate ring-0
 # code on software-nested KVM, and the nested runner's L1 (e2e/nested)
 # runs QEMU's TCG on both cores.
+# The local driver's suite runs twice: with a user namespace (hyperd's
+# default where the host can) and without (--local-userns=off).
 # It ends by printing which end-to-end suites ran: local, and kvm (pods in
 # our VMs: directly with vmx/svm, else inside the nested runner's L1).
 # On a host without a usable /dev/kvm the packages that need one skip here
@@ -38,7 +40,10 @@ test: fmt vet build kernel
 	@rm -f build/e2e-report.txt
 	@if [ "$(NO_KVM)" = 1 ]; then echo "make test: no usable /dev/kvm here: the kvm and vmm packages' tests run inside the nested runner's L1"; fi
 	CGO_ENABLED=1 HYPERD_E2E_REPORT=$(CURDIR)/build/e2e-report.txt HYPERD_NO_KVM=$(NO_KVM) $(GO) test -race -count=1 -p 1 -timeout 60m ./...; \
-	rc=$$?; cat build/e2e-report.txt 2>/dev/null || echo "=== e2e sandbox drivers: the e2e package did not run"; exit $$rc
+	rc=$$?; \
+	echo "the local driver's suite again without a user namespace (hyperd --local-userns=off):"; \
+	CGO_ENABLED=1 HYPERD_LOCAL_USERNS=off $(GO) test -race -count=1 ./sandbox/local || rc=1; \
+	cat build/e2e-report.txt 2>/dev/null || echo "=== e2e sandbox drivers: the e2e package did not run"; exit $$rc
 
 # Benchmarks report ratios against a peer measured in the same run. The
 # boot and density benchmarks run once (a software-nested boot takes minutes;

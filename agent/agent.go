@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hyperhq/hyperd-go/agent/protocol"
+	"github.com/hyperhq/hyperd-go/internal/userns"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,6 +55,10 @@ type Config struct {
 	// driver's pod resource); zero values mean no limit. Any limit needs
 	// a writable cgroup2 CgroupRoot.
 	Limits Limits
+	// UserNS, when set, puts containers in a user namespace with that
+	// mapping (userns.go; the local driver's). NewServer fails when the
+	// kernel or the state directory's file system cannot do it.
+	UserNS *userns.Map
 	// Self is the agent binary re-executed as "init" for container shims.
 	Self string
 	// PowerOff is called by OpShutdown after the reply went out.
@@ -73,6 +78,7 @@ type Server struct {
 	quit   chan struct{}
 	qonce  sync.Once
 	staged map[string]int64 // staged file sizes by name (stage.go), under mu
+	userns *userns.NS       // containers' user namespace, nil for none
 }
 
 // NewServer prepares an agent.
@@ -97,6 +103,15 @@ func NewServer(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("resource limits need a writable cgroup2 hierarchy at %q", cfg.CgroupRoot)
 		}
 		if err := applyLimits(cfg.CgroupRoot, cfg.Limits); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.UserNS != nil {
+		var err error
+		if s.userns, err = newUserns(*cfg.UserNS, cfg.StateDir); err != nil {
+			return nil, err
+		}
+		if err := setPodNetSysctls(); err != nil {
 			return nil, err
 		}
 	}

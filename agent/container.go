@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -28,7 +30,7 @@ type container struct {
 	s      *Server
 	id     string
 	spec   protocol.ContainerSpec
-	dir    string // scratch: upper, work, rootfs, lower
+	dir    string // scratch: rw/{upper,work}, rootfs, lower, files
 	upper  string
 	rootfs string
 	lower  string // mount point of a block-device lower, "" for a directory
@@ -80,13 +82,13 @@ func (s *Server) add(spec protocol.ContainerSpec) *protocol.Error {
 	return nil
 }
 
-// create mounts the rootfs and starts the shim, which sets up the
-// container's namespaces and root and then waits for processes.
+// create stages the pod files and starts the shim in a root prepared for
+// it (startShim); the shim sets up the container's namespaces and the rest
+// of its root and then waits for processes.
 func (c *container) create() error {
-	c.upper = filepath.Join(c.dir, "upper")
-	work := filepath.Join(c.dir, "work")
+	c.upper = filepath.Join(c.dir, "rw", "upper")
 	c.rootfs = filepath.Join(c.dir, "rootfs")
-	for _, d := range []string{c.upper, work, c.rootfs, filepath.Join(c.dir, "logs")} {
+	for _, d := range []string{c.upper, filepath.Join(c.dir, "rw", "work"), c.rootfs, filepath.Join(c.dir, "logs")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
@@ -105,45 +107,35 @@ func (c *container) create() error {
 	} else if st, err := os.Stat(lower); err != nil || !st.IsDir() {
 		return fmt.Errorf("rootfs %s is not a directory", lower)
 	}
-	// ReadOnlyFS is applied by the shim once mount points and files exist.
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, c.upper, work)
-	// nodev: a device node shipped in an image layer opens nothing (no
-	// device cgroup here; see harden.go)
-	if err := unix.Mount("overlay", c.rootfs, "overlay", unix.MS_NODEV, opts); err != nil {
-		return fmt.Errorf("overlay: %w", err)
-	}
 	c.cgroup = c.s.makeCgroup(c.id)
+	files, err := c.writeFiles()
+	if err != nil {
+		return err
+	}
+	// the shim has copied them into the container once it is ready
+	defer os.RemoveAll(filepath.Join(c.dir, "files"))
+	var staged *os.File
+	if len(files) > 0 {
+		if staged, err = c.openStaged(); err != nil {
+			return err
+		}
+		defer staged.Close()
+	}
+	for k, v := range c.spec.Sysctl {
+		// the pod's network namespace is the agent's: written here, as
+		// a container root in a user namespace cannot
+		if strings.HasPrefix(k, "net.") && allowedSysctl(k) {
+			if err := os.WriteFile(filepath.Join("/proc/sys", strings.ReplaceAll(k, ".", "/")), []byte(v), 0); err != nil {
+				return fmt.Errorf("sysctl %s: %w", k, err)
+			}
+		}
+	}
 
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
-	devnull, err := os.OpenFile("/dev/null", os.O_RDWR, 0)
-	if err != nil {
-		unix.Close(fds[0])
-		unix.Close(fds[1])
-		return err
-	}
-	defer devnull.Close()
-	sys := &syscall.SysProcAttr{
-		Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC,
-	}
-	var cgfd *os.File
-	if c.cgroup != "" {
-		if cgfd, err = os.Open(c.cgroup); err == nil {
-			sys.UseCgroupFD = true
-			sys.CgroupFD = int(cgfd.Fd())
-			defer cgfd.Close()
-		}
-	}
-	stderr := os.Stderr.Fd()
-	attr := &syscall.ProcAttr{
-		Dir:   "/",
-		Env:   []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
-		Files: []uintptr{devnull.Fd(), devnull.Fd(), stderr, uintptr(fds[1])},
-		Sys:   sys,
-	}
-	pid, ch, err := c.s.reaper.start(c.s.cfg.Self, []string{"hyper-agent", "init"}, attr)
+	pid, ch, err := c.startShim(lower, fds[1])
 	unix.Close(fds[1])
 	if err != nil {
 		unix.Close(fds[0])
@@ -155,18 +147,15 @@ func (c *container) create() error {
 	if hostname == "" {
 		hostname, _ = os.Hostname()
 	}
-	files, err := c.writeFiles()
-	if err != nil {
+	cfg := &shimConfig{Hostname: hostname, Files: files,
+		ReadOnlyFS: c.spec.ReadOnlyFS, Sysctl: c.spec.Sysctl, ResolvConf: c.s.resolvConf()}
+	var sfd []int
+	if staged != nil {
+		sfd = []int{int(staged.Fd())}
+	}
+	if err := sendShim(c.shimFD, shimMsg{Op: "config", Config: cfg}, sfd...); err != nil {
 		unix.Kill(pid, unix.SIGKILL)
 		<-ch
-		return err
-	}
-	// the shim has copied them into the container once it is ready
-	defer os.RemoveAll(filepath.Join(c.dir, "files"))
-	cfg := &shimConfig{Rootfs: c.rootfs, Hostname: hostname, Mounts: c.spec.Mounts, Files: files,
-		ReadOnlyFS: c.spec.ReadOnlyFS, Sysctl: c.spec.Sysctl, ResolvConf: c.s.resolvConf()}
-	if err := sendShim(c.shimFD, shimMsg{Op: "config", Config: cfg}); err != nil {
-		unix.Kill(pid, unix.SIGKILL)
 		return err
 	}
 	m, _, err := recvShim(c.shimFD)
@@ -180,6 +169,108 @@ func (c *container) create() error {
 	}
 	go c.shimLoop(ch)
 	return nil
+}
+
+// startShim mounts the container's root and starts its shim there, on a
+// locked thread that first moves to a mount namespace of its own: the
+// mounts are the shim's (cloned from it) and never the agent's, and the
+// thread ends with this call (the Go runtime retires a thread whose
+// goroutine exits locked). The shim gets the thread's working directory,
+// the root, and sock as fd 3.
+func (c *container) startShim(lower string, sock int) (int, <-chan syscall.WaitStatus, error) {
+	type result struct {
+		pid int
+		ch  <-chan syscall.WaitStatus
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: see above
+		pid, ch, err := c.startShimHere(lower, sock)
+		done <- result{pid, ch, err}
+	}()
+	r := <-done
+	return r.pid, r.ch, r.err
+}
+
+func (c *container) startShimHere(lower string, sock int) (int, <-chan syscall.WaitStatus, error) {
+	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+		return 0, nil, fmt.Errorf("mount namespace: %w", err)
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return 0, nil, fmt.Errorf("make / private: %w", err)
+	}
+	us := c.s.userns
+	rw := filepath.Dir(c.upper)
+	if us != nil {
+		// the layers through idmapped copies: the container's ids on
+		// top, the image's own ids on disk
+		for _, m := range []struct {
+			src, at string
+			ro      bool
+		}{{lower, "idmap-lower", true}, {rw, "idmap-rw", false}} {
+			at := filepath.Join(c.dir, m.at)
+			if err := os.MkdirAll(at, 0o700); err != nil {
+				return 0, nil, err
+			}
+			if err := bindIdmapped(us, c.dir, m.at, m.src, m.ro, false); err != nil {
+				return 0, nil, err
+			}
+		}
+		lower, rw = filepath.Join(c.dir, "idmap-lower"), filepath.Join(c.dir, "idmap-rw")
+		// this thread's file system ids become the container root's
+		// (host us.Host): overlayfs acts as its mounter, whose ids must
+		// map through the idmapped layers (to the image's root), and
+		// what is made here (mount points, /dev) is the container's
+		if err := fsAs(us.Host); err != nil {
+			return 0, nil, err
+		}
+	}
+	// ReadOnlyFS is applied by the shim once mount points and files exist.
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, filepath.Join(rw, "upper"), filepath.Join(rw, "work"))
+	// nodev: a device node shipped in an image layer opens nothing (no
+	// device cgroup here; see harden.go)
+	if err := unix.Mount("overlay", c.rootfs, "overlay", unix.MS_NODEV, opts); err != nil {
+		return 0, nil, fmt.Errorf("overlay: %w", err)
+	}
+	if err := prepareRoot(c.rootfs, c.spec.Mounts, us, c.dir); err != nil {
+		return 0, nil, err
+	}
+	if err := unix.Chdir(c.rootfs); err != nil {
+		return 0, nil, err
+	}
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer devnull.Close()
+	sys := &syscall.SysProcAttr{
+		Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC,
+	}
+	self := c.s.cfg.Self
+	if us != nil {
+		sys.Cloneflags |= unix.CLONE_NEWUSER
+		sys.UidMappings, sys.GidMappings = us.IDMap(), us.IDMap()
+		sys.GidMappingsEnableSetgroups = true
+		// the child starts with the agent's (unmapped) ids: it becomes
+		// the namespace's root, host uid us.Host
+		sys.Credential = &syscall.Credential{}
+		// reached without walking the host's (root-only) directories
+		self = "/proc/self/exe"
+	}
+	if c.cgroup != "" {
+		if cgfd, err := os.Open(c.cgroup); err == nil {
+			sys.UseCgroupFD = true
+			sys.CgroupFD = int(cgfd.Fd())
+			defer cgfd.Close()
+		}
+	}
+	attr := &syscall.ProcAttr{
+		Env:   []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
+		Files: []uintptr{devnull.Fd(), devnull.Fd(), os.Stderr.Fd(), uintptr(sock)},
+		Sys:   sys,
+	}
+	return c.s.reaper.start(self, []string{"hyper-agent", "init"}, attr)
 }
 
 // shimLoop reads the shim's reports until it exits.
@@ -367,9 +458,6 @@ func (c *container) cleanup() {
 		p.exit(137, 9)
 		<-p.done
 		p.out.remove()
-	}
-	if c.rootfs != "" {
-		unix.Unmount(c.rootfs, unix.MNT_DETACH)
 	}
 	if c.lower != "" {
 		unix.Unmount(c.lower, unix.MNT_DETACH)

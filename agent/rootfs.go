@@ -7,8 +7,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
+	"github.com/hyperhq/hyperd-go/agent/protocol"
+	"github.com/hyperhq/hyperd-go/internal/userns"
 	"golang.org/x/sys/unix"
 )
 
@@ -132,25 +135,41 @@ func mountIn(root, dest, source, fstype string, flags uintptr, data string, file
 	return nil
 }
 
-// setupRoot runs in the shim's fresh mount namespace.
-func setupRoot(c *shimConfig) error {
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make / private: %w", err)
-	}
-	root := c.Rootfs
-	if err := unix.Mount(root, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("bind rootfs: %w", err)
-	}
-	for _, m := range c.Mounts {
+// prepareRoot runs in the agent, on a thread of its own in a private
+// mount namespace the container's shim is then cloned from (container.go
+// startShim): it mounts what needs the agent's privileges or its view of
+// the host (volumes, their idmapped copies with a user namespace, /dev's
+// nodes, sysfs of the pod's network namespace) into root, the container's
+// mounted root file system. The shim does the rest (setupRoot).
+func prepareRoot(root string, mounts []protocol.Mount, us *userns.NS, scratch string) error {
+	for i, m := range mounts {
 		if m.Dest == "" || m.Source == "" {
 			return errors.New("volume without source or destination")
 		}
+		src, isDir := m.Source, true
 		if m.FSType == "" {
 			st, err := os.Stat(m.Source)
 			if err != nil {
 				return fmt.Errorf("volume %s: %w", m.Source, err)
 			}
-			if err := mountIn(root, m.Dest, m.Source, "", unix.MS_BIND|unix.MS_REC, "", !st.IsDir()); err != nil {
+			isDir = st.IsDir()
+		} else if us != nil {
+			// a file system image: mounted here, then idmapped in
+			src = filepath.Join(scratch, "vol"+strconv.Itoa(i))
+			if err := os.MkdirAll(src, 0o700); err != nil {
+				return err
+			}
+			if err := unix.Mount(m.Source, src, m.FSType, unix.MS_NODEV, ""); err != nil {
+				return fmt.Errorf("mount %s (%s): %w", m.Source, m.FSType, err)
+			}
+		}
+		switch {
+		case us != nil:
+			if err := bindIdmapped(us, root, m.Dest, src, m.ReadOnly, !isDir); err != nil {
+				return fmt.Errorf("volume %s: %w", m.Source, err)
+			}
+		case m.FSType == "":
+			if err := mountIn(root, m.Dest, m.Source, "", unix.MS_BIND|unix.MS_REC, "", !isDir); err != nil {
 				return err
 			}
 			// nodev: a device node in a volume opens nothing (no device
@@ -159,10 +178,10 @@ func setupRoot(c *shimConfig) error {
 			if m.ReadOnly {
 				fl |= unix.MS_RDONLY
 			}
-			if err := mountIn(root, m.Dest, "", "", fl, "", !st.IsDir()); err != nil {
+			if err := mountIn(root, m.Dest, "", "", fl, "", !isDir); err != nil {
 				return err
 			}
-		} else {
+		default:
 			fl := uintptr(unix.MS_NODEV)
 			if m.ReadOnly {
 				fl |= unix.MS_RDONLY
@@ -173,44 +192,98 @@ func setupRoot(c *shimConfig) error {
 		}
 	}
 	nodev := uintptr(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
-	if err := mountIn(root, "/proc", "proc", "proc", nodev, "", false); err != nil {
-		return err
-	}
 	if err := mountIn(root, "/sys", "sysfs", "sysfs", nodev|unix.MS_RDONLY, "", false); err != nil {
 		return err
 	}
+	return prepareDev(root, us)
+}
+
+// prepareDev mounts the container's /dev: a tmpfs with the usual nodes
+// (made here: a container has no CAP_MKNOD, and none at all in a user
+// namespace), the places devpts and /dev/shm go, and the usual links. With
+// a user namespace they belong to the container's root.
+func prepareDev(root string, us *userns.NS) error {
 	if err := mountIn(root, "/dev", "tmpfs", "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=65536k", false); err != nil {
 		return err
 	}
+	f, err := openInRoot(root, "/dev", false)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	dev, err := unix.Openat(int(f.Fd()), ".", unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dev)
+	owned := []string{"."}
 	devs := []struct {
 		name         string
 		major, minor uint32
 	}{{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}}
 	for _, d := range devs {
-		f, err := openInRoot(root, "/dev", false)
-		if err != nil {
-			return err
-		}
-		err = unix.Mknodat(int(f.Fd()), d.name, unix.S_IFCHR|0o666, int(unix.Mkdev(d.major, d.minor)))
-		if err == nil {
-			unix.Fchmodat(int(f.Fd()), d.name, 0o666, 0)
-		}
-		f.Close()
-		if err != nil {
+		if err := unix.Mknodat(dev, d.name, unix.S_IFCHR|0o666, int(unix.Mkdev(d.major, d.minor))); err != nil {
 			return fmt.Errorf("mknod /dev/%s: %w", d.name, err)
 		}
+		unix.Fchmodat(dev, d.name, 0o666, 0)
+		owned = append(owned, d.name)
+	}
+	for _, d := range []string{"pts", "shm"} {
+		if err := unix.Mkdirat(dev, d, 0o755); err != nil {
+			return fmt.Errorf("mkdir /dev/%s: %w", d, err)
+		}
+		owned = append(owned, d)
+	}
+	for l, t := range map[string]string{"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
+		if err := unix.Symlinkat(t, dev, l); err != nil {
+			return err
+		}
+		owned = append(owned, l)
+	}
+	if us != nil {
+		for _, n := range owned {
+			if err := unix.Fchownat(dev, n, int(us.Host), int(us.Host), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return fmt.Errorf("chown /dev/%s: %w", n, err)
+			}
+		}
+	}
+	return nil
+}
+
+// setupRoot runs in the shim's fresh mount namespace, its working
+// directory the container's root that prepareRoot filled: the mounts that
+// belong to the container's own namespaces (proc of its pid namespace,
+// its devpts instance, /dev/shm), the masks, the pivot, then the files.
+// staged is the directory of the pod files' staged content (c.Files'
+// Staged names), -1 when none.
+func setupRoot(c *shimConfig, staged int) error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make / private: %w", err)
+	}
+	// A copy of the root made here, in the shim's namespace: pivot_root
+	// refuses a mount copied from a more privileged namespace (the
+	// agent's, locked in a user namespace's copy).
+	tree, err := unix.OpenTree(unix.AT_FDCWD, ".", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return fmt.Errorf("copy the root: %w", err)
+	}
+	defer unix.Close(tree)
+	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, ".", unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach the root's copy: %w", err)
+	}
+	if err := unix.Fchdir(tree); err != nil {
+		return err
+	}
+	root := "."
+	nodev := uintptr(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
+	if err := mountIn(root, "/proc", "proc", "proc", nodev, "", false); err != nil {
+		return err
 	}
 	if err := mountIn(root, "/dev/pts", "devpts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620", false); err != nil {
 		return err
 	}
 	if err := mountIn(root, "/dev/shm", "shm", "tmpfs", nodev, "mode=1777,size=65536k", false); err != nil {
 		return err
-	}
-	dev := filepath.Join(root, "dev") // a fresh tmpfs of ours: no foreign symlinks
-	for l, t := range map[string]string{"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
-		if err := os.Symlink(t, filepath.Join(dev, l)); err != nil {
-			return err
-		}
 	}
 	if c.Hostname != "" {
 		if err := unix.Sethostname([]byte(c.Hostname)); err != nil {
@@ -221,6 +294,9 @@ func setupRoot(c *shimConfig) error {
 		if !allowedSysctl(k) {
 			return fmt.Errorf("sysctl %s is not namespaced", k)
 		}
+		if strings.HasPrefix(k, "net.") {
+			continue // the pod's network namespace: the agent wrote it
+		}
 		p := filepath.Join(root, "proc/sys", strings.ReplaceAll(k, ".", "/"))
 		if err := os.WriteFile(p, []byte(v), 0); err != nil {
 			return fmt.Errorf("sysctl %s: %w", k, err)
@@ -229,11 +305,11 @@ func setupRoot(c *shimConfig) error {
 	if err := confineProc(root); err != nil {
 		return err
 	}
-	// the files' content, staged by the agent on the host side of the
-	// pivot: opened now, copied in once inside
-	staged := make([]*os.File, len(c.Files))
+	// the files' content, staged by the agent: opened now, copied in once
+	// inside
+	files := make([]*os.File, len(c.Files))
 	defer func() {
-		for _, f := range staged {
+		for _, f := range files {
 			if f != nil {
 				f.Close()
 			}
@@ -243,14 +319,14 @@ func setupRoot(c *shimConfig) error {
 		if f.Staged == "" {
 			continue
 		}
-		sf, err := os.OpenFile(f.Staged, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+		if staged < 0 || strings.Contains(f.Staged, "/") {
+			return fmt.Errorf("file %s: no staged content", f.Path)
+		}
+		fd, err := unix.Openat(staged, f.Staged, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("file %s: %w", f.Path, err)
 		}
-		staged[i] = sf
-	}
-	if err := unix.Chdir(root); err != nil {
-		return err
+		files[i] = os.NewFile(uintptr(fd), f.Staged)
 	}
 	if err := unix.PivotRoot(".", "."); err == unix.EINVAL && onRamfs("/") {
 		// The host's root is the initramfs (rootfs), which pivot_root
@@ -286,19 +362,39 @@ func setupRoot(c *shimConfig) error {
 			mode = 0o644
 		}
 		var r io.Reader = bytes.NewReader(f.Content)
-		if staged[i] != nil {
-			r = staged[i]
+		if files[i] != nil {
+			r = files[i]
 		}
 		if err := writeContainerFileFrom(f.Path, r, mode, f.UID, f.GID); err != nil {
 			return fmt.Errorf("file %s: %w", f.Path, err)
 		}
 	}
 	if c.ReadOnlyFS {
-		if err := unix.Mount("", "/", "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		if err := unix.Mount("", "/", "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|keptFlags("/"), ""); err != nil {
 			return fmt.Errorf("read-only rootfs: %w", err)
 		}
 	}
 	return nil
+}
+
+// keptFlags are the per-mount flags of the mount at path that a bind
+// remount must repeat: in a user namespace they may be locked (the root's
+// nodev, set by the agent), and a remount that leaves one out is refused.
+func keptFlags(path string) uintptr {
+	var st unix.Statfs_t
+	if unix.Statfs(path, &st) != nil {
+		return 0
+	}
+	var fl uintptr
+	for _, f := range []struct{ st, ms uintptr }{
+		{unix.ST_NOSUID, unix.MS_NOSUID}, {unix.ST_NODEV, unix.MS_NODEV}, {unix.ST_NOEXEC, unix.MS_NOEXEC},
+		{unix.ST_NOATIME, unix.MS_NOATIME}, {unix.ST_NODIRATIME, unix.MS_NODIRATIME}, {unix.ST_RELATIME, unix.MS_RELATIME},
+	} {
+		if uintptr(st.Flags)&f.st != 0 {
+			fl |= f.ms
+		}
+	}
+	return fl
 }
 
 func writeContainerFile(p string, content []byte, mode uint32, uid, gid int) error {

@@ -20,22 +20,33 @@ import (
 const shimFD = 3
 
 // RunInit is the container shim ("hyper-agent init"): it runs as PID 1 of
-// the container's new pid/mount/uts/ipc namespaces, builds the container's
-// root (mounts, pivot_root), then starts the main process and execs on the
+// the container's new pid/mount/uts/ipc (and, with the local driver's
+// user namespace, user) namespaces, in the root the agent prepared (its
+// working directory), finishes it (mounts, pivot_root), then starts the main process and execs on the
 // agent's request and reports their exits. It returns only on error; when
 // the main process exits it exits, which kills the whole pid namespace.
 func RunInit() error {
 	runtime.LockOSThread()
+	// the name ps shows for the container's PID 1 (started as
+	// /proc/self/exe in a user namespace, it would be "exe")
+	os.WriteFile("/proc/self/comm", []byte("hyper-agent"), 0)
 	// the agent socket must not leak into container processes
 	unix.CloseOnExec(shimFD)
-	m, _, err := recvShim(shimFD)
+	m, fds, err := recvShim(shimFD)
 	if err != nil {
 		return err
 	}
-	if m.Op != "config" || m.Config == nil {
+	if m.Op != "config" || m.Config == nil || len(fds) > 1 {
+		closeFDs(fds)
 		return fmt.Errorf("shim: expected config, got %q", m.Op)
 	}
-	if err := setupRoot(m.Config); err != nil {
+	staged := -1 // the staged pod files' directory, sent with the config
+	if len(fds) == 1 {
+		staged = fds[0]
+	}
+	err = setupRoot(m.Config, staged)
+	closeFDs(fds)
+	if err != nil {
 		sendShim(shimFD, shimMsg{Op: "error", Err: err.Error()})
 		return err
 	}

@@ -28,9 +28,7 @@ type shimMsg struct {
 }
 
 type shimConfig struct {
-	Rootfs     string            `json:"rootfs"`
 	Hostname   string            `json:"hostname"`
-	Mounts     []protocol.Mount  `json:"mounts,omitempty"`
 	Files      []protocol.File   `json:"files,omitempty"`
 	ReadOnlyFS bool              `json:"readonly_fs,omitempty"`
 	Sysctl     map[string]string `json:"sysctl,omitempty"`

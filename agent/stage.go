@@ -103,8 +103,31 @@ func (c *container) writeFiles() ([]protocol.File, error) {
 		} else if err := os.WriteFile(p, f.Content, 0o600); err != nil {
 			return nil, fmt.Errorf("file %s: %w", f.Path, err)
 		}
-		f.Content, f.Staged = nil, p
+		// the shim opens it by name in the directory openStaged sends
+		f.Content, f.Staged = nil, strconv.Itoa(i)
 		out = append(out, f)
 	}
 	return out, nil
+}
+
+// openStaged opens the directory of writeFiles' files for the shim, whose
+// container root owns them when it has a user namespace (the directory and
+// its files stay unreadable by others).
+func (c *container) openStaged() (*os.File, error) {
+	dir := filepath.Join(c.dir, "files")
+	if us := c.s.userns; us != nil {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range ents {
+			if err := os.Lchown(filepath.Join(dir, e.Name()), int(us.Host), int(us.Host)); err != nil {
+				return nil, err
+			}
+		}
+		if err := os.Chown(dir, int(us.Host), int(us.Host)); err != nil {
+			return nil, err
+		}
+	}
+	return os.Open(dir)
 }

@@ -10,9 +10,13 @@ import (
 	"time"
 
 	"github.com/hyperhq/hyperd-go/agent"
+	"github.com/hyperhq/hyperd-go/internal/userns"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == userns.HoldArg {
+		userns.RunHold()
+	}
 	if len(os.Args) > 1 && os.Args[1] == "init" {
 		if err := agent.RunInit(); err != nil {
 			fmt.Fprintln(os.Stderr, "hyper-agent init:", err)
@@ -35,6 +39,7 @@ func main() {
 	cpus := fs.Int("cpus", 0, "CPU time limit of all containers together, in CPUs (0 = none; needs --cgroup-root)")
 	pids := fs.Int("pids", 0, "process limit of all containers together (0 = none; needs --cgroup-root)")
 	vm := fs.Bool("vm", false, "run as PID 1 of a VM (vsock)")
+	usernsMap := fs.String("userns", "", "HOST:SIZE: containers in a user namespace mapping their ids 0..SIZE-1 to HOST.. (local mode; \"\" = none)")
 	fs.Parse(os.Args[1:])
 	if *vm {
 		vmMain()
@@ -48,8 +53,16 @@ func main() {
 			log.Fatalf("hyper-agent: %v", err)
 		}
 	}
-	s, err := agent.NewServer(agent.Config{StateDir: *state, CgroupRoot: *cg,
-		Limits: agent.Limits{MemoryBytes: int64(*memMiB) << 20, CPUs: *cpus, Pids: *pids}})
+	cfg := agent.Config{StateDir: *state, CgroupRoot: *cg,
+		Limits: agent.Limits{MemoryBytes: int64(*memMiB) << 20, CPUs: *cpus, Pids: *pids}}
+	if *usernsMap != "" {
+		u, err := userns.Parse(*usernsMap)
+		if err != nil {
+			log.Fatalf("hyper-agent: --userns: %v", err)
+		}
+		cfg.UserNS = &u
+	}
+	s, err := agent.NewServer(cfg)
 	if err != nil {
 		log.Fatalf("hyper-agent: %v", err)
 	}

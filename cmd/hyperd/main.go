@@ -55,6 +55,7 @@ type Options struct {
 	LogOpts map[string]string `json:"log-opts,omitempty"`
 	TLSOptions
 	VMMJailOptions
+	LocalOptions
 }
 
 type listFlag []string
@@ -77,7 +78,7 @@ func parseOptions(args []string) (Options, error) {
 	fs := flag.NewFlagSet("hyperd", flag.ContinueOnError)
 	var cfgPath string
 	var insecure listFlag
-	fs.StringVar(&cfgPath, "config", "", "JSON config file (keys: host, data-root, driver, kernel, initrd, vcpu, memory, log-level, log-format, insecure-registries, log-opts, stop-timeout, boot-timeout, stop-pods-on-exit, max-connections, tlscacert, tlscert, tlskey, tlsverify); flags override it")
+	fs.StringVar(&cfgPath, "config", "", "JSON config file (keys: host, data-root, driver, kernel, initrd, vcpu, memory, log-level, log-format, insecure-registries, log-opts, stop-timeout, boot-timeout, stop-pods-on-exit, max-connections, local-userns, tlscacert, tlscert, tlskey, tlsverify); flags override it")
 	host := fs.String("host", o.Host, "where to serve the API: unix:///path or tcp://addr:port")
 	fs.StringVar(host, "H", o.Host, "shorthand for --host")
 	dataRoot := fs.String("data-root", o.DataRoot, "state directory (bbolt state, logs, images)")
@@ -102,6 +103,7 @@ func parseOptions(args []string) (Options, error) {
 	tlsVerify := fs.Bool("tlsverify", false, "tcp://: serve TLS and require a client certificate signed by --tlscacert")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	applyJail := o.VMMJailOptions.flags(fs)
+	applyLocal := o.LocalOptions.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -172,6 +174,9 @@ func parseOptions(args []string) (Options, error) {
 		}
 	})
 	if err := applyJail(); err != nil {
+		return o, err
+	}
+	if err := applyLocal(); err != nil {
 		return o, err
 	}
 	switch o.Driver {

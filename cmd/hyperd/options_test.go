@@ -10,6 +10,8 @@ import (
 func TestParseOptions(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "hyperd.json")
 	os.WriteFile(cfg, []byte(`{"host":"unix:///tmp/from-config.sock","driver":"local","memory":256,"insecure-registries":["r:5000"],"unknown":1}`), 0o644)
+	cfgUserNS := filepath.Join(t.TempDir(), "userns.json")
+	os.WriteFile(cfgUserNS, []byte(`{"local-userns":"on"}`), 0o644)
 	tests := []struct {
 		name    string
 		args    []string
@@ -39,6 +41,9 @@ func TestParseOptions(t *testing.T) {
 		}},
 		{name: "bad log opt size", args: []string{"--log-opt", "max-size=lots"}, wantErr: true},
 		{name: "bad log opt key", args: []string{"--log-opt", "max-age=1d"}, wantErr: true},
+		{name: "local userns off", args: []string{"--local-userns", "off"}, want: func(o *Options) { o.LocalUserNS = "off" }},
+		{name: "local userns from config", args: []string{"--config", cfgUserNS}, want: func(o *Options) { o.LocalUserNS = "on" }},
+		{name: "bad local userns", args: []string{"--local-userns", "maybe"}, wantErr: true},
 		{name: "bad boot timeout", args: []string{"--boot-timeout", "0"}, wantErr: true},
 		{name: "stray argument", args: []string{"extra"}, wantErr: true},
 		{name: "missing config", args: []string{"--config", "/nonexistent.json"}, wantErr: true},

@@ -152,7 +152,9 @@ func Boot(ctx context.Context, cfg Config) (*L1, error) {
 	// nokaslr: in 31 REST walks four failures (an L1 hang, two pod VMs
 	// triple-faulting early in their boot) all came with KASLR on in L1,
 	// none in 16 runs with nokaslr (issue #11).
-	line := "console=ttyS0 panic=-1 nokaslr quiet loglevel=4 " + cfg.Append
+	// maxcpus=1: the other vCPUs come online once l1init has held its
+	// KVM VM (l1init onlineCPUs).
+	line := "console=ttyS0 panic=-1 nokaslr maxcpus=1 quiet loglevel=4 " + cfg.Append
 	args := []string{
 		"-M", "q35", "-accel", "tcg,thread=" + cfg.TCGThread, "-cpu", cfg.CPU,
 		"-smp", strconv.Itoa(cfg.CPUs), "-m", strconv.Itoa(cfg.MemMiB),

@@ -6,6 +6,7 @@ package nested
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -190,7 +191,24 @@ func TestKVMSuites(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		boot = func() (*L1, error) { return Boot(ctx, Config{Kernel: img.Kernel, Initrd: img.Initrd, Dir: out}) }
+		boot = func() (*L1, error) {
+			// An L1 that does not come up ran none of our code (Debian's
+			// kernel and l1init); QEMU's TCG has frozen one at boot
+			// (l1init onlineCPUs): a boot is tried three times.
+			var errs []error
+			for try := 1; try <= 3; try++ {
+				l1, err := Boot(ctx, Config{Kernel: img.Kernel, Initrd: img.Initrd, Dir: out, BootTimeout: 90 * time.Second})
+				if err == nil {
+					if try > 1 {
+						t.Logf("L1 came up at boot %d; the ones before did not:\n%v", try, errors.Join(errs...))
+					}
+					return l1, nil
+				}
+				errs = append(errs, fmt.Errorf("boot %d: %w", try, err))
+				keepConsole(out, fmt.Sprintf("boot-%d.console.log", try))
+			}
+			return nil, errors.Join(errs...)
+		}
 		l1, err := boot()
 		if err != nil {
 			t.Fatal(err)
@@ -198,6 +216,9 @@ func TestKVMSuites(t *testing.T) {
 		t.Logf("L1 built and booted in %.1fs (boot %.1fs)", time.Since(t0).Seconds(), l1.Booted.Seconds())
 		cur = &inL1{l1: l1}
 		defer func() {
+			if cur.l1 == nil {
+				return // a boot failed: nothing runs
+			}
 			if err := cur.l1.Close(); err != nil {
 				t.Error(err)
 			}
@@ -218,6 +239,7 @@ func TestKVMSuites(t *testing.T) {
 			if cur.l1, err = boot(); err != nil {
 				t.Fatalf("booting a fresh L1 for suite %s: %v", s.name, err)
 			}
+			t.Logf("suite %s: a fresh L1 booted in %.1fs", s.name, cur.l1.Booted.Seconds())
 		}
 		var off int64
 		if cur != nil {

@@ -74,7 +74,7 @@ func TestHostileContainer(t *testing.T) {
 // containers together, judged by the cgroup files on the host and by
 // what a container that exceeds them gets.
 func TestPodLimits(t *testing.T) {
-	d := New(agentBin)
+	d := testDriver()
 	d.PodPids = 40
 	p := newPodConfig(t, d, func(c *sandbox.Config) { c.VCPU, c.MemoryMiB = 1, 64 })
 	sb := p.sb.(*localSandbox)
@@ -115,7 +115,7 @@ func TestPodLimits(t *testing.T) {
 // TestReattachDeadPodRemovesCgroups: a pod whose agent died while no
 // daemon ran leaves no cgroup behind once a daemon finds it gone.
 func TestReattachDeadPodRemovesCgroups(t *testing.T) {
-	d := New(agentBin)
+	d := testDriver()
 	p := newPodWith(t, d)
 	sb := p.sb.(*localSandbox)
 	h := sb.Handle()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hyperhq/hyperd-go/agent/client"
 	"github.com/hyperhq/hyperd-go/agent/protocol"
+	"github.com/hyperhq/hyperd-go/internal/userns"
 	"github.com/hyperhq/hyperd-go/sandbox"
 	"golang.org/x/sys/unix"
 )
@@ -39,6 +40,10 @@ type Driver struct {
 	CgroupParent string
 	// StartTimeout bounds the wait for the agent's socket (default 10s).
 	StartTimeout time.Duration
+	// UserNS, when set, puts every container in a user namespace with
+	// this mapping (the agent's --userns): a container's root is an
+	// unprivileged host uid.
+	UserNS *userns.Map
 	// PodPids caps the processes of a pod's containers together
 	// (cgroup pids.max; default DefaultPodPids). A pod's vCPUs and memory
 	// (sandbox.Config) bound its containers' CPU time and memory the same
@@ -60,6 +65,9 @@ func (d *Driver) Name() string { return Name }
 
 // Isolation implements sandbox.Driver.
 func (d *Driver) Isolation() string {
+	if d.UserNS != nil {
+		return "namespaces (no VM): user/pid/mount/uts/ipc/net namespaces on the host kernel, container root is host uid " + strconv.FormatUint(uint64(d.UserNS.Host), 10)
+	}
 	return "namespaces (no VM): pid/mount/uts/ipc/net namespaces on the host kernel"
 }
 
@@ -101,6 +109,9 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 	}
 	lim := limits{memMiB: cfg.MemoryMiB, cpus: cfg.VCPU, pids: pids}
 	args := []string{"--socket", sock, "--state-dir", filepath.Join(cfg.StateDir, agentDir), "--cgroup-root", cg}
+	if d.UserNS != nil {
+		args = append(args, "--userns", d.UserNS.String())
+	}
 	v2 := unifiedCgroups()
 	if v2 {
 		args = append(args, "--memory-mib", strconv.Itoa(lim.memMiB), "--cpus", strconv.Itoa(lim.cpus), "--pids", strconv.Itoa(lim.pids))

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/hyperhq/hyperd-go/e2e/imgtest"
+	"github.com/hyperhq/hyperd-go/internal/userns"
 	"github.com/hyperhq/hyperd-go/sandbox"
 	"golang.org/x/sys/unix"
 )
@@ -40,6 +41,21 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// testUserNS is the mapping the tests' pods use, hyperd's default: the
+// suite runs with it, and once more with HYPERD_LOCAL_USERNS=off (make
+// test) as hyperd --local-userns=off runs.
+var testUserNS = userns.Map{Host: 1000000000, Size: 65536}
+
+// testDriver is the local driver as hyperd runs it by default here.
+func testDriver() *Driver {
+	d := New(agentBin)
+	if os.Getenv("HYPERD_LOCAL_USERNS") != "off" {
+		m := testUserNS
+		d.UserNS = &m
+	}
+	return d
 }
 
 // requireRoot fails (never skips) when the test cannot run.
@@ -79,7 +95,7 @@ type pod struct {
 
 func newPod(t testing.TB) *pod {
 	t.Helper()
-	return newPodWith(t, New(agentBin))
+	return newPodWith(t, testDriver())
 }
 
 func newPodWith(t testing.TB, d *Driver) *pod {
@@ -500,7 +516,7 @@ func TestReattachAndStats(t *testing.T) {
 		t.Fatalf("handle %+v", h)
 	}
 	// a new daemon process: a fresh driver and client from the handle
-	sb2, err := New(agentBin).Reattach(ctx(t), h)
+	sb2, err := testDriver().Reattach(ctx(t), h)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -536,7 +552,7 @@ func TestReattachAndStats(t *testing.T) {
 			t.Fatal("sandbox not done after Stop")
 		}
 	}
-	if _, err := New(agentBin).Reattach(ctx(t), h); err == nil {
+	if _, err := testDriver().Reattach(ctx(t), h); err == nil {
 		t.Error("reattach to a stopped sandbox succeeded")
 	}
 }
@@ -645,7 +661,7 @@ func TestSurvivesDaemonKill(t *testing.T) {
 	if err := json.Unmarshal([]byte(strings.TrimPrefix(strings.TrimSpace(line), "HANDLE ")), &h); err != nil {
 		t.Fatalf("helper said %q: %v", line, err)
 	}
-	sb, err := New(agentBin).Reattach(ctx(t), h)
+	sb, err := testDriver().Reattach(ctx(t), h)
 	if err != nil {
 		t.Fatalf("reattach after the daemon was killed: %v", err)
 	}
@@ -699,7 +715,7 @@ func TestBlockDeviceLower(t *testing.T) {
 	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
 	// the device is one of the pod's disks: its device allow-list has it
-	p := newPodConfig(t, New(agentBin), func(c *sandbox.Config) { c.Disks = []sandbox.Disk{{HostPath: dev, ReadOnly: true}} })
+	p := newPodConfig(t, testDriver(), func(c *sandbox.Config) { c.Disks = []sandbox.Disk{{HostPath: dev, ReadOnly: true}} })
 	spec := sandbox.ContainerSpec{ID: "blk", Rootfs: dev, RootfsType: "ext4",
 		Process: sandbox.Process{Args: []string{"sh", "-c", "cat /etc/old; echo changed > /etc/old; cat /etc/old"}}}
 	if got := p.stdout(spec); got != "old\nchanged\n" {
@@ -841,7 +857,7 @@ func TestStatsSources(t *testing.T) {
 		driver func(t *testing.T) *Driver
 		want   string
 	}{
-		{"default", func(*testing.T) *Driver { return New(agentBin) }, hostSource},
+		{"default", func(*testing.T) *Driver { return testDriver() }, hostSource},
 		{"no-cgroup2", func(t *testing.T) *Driver {
 			return &Driver{AgentPath: agentBin, CgroupParent: t.TempDir()}
 		}, "proc"},

@@ -42,6 +42,7 @@ func main() {
 	mounts()
 	modules("/l1/modules")
 	holdKVM()
+	onlineCPUs()
 	network()
 	go heartbeat("/dev/ttyS1")
 	go reap()
@@ -94,6 +95,30 @@ func holdKVM() {
 	}
 	heldVM, kvmDev = int(fd), f
 	logf("holding a KVM VM (fd %d) for L1's life: preempt_notifier_key stays on", heldVM)
+}
+
+// onlineCPUs brings up the vCPUs the kernel left offline: the runner boots
+// L1 with maxcpus=1, so that the kernel's own code patching while it boots
+// (alternatives, static keys, and holdKVM's toggle of preempt_notifier_key)
+// happens with one CPU running; cross-modifying code that another vCPU
+// executes is what froze L1 under TCG (holdKVM), at boot too: a fresh L1
+// did not come up in CI, one vCPU frozen at that key's site in __schedule,
+// the other at the INT3 handler's entry.
+func onlineCPUs() {
+	ents, _ := filepath.Glob("/sys/devices/system/cpu/cpu[0-9]*/online")
+	n := 0
+	for _, p := range ents {
+		b, err := os.ReadFile(p)
+		if err != nil || strings.TrimSpace(string(b)) != "0" {
+			continue
+		}
+		if err := os.WriteFile(p, []byte("1"), 0o644); err != nil {
+			logf("online %s: %v", filepath.Dir(p), err)
+			continue
+		}
+		n++
+	}
+	logf("brought %d more vCPUs online", n)
 }
 
 func mounts() {
