@@ -1,17 +1,24 @@
-// Build contexts on the host: extracting the client's context tar into the
-// build's temporary directory, and the names a context (or a COPY/ADD) may not
-// put into a layer.
+// Build contexts on the host: decompressing the client's context, extracting
+// its tar into the build's temporary directory, .dockerignore, and the names
+// a context (or a COPY/ADD) may not put into a layer.
 package image
 
 import (
 	"archive/tar"
+	"bufio"
+	"bytes"
+	"compress/bzip2"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path"
 	"strings"
+
+	"github.com/hyperhq/hyperd-go/image/dockerfile"
 )
 
 // extractContext unpacks a build context tar under dir for COPY/ADD to read, and
@@ -140,5 +147,89 @@ func writeContextEntry(root *os.Root, name string, hdr *tar.Header, body io.Read
 		}
 	}
 	modes[name] = mode
+	return nil
+}
+
+// decompressContext accepts identity, gzip, zstd, bzip2 and xz (via the xz tool).
+func decompressContext(ctx context.Context, r io.Reader) (io.ReadCloser, error) {
+	br := bufio.NewReaderSize(r, 1<<16)
+	magic, _ := br.Peek(6)
+	switch {
+	case bytes.HasPrefix(magic, []byte("BZh")):
+		return io.NopCloser(bzip2.NewReader(br)), nil
+	case bytes.HasPrefix(magic, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
+		xz, err := exec.LookPath("xz")
+		if err != nil {
+			return nil, fmt.Errorf("xz-compressed context needs the xz tool (apt-get install -y xz-utils): %w", err)
+		}
+		cmd := exec.CommandContext(ctx, xz, "-dc")
+		cmd.Stdin = br
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		return &cmdReader{out, cmd, &stderr}, nil
+	}
+	return decompress(br)
+}
+
+type cmdReader struct {
+	io.ReadCloser
+	cmd    *exec.Cmd
+	stderr *bytes.Buffer
+}
+
+func (c *cmdReader) Close() error {
+	io.Copy(io.Discard, c.ReadCloser)
+	if err := c.cmd.Wait(); err != nil {
+		return fmt.Errorf("xz: %v: %s", err, strings.TrimSpace(c.stderr.String()))
+	}
+	return nil
+}
+
+// applyDockerignore removes what .dockerignore excludes from the extracted context
+// so COPY/ADD cannot see it (the Dockerfile was read before).
+func applyDockerignore(root *os.Root) error {
+	b, err := root.ReadFile(".dockerignore")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	ig, err := dockerfile.ParseIgnore(bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	keepDirs := ig.HasExceptions()
+	var remove []string
+	err = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == "." {
+			return err
+		}
+		if ig.Excluded(p) {
+			if d.IsDir() && keepDirs {
+				return nil // an exception may re-include something below
+			}
+			remove = append(remove, p)
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, p := range remove {
+		if err := root.RemoveAll(p); err != nil {
+			return err
+		}
+	}
 	return nil
 }
