@@ -303,8 +303,9 @@ func testNamespaces(t *testing.T, p *pod) {
 		if v.pid1 != "hyper-agent init " {
 			t.Errorf("%s: pid 1 runs %q, want the shim (hyper-agent init), not the guest's /init", c.id, v.pid1)
 		}
-		// the shim (comm "init" after /init), sh and ps: nothing of the guest
-		if v.procs != "COMMAND init ps sh " {
+		// the shim (comm "hyper-agent", which it names itself), sh and
+		// ps: nothing of the guest
+		if v.procs != "COMMAND hyper-agent ps sh " {
 			t.Errorf("%s: processes visible: %q, want only the shim, sh and ps", c.id, v.procs)
 		}
 	}
