@@ -15,13 +15,17 @@
 // hang from a slow command: l1init writes a heartbeat to L1's second serial
 // port every second, independent of the network and of any test; a silent
 // heartbeat fails the command at once with every vCPU's registers from
-// QEMU's monitor (QMP), every local APIC and L1's console tail. When that
-// state proves QEMU lost an interrupt (lapic.go: a vCPU halted with IF=1
-// while its APIC holds a deliverable vector, unchanged seconds later), the
-// suite that was running is run once more in a fresh L1 and the report
-// says so; any other hang, and any test failure, fails the suite. l1init
-// holds one KVM VM open for L1's life, so that pod VMs coming and going
-// never toggle a static key whose patching froze L1 under TCG (holdKVM).
+// QEMU's monitor (QMP), every local APIC and L1's console tail. Each suite
+// runs in a fresh L1. When a failed suite's L1 state proves QEMU lost an
+// interrupt (lapic.go: a vCPU halted with IF=1 while its APIC holds a
+// deliverable vector, unchanged seconds later), or L1's own kernel printed
+// a crash report while it ran (fault.go), the suite is run once more in a
+// fresh L1 and the report says so; any other hang, and any test failure,
+// fails the suite. L1 boots with one vCPU online; l1init holds one KVM VM
+// open for L1's life and only then brings the other vCPU up, so that no
+// code the kernel patches (boot-time alternatives, the static key pod VMs
+// toggle) is patched while another vCPU runs it: that froze L1 under TCG
+// (holdKVM, onlineCPUs).
 //
 // The kvm suites (suites_test.go) run through it in `make test` where the
 // host lacks vmx/svm; nestedrun is its command for make demo-kvm and make

@@ -76,7 +76,7 @@ func pickSuites(all []suite, match, count string) ([]suite, error) {
 // host's packages with HYPERD_NO_KVM=1, internal/kvmtest), the kvm and vmm
 // packages' tests run here whole; otherwise the host ran them and only the
 // ones that need a booting guest run here.
-func kvmSuites(report string, hostKVM bool) []suite {
+func kvmSuites(hostKVM bool) []suite {
 	kvmRun, vmmRun := []string{"-test.run", "^TestGuest"}, []string{"-test.run", "^TestBootLinux$"}
 	if !hostKVM {
 		// TestHeaderLayouts needs gcc and the kernel headers, not
@@ -94,7 +94,7 @@ func kvmSuites(report string, hostKVM bool) []suite {
 		"TestStopPodsOnExit", "TestE2ERegistry", "TestHyperctlBuildFlags"} {
 		all = append(all, suite{name: "e2e-kvm-" + test, bin: "e2e-kvm", pkg: "./e2e", deadline: 20 * time.Minute,
 			args: []string{"-test.run", "^" + test + "$"},
-			env:  []string{"HYPERD_E2E_DRIVER=kvm", "HYPERD_E2E_REPORT=" + report}})
+			env:  []string{"HYPERD_E2E_DRIVER=kvm"}})
 	}
 	return all
 }
@@ -155,10 +155,8 @@ func TestKVMSuites(t *testing.T) {
 	for _, c := range []string{"./cmd/hyperd", "./cmd/hyperctl", "./cmd/hyper-agent", "./vmm/testdata/bootinit", "./e2e/udpecho"} {
 		goBuild(t, repo, "build", "-trimpath", "-o", filepath.Join(bins, filepath.Base(c)), c)
 	}
-	report := filepath.Join(out, "e2e-report.txt")
-	os.Remove(report)
 	hostKVM := kvmtest.Usable() == nil
-	suites, err := pickSuites(kvmSuites(report, hostKVM), os.Getenv("HYPERD_NESTED_SUITES"), os.Getenv("HYPERD_NESTED_COUNT"))
+	suites, err := pickSuites(kvmSuites(hostKVM), os.Getenv("HYPERD_NESTED_SUITES"), os.Getenv("HYPERD_NESTED_COUNT"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,10 +220,7 @@ func TestKVMSuites(t *testing.T) {
 		}()
 		w = cur
 	}
-	var (
-		failed, void []string
-		l1Report     bytes.Buffer // the e2e report lines of every L1
-	)
+	var failed, void []string
 	for i, s := range suites {
 		if cur != nil && i > 0 {
 			// a fresh L1 per suite: whatever the emulator got wrong in
@@ -263,12 +258,8 @@ func TestKVMSuites(t *testing.T) {
 			}
 		}
 		if cur != nil {
-			// each L1 is gone with the next suite: keep its console and
-			// the e2e report lines it wrote
+			// each L1 is gone with the next suite: keep its console
 			keepConsole(out, s.name+".console.log")
-			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			cur.l1.Run(rctx, Cmd{Argv: []string{"sh", "-c", "cat " + report + " 2>/dev/null; rm -f " + report}}, &l1Report, io.Discard)
-			cancel()
 		}
 		logPath := filepath.Join(out, s.name+".log")
 		if err != nil || code != 0 {
@@ -278,10 +269,7 @@ func TestKVMSuites(t *testing.T) {
 		}
 		t.Logf("suite %s (%s): passed in %v, %s", s.name, s.pkg, took, summary(logPath))
 	}
-	// the e2e suites' own reports, then ours, for make test's summary
-	if cur != nil {
-		t.Logf("e2e report from L1:\n%s", l1Report.String())
-	}
+	// our report line, for make test's summary
 	line := fmt.Sprintf("===   kvm   ran, passed (%s): %s\n", w, strings.Join(names(suites), ", "))
 	if len(failed) > 0 {
 		line = fmt.Sprintf("===   kvm   ran, FAILED (%s): %s\n", w, strings.Join(failed, ", "))
