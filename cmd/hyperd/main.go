@@ -90,7 +90,7 @@ func parseOptions(args []string) (Options, error) {
 	logLevel := fs.String("log-level", o.LogLevel, "debug, info, warn or error")
 	logFormat := fs.String("log-format", o.LogFormat, "text or json")
 	stopTimeout := fs.Int("stop-timeout", o.StopTimeoutSecond, "seconds between the stop signal and SIGKILL")
-	bootRetries := fs.Int("boot-retries", o.BootRetries, "kvm: boots of a pod's VM to try again, loudly, when its guest crashes (triple fault) or does not answer within --boot-timeout; 0 on real hardware, where either would repeat (the nested test runner's emulated SVM sets 2)")
+	bootRetries := fs.Int("boot-retries", o.BootRetries, "kvm: boots of a pod's VM to try again, loudly, when its guest crashes (triple fault, kernel panic) before its agent answers or does not answer within --boot-timeout; 0 on real hardware, where any of these would repeat (the nested test runner's emulated SVM sets 2)")
 	bootTimeout := fs.Int("boot-timeout", o.BootTimeoutSecond, "kvm: seconds a pod's VM has to boot and its agent to answer before the pod fails (with the console tail)")
 	stopPods := fs.Bool("stop-pods-on-exit", false, "on SIGTERM/SIGINT stop every running pod and its VM (default: leave them running for the next hyperd to reattach)")
 	maxConns := fs.Int("max-connections", o.MaxConnections, "API connections served at once; one more is answered 503 and closed (0: no cap)")

@@ -52,7 +52,8 @@ type Driver struct {
 	DefaultMemMiB int
 	BootTimeout   time.Duration // default 30s
 	// BootRetries is how many more boots a pod's VM gets when its guest
-	// crashes (triple fault, crash event) or does not answer within
+	// crashes (triple fault, crash event, a kernel panic) before its agent
+	// answered, or does not answer within
 	// BootTimeout. On real hardware either is the kernel's or the image's
 	// doing and would only repeat, so hyperd's default is 0; the nested
 	// test runner's emulated SVM crashes or wedges a guest now and then on
@@ -158,7 +159,7 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 	for attempt := 0; ; attempt++ {
 		s, err := d.boot(ctx, cfg, bin, args, uds, console, disks, ready, jl)
 		var stopped *sandbox.ExitError
-		crashed := errors.As(err, &stopped) && stopped.Reason == sandbox.ExitCrash
+		crashed := errors.As(err, &stopped) && (stopped.Reason == sandbox.ExitCrash || stopped.Reason == sandbox.ExitPanic)
 		if err != nil && attempt < d.BootRetries && ctx.Err() == nil && (crashed || errors.Is(err, errBootTimeout)) {
 			kept := fmt.Sprintf("%s.failed-%d", console, attempt+1)
 			os.Rename(console, kept)

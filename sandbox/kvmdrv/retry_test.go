@@ -15,9 +15,9 @@ import (
 )
 
 // TestBootRetries: a VM whose guest crashes (triple fault, `hyperd vm run`
-// exit 4) before its agent answered is booted again up to BootRetries
-// times, each crashed console kept; other stops (a reset, exit 3) are not
-// retried. The VM process is a script standing in for `hyperd vm run`.
+// exit 4) or whose kernel panics (a reset after a panic line) before its
+// agent answered is booted again up to BootRetries times, each failed
+// console kept; other stops (a plain reset, exit 3) are not retried. The VM process is a script standing in for `hyperd vm run`.
 func TestBootRetries(t *testing.T) {
 	for _, c := range []struct {
 		name     string
@@ -29,14 +29,20 @@ func TestBootRetries(t *testing.T) {
 	}{
 		{"crash, no retries", 4, 0, 1, sandbox.ExitCrash, 0},
 		{"crash, two retries", 4, 2, 3, sandbox.ExitCrash, 2},
+		{"panic, two retries", 5, 2, 3, sandbox.ExitPanic, 2},
 		{"reset is not retried", 3, 2, 1, sandbox.ExitReset, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
 			count := filepath.Join(dir, "runs")
 			script := filepath.Join(dir, "fake-hyperd")
-			os.WriteFile(script, []byte("#!/bin/sh\necho run >> "+count+"\necho 'hyperd vm run: guest stopped: boom'\nexit "+
-				map[int]string{3: "3", 4: "4"}[c.exit]+"\n"), 0o755)
+			// exit 5 stands for a reset after the guest console's panic line
+			panicLine, code := "", c.exit
+			if c.exit == 5 {
+				panicLine, code = `while [ $# -gt 0 ]; do [ "$1" = --console-log ] && con=$2; shift; done
+echo 'Kernel panic - not syncing: Fatal exception in interrupt' >> "$con"`, 3
+			}
+			os.WriteFile(script, []byte(fmt.Sprintf("#!/bin/sh\n%s\necho run >> %s\necho 'hyperd vm run: guest stopped: boom'\nexit %d\n", panicLine, count, code)), 0o755)
 			d := &Driver{Hyperd: script, Kernel: "k", Initrd: "i", BootTimeout: 20 * time.Second, BootRetries: c.retries,
 				Connect: func(ctx context.Context, dial Dialer) (sandbox.Agent, error) {
 					return nil, errors.New("unexpected agent connection")
