@@ -9,7 +9,7 @@ BIN := bin
 # 1 where the host has no usable /dev/kvm (internal/kvmtest): probed
 # read-only, so nothing is created where there is no device.
 NO_KVM = $$( [ -c /dev/kvm ] && (exec 3</dev/kvm) 2>/dev/null && echo 0 || echo 1)
-# Guest kernel cache: outside the repo so a machine fetches it once.
+# Guest kernel cache: outside the repo so a machine fetches or builds it once.
 KERNEL_CACHE ?= /var/cache/hyperd-kernel
 
 .PHONY: all build test test-short bench demo demo-kvm setup kernel vet fmt clean
@@ -57,8 +57,14 @@ bench: build kernel
 setup:
 	scripts/setup.sh
 
+# Two guest kernels: the Debian cloud kernel with its modules (build/vmlinux,
+# build/modules; the nested runner's L1 and a tested --kernel option), and
+# the project's own, everything built in (build/guest/vmlinux from
+# guest/kernel/hyperd.config; hyperd's default). Both are cached in
+# KERNEL_CACHE: ours is built once per (source version, config).
 kernel: setup
 	KERNEL_CACHE=$(KERNEL_CACHE) scripts/make-kernel.sh build
+	KERNEL_CACHE=$(KERNEL_CACHE) scripts/make-guest-kernel.sh
 
 demo: setup build
 	scripts/demo.sh

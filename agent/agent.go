@@ -389,7 +389,7 @@ func validID(id string) bool {
 }
 
 func (s *Server) stats() protocol.PodStats {
-	st := protocol.PodStats{Time: time.Now(), CPUCount: runtime.NumCPU(), MemTotal: memTotal()}
+	st := protocol.PodStats{Time: time.Now(), CPUCount: runtime.NumCPU(), MemTotal: memTotal(), MemAvailable: memAvailable("/proc/meminfo")}
 	s.mu.Lock()
 	cs := make([]*container, 0, len(s.ctrs))
 	for _, c := range s.ctrs {

@@ -253,3 +253,30 @@ func TestReadProcTreeStats(t *testing.T) {
 		})
 	}
 }
+
+func TestMemAvailable(t *testing.T) {
+	for _, tc := range []struct {
+		name, meminfo string
+		want          uint64
+	}{
+		{"guest", "MemTotal:         117004 kB\nMemFree:           98012 kB\nMemAvailable:      95500 kB\nBuffers:               0 kB\n", 95500 << 10},
+		{"absent", "MemTotal:         117004 kB\nMemFree:           98012 kB\n", 0},
+		{"no unit", "MemAvailable:      95500\n", 0},
+		{"not a number", "MemAvailable:      lots kB\n", 0},
+		{"absurd", "MemAvailable:      99999999999999999 kB\n", 0},
+		{"empty", "", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "meminfo")
+			if err := os.WriteFile(p, []byte(tc.meminfo), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if got := memAvailable(p); got != tc.want {
+				t.Fatalf("memAvailable = %d, want %d", got, tc.want)
+			}
+		})
+	}
+	if got := memAvailable("/nonexistent/meminfo"); got != 0 {
+		t.Fatalf("memAvailable of a missing file = %d", got)
+	}
+}

@@ -1,3 +1,6 @@
+// This file owns the figures the agent reads from /proc: a container's
+// process tree when it has no cgroup of its own, and the pod's memory.
+
 package agent
 
 import (
@@ -6,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/hyperhq/hyperd-go/agent/protocol"
+	"golang.org/x/sys/unix"
 )
 
 // Stats sources reported in protocol.ContainerStats.Source.
@@ -104,4 +108,31 @@ func readProcTreeStats(procDir string, root int, st *protocol.ContainerStats) {
 	}
 	st.CPUUsageNS = st.CPUUserNS + st.CPUSystemNS
 	st.WorkingSet = st.MemoryUsage
+}
+
+// memTotal is the pod's RAM (in a VM, the guest's), in bytes.
+func memTotal() uint64 {
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) != nil {
+		return 0
+	}
+	return uint64(si.Totalram) * uint64(si.Unit)
+}
+
+// memAvailable reads MemAvailable from a meminfo file, in bytes; 0 if
+// absent or malformed.
+func memAvailable(path string) uint64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 3 && f[0] == "MemAvailable:" && f[2] == "kB" {
+			if n, err := strconv.ParseUint(f[1], 10, 64); err == nil && n < 1<<44 {
+				return n << 10
+			}
+		}
+	}
+	return 0
 }

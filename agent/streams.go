@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/hyperhq/hyperd-go/agent/protocol"
-	"golang.org/x/sys/unix"
 )
 
 // stream serves a non-control connection.
@@ -192,14 +191,6 @@ func splice(a, b net.Conn) {
 	wg.Wait()
 	a.Close()
 	b.Close()
-}
-
-func memTotal() uint64 {
-	var si unix.Sysinfo_t
-	if unix.Sysinfo(&si) != nil {
-		return 0
-	}
-	return uint64(si.Totalram) * uint64(si.Unit)
 }
 
 // statePath joins under the state dir.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/hyperhq/hyperd-go/internal/kvmtest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hyperhq/hyperd-go/internal/kvmtest"
+	"github.com/hyperhq/hyperd-go/sandbox/kvmdrv"
 
 	"github.com/hyperhq/hyperd-go/e2e/imgtest"
 	"github.com/hyperhq/hyperd-go/guest/guesttest"
@@ -75,15 +77,22 @@ func driverFlags(t testing.TB, driver string) []string {
 	if nested() {
 		extra = []string{"--boot-timeout", "120", "--boot-retries", "2"}
 	}
-	k := filepath.Join(repoBuild(), "vmlinux")
-	if _, err := os.Stat(k); err != nil {
+	// no --kernel: hyperd's default, the project's own guest kernel
+	// (runKVMBootFailure checks the VM got it)
+	if _, err := os.Stat(ownKernel()); err != nil {
 		t.Fatalf("the kvm driver needs the guest kernel: %v (run make kernel)", err)
 	}
 	if _, err := os.Stat("/dev/kvm"); err != nil {
 		t.Fatalf("the kvm driver needs /dev/kvm: %v", err)
 	}
-	return append([]string{"--kernel", k}, extra...)
+	return extra
 }
+
+// ownKernel is the project's guest kernel (guest/kernel), hyperd's default;
+// debianKernel is the Debian cloud kernel, the tested alternative whose
+// modules go in the initramfs.
+func ownKernel() string    { return filepath.Join(repoBuild(), "guest", "vmlinux") }
+func debianKernel() string { return filepath.Join(repoBuild(), "vmlinux") }
 
 // TestE2EKVM runs the whole end-to-end suite against the kvm driver, then
 // the boot-failure path through the daemon: the pod's VM is created and
@@ -107,6 +116,7 @@ func TestE2EKVM(t *testing.T) {
 	t.Run("Pods", func(t *testing.T) { runE2E(t, "kvm") })
 	t.Run("BootFailure", runKVMBootFailure)
 	t.Run("VMKilled", runKVMVMKilled)
+	t.Run("DebianKernel", runKVMDebianKernel)
 	if !t.Failed() {
 		where := "hardware virtualization"
 		if nested() {
@@ -220,7 +230,9 @@ func runKVMBootFailure(t *testing.T) {
 	if err := imgtest.SilentInitrd(initrd); err != nil {
 		t.Fatal(err)
 	}
-	flags := append(driverFlags(t, "kvm"), "--boot-timeout", strconv.Itoa(int(bootTimeout/time.Second)), "--boot-retries", "0", "--initrd", initrd)
+	// pod VMs boot quiet (kvmdrv.BaseCmdline); --kernel-args loglevel=7
+	// brings the whole boot log back to console.log
+	flags := append(driverFlags(t, "kvm"), "--boot-timeout", strconv.Itoa(int(bootTimeout/time.Second)), "--boot-retries", "0", "--initrd", initrd, "--kernel-args", "loglevel=7")
 	d := startDaemon(t, bin, root, sock, "kvm", flags...)
 	defer func() { d.signal(syscall.SIGTERM) }()
 	ctx := ctxT(t, 5*time.Minute)
@@ -246,6 +258,12 @@ func runKVMBootFailure(t *testing.T) {
 	}()
 	pid, args := waitVM(t, d, podDir, 30*time.Second)
 	t.Logf("VM process %d: %q", pid, args)
+	if got := argAfter(args, "--kernel"); len(got) != 1 || got[0] != ownKernel() {
+		t.Errorf("VM kernel %v, want hyperd's default %s", got, ownKernel())
+	}
+	if got := argAfter(args, "--append"); len(got) != 1 || !strings.HasPrefix(got[0], kvmdrv.BaseCmdline+" loglevel=7") {
+		t.Errorf("VM command line %q, want hyperd's then --kernel-args", got)
+	}
 	if got := argAfter(args, "--mem"); len(got) != 1 || got[0] != "160M" {
 		t.Errorf("VM memory %v, want 160M from the pod's resource", got)
 	}
@@ -424,6 +442,41 @@ func TestE2EKVMGuestPanic(t *testing.T) {
 		t.Errorf("sockets left: %v", s)
 	}
 	d.expect("GET", "/_ping", "", 200, "OK")
+}
+
+// runKVMDebianKernel: --kernel still boots the Debian cloud kernel, whose
+// virtio, vsock and file-system drivers are modules: hyperd puts them (the
+// modules/ next to that vmlinux) in the initramfs it builds, the agent
+// loads them, and a pod runs and prints as with hyperd's own kernel, which
+// needs none. Part of TestE2EKVM.
+func runKVMDebianKernel(t *testing.T) {
+	bin := binaries(t)
+	tmp := t.TempDir()
+	root := filepath.Join(tmp, "root")
+	d := startDaemon(t, bin, root, filepath.Join(tmp, "hyper.sock"), "kvm", append(driverFlags(t, "kvm"), "--kernel", debianKernel())...)
+	defer func() { d.signal(syscall.SIGTERM) }()
+	ctx := ctxT(t, 5*time.Minute)
+	d.loadBusybox()
+	id, err := d.c.CreatePod(ctx, []byte(`{"id":"debian-kernel","containers":[{"name":"dk","image":"busybox:latest","command":["sh","-c","echo kernel $(uname -r); echo modules $(wc -l </proc/modules)"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.c.StartPod(ctx, id); err != nil {
+		t.Fatalf("start on the Debian kernel: %v\n%s", err, d.log())
+	}
+	waitPhase(t, d, id, "Succeeded")
+	out := d.expect("GET", "/container/logs?container=dk&stdout=1", "", 200, "kernel ")
+	rel, err := os.ReadFile(filepath.Join(repoBuild(), "kernel.release"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "kernel "+strings.TrimSpace(string(rel))) {
+		t.Errorf("the pod did not run on the Debian kernel %s: %q", rel, out)
+	}
+	if strings.Contains(out, "modules 0") {
+		t.Errorf("no modules loaded in the Debian kernel's guest: %q", out)
+	}
+	d.expect("DELETE", "/pod?podId="+id, "", 200, "")
 }
 
 // runKVMVMKilled: a pod's VM process killed from outside (SIGKILL, as the

@@ -6,9 +6,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 	"github.com/u-root/u-root/pkg/cpio"
 )
 
@@ -19,8 +21,15 @@ func readArchive(t *testing.T, p string) map[string]cpio.Record {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
+	var zr io.Reader
+	if strings.HasSuffix(p, ".zst") {
+		d, err := zstd.NewReader(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		zr = d
+	} else if zr, err = gzip.NewReader(f); err != nil {
 		t.Fatal(err)
 	}
 	raw, err := io.ReadAll(zr)
@@ -47,7 +56,15 @@ func content(t *testing.T, r cpio.Record) string {
 	return string(b)
 }
 
+// TestBuild: the archive holds what the guest needs, in either
+// compression, and is cached by its content (and its compression).
 func TestBuild(t *testing.T) {
+	for _, z := range []bool{false, true} {
+		t.Run(map[bool]string{false: "gzip", true: "zstd"}[z], func(t *testing.T) { testBuild(t, z) })
+	}
+}
+
+func testBuild(t *testing.T, z bool) {
 	dir := t.TempDir()
 	agent := filepath.Join(dir, "agent")
 	os.WriteFile(agent, []byte("\x7fELF fake agent"), 0o755)
@@ -58,9 +75,25 @@ func TestBuild(t *testing.T) {
 	cache := filepath.Join(dir, "cache")
 	ctx := context.Background()
 
-	p, err := Build(ctx, Options{AgentPath: agent, ModulesDir: mods, ModuleOrder: []string{"vsock.ko", "kernel/fs/overlay.ko"}, CacheDir: cache})
+	p, err := Build(ctx, Options{AgentPath: agent, ModulesDir: mods, ModuleOrder: []string{"vsock.ko", "kernel/fs/overlay.ko"}, CacheDir: cache, Zstd: z})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if want := map[bool]string{false: ".cpio.gz", true: ".cpio.zst"}[z]; !strings.HasSuffix(p, want) {
+		t.Errorf("archive %s, want a %s", p, want)
+	}
+	if z {
+		// the guest kernel sizes its workspace from the frame's window
+		b, _ := os.ReadFile(p)
+		var h zstd.Header
+		err := h.Decode(b)
+		window := h.WindowSize
+		if h.SingleSegment { // no window descriptor: the content is the window
+			window = h.FrameContentSize
+		}
+		if err != nil || window == 0 || window > zstdWindow {
+			t.Errorf("zstd frame window %d (%v), want 1..%d", window, err, zstdWindow)
+		}
 	}
 	got := readArchive(t, p)
 	tests := []struct {
@@ -91,7 +124,7 @@ func TestBuild(t *testing.T) {
 
 	// cache hit: same inputs, same path, file untouched
 	st1, _ := os.Stat(p)
-	p2, err := Build(ctx, Options{AgentPath: agent, ModulesDir: mods, ModuleOrder: []string{"vsock.ko", "kernel/fs/overlay.ko"}, CacheDir: cache})
+	p2, err := Build(ctx, Options{AgentPath: agent, ModulesDir: mods, ModuleOrder: []string{"vsock.ko", "kernel/fs/overlay.ko"}, CacheDir: cache, Zstd: z})
 	if err != nil || p2 != p {
 		t.Fatalf("rebuild: %s %v, want %s", p2, err, p)
 	}
@@ -100,7 +133,7 @@ func TestBuild(t *testing.T) {
 	}
 	// a changed agent is a new archive
 	os.WriteFile(agent, []byte("\x7fELF other agent"), 0o755)
-	p3, err := Build(ctx, Options{AgentPath: agent, ModulesDir: mods, ModuleOrder: []string{"vsock.ko", "kernel/fs/overlay.ko"}, CacheDir: cache})
+	p3, err := Build(ctx, Options{AgentPath: agent, ModulesDir: mods, ModuleOrder: []string{"vsock.ko", "kernel/fs/overlay.ko"}, CacheDir: cache, Zstd: z})
 	if err != nil || p3 == p {
 		t.Fatalf("changed agent: %s %v", p3, err)
 	}

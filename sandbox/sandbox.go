@@ -221,6 +221,9 @@ type PodStats struct {
 	Containers []ContainerStats
 	CPUCount   int
 	MemTotal   uint64
+	// MemAvailable is MemAvailable of the pod's /proc/meminfo (in a VM, the
+	// guest's memory not in use); 0 if the agent did not say.
+	MemAvailable uint64
 }
 
 // ContainerStats from the container's cgroup.

@@ -5,6 +5,8 @@
 #   build/guest/vmlinux       the ELF kernel hyperd boots by default (PVH)
 #   build/guest/config        its full .config
 #   build/guest/kernel.release
+# Its object tree stays in $KERNEL_CACHE/obj-<version> so that a changed
+# fragment rebuilds only what the changed options touch.
 # The build is cached in $KERNEL_CACHE (default /var/cache/hyperd-kernel)
 # under the source package's version and a hash of the fragment and this
 # script: a machine builds it once, and again only when either changes.
@@ -21,6 +23,9 @@ frag=guest/kernel/hyperd.config
 out=build/guest
 say() { echo "make-guest-kernel: $*"; }
 mkdir -p "$cache" "$out"
+# one build at a time per cache (they share the object tree)
+exec 9>"$cache/.guest-kernel.lock"
+flock 9
 
 # the source package and the tools a kernel build needs
 need=()
@@ -47,9 +52,12 @@ if [ ! -s "$dir/vmlinux" ]; then
 		tar -xf /usr/src/linux-source-6.12.tar.xz -C "$src" --strip-components=1
 		touch "$src/.extracted"
 	fi
-	rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+	# one object tree per source version: a changed fragment rebuilds only
+	# what its options touch (kbuild tracks each file's CONFIG_ uses)
+	obj="$cache/obj-$ver"
+	mkdir -p "$obj"
 	say "configuring (allnoconfig + $frag)"
-	make -s -C "$src" O="$dir.tmp" ARCH=x86_64 KCONFIG_ALLCONFIG="$PWD/$frag" allnoconfig
+	make -s -C "$src" O="$obj" ARCH=x86_64 KCONFIG_ALLCONFIG="$PWD/$frag" allnoconfig
 	# every option the fragment sets must have held (a dependency it
 	# lacks would silently drop it)
 	bad=0
@@ -57,21 +65,19 @@ if [ ! -s "$dir/vmlinux" ]; then
 		case "$l" in CONFIG_*=*) ;; *) continue ;; esac
 		k=${l%%=*} v=${l#*=}
 		if [ "$v" = n ]; then
-			if grep -q "^$k=" "$dir.tmp/.config"; then say "$k is set, the fragment says n"; bad=1; fi
-		elif ! grep -qx "$k=$v" "$dir.tmp/.config"; then
-			say "$k=$v did not hold: $(grep "^$k=\|# $k is not set" "$dir.tmp/.config" || echo absent)"
+			if grep -q "^$k=" "$obj/.config"; then say "$k is set, the fragment says n"; bad=1; fi
+		elif ! grep -qx "$k=$v" "$obj/.config"; then
+			say "$k=$v did not hold: $(grep "^$k=\|# $k is not set" "$obj/.config" || echo absent)"
 			bad=1
 		fi
 	done <"$frag"
 	[ $bad = 0 ] || { say "the fragment does not hold on $pkg $ver"; exit 1; }
 	say "building vmlinux with $(nproc) jobs"
-	make -s -C "$src" O="$dir.tmp" ARCH=x86_64 -j"$(nproc)" vmlinux
-	make -s -C "$src" O="$dir.tmp" ARCH=x86_64 kernelrelease >"$dir.tmp/kernel.release"
+	make -s -C "$src" O="$obj" ARCH=x86_64 -j"$(nproc)" vmlinux
 	mkdir -p "$dir"
-	cp "$dir.tmp/vmlinux" "$dir/vmlinux.new" && mv "$dir/vmlinux.new" "$dir/vmlinux"
-	cp "$dir.tmp/.config" "$dir/config"
-	cp "$dir.tmp/kernel.release" "$dir/kernel.release"
-	rm -rf "$dir.tmp"
+	make -s -C "$src" O="$obj" ARCH=x86_64 kernelrelease >"$dir/kernel.release"
+	cp "$obj/.config" "$dir/config"
+	cp "$obj/vmlinux" "$dir/vmlinux.new" && mv "$dir/vmlinux.new" "$dir/vmlinux"
 	say "built in $(($(date +%s) - t0)) s"
 fi
 for f in vmlinux config kernel.release; do

@@ -419,7 +419,7 @@ func (c *Client) Stats(ctx context.Context) (sandbox.PodStats, error) {
 	if err := c.call(ctx, protocol.OpStats, nil, &st); err != nil {
 		return sandbox.PodStats{}, err
 	}
-	out := sandbox.PodStats{Time: st.Time, CPUCount: st.CPUCount, MemTotal: st.MemTotal}
+	out := sandbox.PodStats{Time: st.Time, CPUCount: st.CPUCount, MemTotal: st.MemTotal, MemAvailable: st.MemAvailable}
 	for _, s := range st.Containers {
 		out.Containers = append(out.Containers, sandbox.ContainerStats(s))
 	}

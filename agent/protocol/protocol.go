@@ -236,6 +236,9 @@ type PodStats struct {
 	Containers []ContainerStats `json:"containers"`
 	CPUCount   int              `json:"cpu_count"`
 	MemTotal   uint64           `json:"mem_total"`
+	// MemAvailable is the pod's MemAvailable (/proc/meminfo): in a VM,
+	// the guest memory not in use; 0 if unknown.
+	MemAvailable uint64 `json:"mem_available,omitempty"`
 }
 
 // ContainerStats from cgroup v2 (or /proc, see Source).

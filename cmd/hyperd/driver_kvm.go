@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hyperhq/hyperd-go/agent/client"
@@ -15,8 +16,8 @@ import (
 	"github.com/hyperhq/hyperd-go/sandbox/kvmdrv"
 )
 
-// buildDir is where `make kernel` leaves vmlinux and modules/: <repo>/build
-// next to <repo>/bin/hyperd.
+// buildDir is where `make kernel` leaves its kernels: <repo>/build next to
+// <repo>/bin/hyperd.
 func buildDir() string {
 	exe, err := os.Executable()
 	if err != nil {
@@ -29,10 +30,13 @@ func init() {
 	driverFactories["kvm"] = func(o Options, log *slog.Logger) (sandbox.Driver, error) {
 		kernel := o.Kernel
 		if kernel == "" {
-			kernel = filepath.Join(buildDir(), "vmlinux")
+			kernel = defaultKernel(buildDir())
 		}
 		if _, err := os.Stat(kernel); err != nil {
 			return nil, fmt.Errorf("kvm driver: no guest kernel (%v): pass --kernel or run make kernel", err)
+		}
+		if err := checkKernelArgs(o.KernelArgs); err != nil {
+			return nil, err
 		}
 		initrd := o.Initrd
 		if initrd == "" {
@@ -45,6 +49,9 @@ func init() {
 			if m := filepath.Join(filepath.Dir(kernel), "modules"); dirExists(m) {
 				opt.ModulesDir = m
 			}
+			// make kernel's kernels (ours and Debian's) unpack zstd;
+			// a --kernel of unknown make gets gzip, which any kernel reads
+			opt.Zstd = o.Kernel == ""
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			p, err := initramfs.Build(ctx, opt)
 			cancel()
@@ -54,12 +61,44 @@ func init() {
 			initrd = p
 		}
 		log.Info("kvm sandbox driver", "kernel", kernel, "initrd", initrd)
-		return &kvmdrv.Driver{Kernel: kernel, Initrd: initrd, DefaultVCPU: o.VCPU, DefaultMemMiB: o.Memory,
+		return &kvmdrv.Driver{Kernel: kernel, Initrd: initrd, Cmdline: o.KernelArgs, DefaultVCPU: o.VCPU, DefaultMemMiB: o.Memory,
 			BootTimeout: time.Duration(o.BootTimeoutSecond) * time.Second, BootRetries: o.BootRetries, Log: log, Jail: o.driverJail(),
 			Connect: func(ctx context.Context, dial kvmdrv.Dialer) (sandbox.Agent, error) {
 				return client.New(ctx, client.Dialer(dial))
 			}}, nil
 	}
+}
+
+// checkKernelArgs refuses --kernel-args that would not reach the guest as
+// the words given: control characters (a newline ends the command line)
+// and hyperd.* words, which hyperd sets per pod.
+func checkKernelArgs(s string) error {
+	if len(s) > 1024 {
+		return fmt.Errorf("--kernel-args: %d bytes, at most 1024", len(s))
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("--kernel-args: control character %q", r)
+		}
+	}
+	for _, w := range strings.Fields(s) {
+		if strings.HasPrefix(w, "hyperd.") {
+			return fmt.Errorf("--kernel-args: %q: hyperd.* words are set by hyperd per pod", w)
+		}
+	}
+	return nil
+}
+
+// defaultKernel is the guest kernel hyperd boots without --kernel: the
+// project's own (build/guest/vmlinux, everything built in: guest/kernel),
+// else the Debian cloud kernel with its modules (build/vmlinux and
+// build/modules/), both left by make kernel.
+func defaultKernel(build string) string {
+	own := filepath.Join(build, "guest", "vmlinux")
+	if st, err := os.Stat(own); err == nil && st.Mode().IsRegular() {
+		return own
+	}
+	return filepath.Join(build, "vmlinux")
 }
 
 func dirExists(p string) bool {

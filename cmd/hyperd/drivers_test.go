@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -64,5 +66,56 @@ func TestSelectDriverAuto(t *testing.T) {
 				t.Fatalf("got %v %q %v, want %s with a warning containing %q", d, warn, err, tc.want, tc.wantInMsg)
 			}
 		})
+	}
+}
+
+// TestDefaultKernel: without --kernel the kvm driver boots make kernel's
+// own guest kernel, and the Debian cloud kernel only where ours is absent.
+func TestDefaultKernel(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		files []string // under build/
+		want  string
+	}{
+		{"both", []string{"guest/vmlinux", "vmlinux"}, "guest/vmlinux"},
+		{"only ours", []string{"guest/vmlinux"}, "guest/vmlinux"},
+		{"only Debian's", []string{"vmlinux"}, "vmlinux"},
+		{"ours is a directory", []string{"guest/vmlinux/x", "vmlinux"}, "vmlinux"},
+		{"none: the error names Debian's path", nil, "vmlinux"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			build := t.TempDir()
+			for _, f := range tc.files {
+				p := filepath.Join(build, f)
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte("ELF"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got, want := defaultKernel(build), filepath.Join(build, tc.want); got != want {
+				t.Fatalf("defaultKernel = %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+func TestCheckKernelArgs(t *testing.T) {
+	for _, tc := range []struct {
+		args string
+		ok   bool
+	}{
+		{"", true},
+		{"loglevel=7", true},
+		{"loglevel=7 printk.time=1 init_on_free=1", true},
+		{"quiet\nrdinit=/bin/sh", false},
+		{"loglevel=7\x00", false},
+		{"hyperd.hostname=evil", false},
+		{"x=" + strings.Repeat("a", 1100), false},
+	} {
+		if err := checkKernelArgs(tc.args); (err == nil) != tc.ok {
+			t.Errorf("checkKernelArgs(%q) = %v, want ok=%v", tc.args, err, tc.ok)
+		}
 	}
 }

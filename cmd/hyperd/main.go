@@ -40,6 +40,7 @@ type Options struct {
 	Driver            string   `json:"driver"`
 	Kernel            string   `json:"kernel"`
 	Initrd            string   `json:"initrd"`
+	KernelArgs        string   `json:"kernel-args"`
 	VCPU              int      `json:"vcpu"`
 	Memory            int      `json:"memory"`
 	LogLevel          string   `json:"log-level"`
@@ -78,13 +79,14 @@ func parseOptions(args []string) (Options, error) {
 	fs := flag.NewFlagSet("hyperd", flag.ContinueOnError)
 	var cfgPath string
 	var insecure listFlag
-	fs.StringVar(&cfgPath, "config", "", "JSON config file (keys: host, data-root, driver, kernel, initrd, vcpu, memory, log-level, log-format, insecure-registries, log-opts, stop-timeout, boot-timeout, stop-pods-on-exit, max-connections, local-userns, tlscacert, tlscert, tlskey, tlsverify); flags override it")
+	fs.StringVar(&cfgPath, "config", "", "JSON config file (keys: host, data-root, driver, kernel, initrd, kernel-args, vcpu, memory, log-level, log-format, insecure-registries, log-opts, stop-timeout, boot-timeout, stop-pods-on-exit, max-connections, local-userns, tlscacert, tlscert, tlskey, tlsverify); flags override it")
 	host := fs.String("host", o.Host, "where to serve the API: unix:///path or tcp://addr:port")
 	fs.StringVar(host, "H", o.Host, "shorthand for --host")
 	dataRoot := fs.String("data-root", o.DataRoot, "state directory (bbolt state, logs, images)")
 	driver := fs.String("driver", o.Driver, "sandbox driver: auto, kvm or local (auto = kvm where the host can boot a guest, else local)")
-	kernel := fs.String("kernel", "", "guest kernel (vmlinux) for the kvm driver")
+	kernel := fs.String("kernel", "", "guest kernel (an ELF vmlinux with a PVH entry, or a bzImage) for the kvm driver; default: make kernel's own build/guest/vmlinux, else the Debian cloud kernel build/vmlinux with its modules")
 	initrd := fs.String("initrd", "", "guest initramfs for the kvm driver (default: the embedded agent initramfs)")
+	kernelArgs := fs.String("kernel-args", "", "kvm: words appended to the pod VMs' kernel command line (after hyperd's own; e.g. loglevel=7 to see the whole boot in a pod's console.log)")
 	vcpu := fs.Int("vcpu", o.VCPU, "default vCPUs of a pod's VM")
 	mem := fs.Int("memory", o.Memory, "default memory of a pod's VM in MiB")
 	logLevel := fs.String("log-level", o.LogLevel, "debug, info, warn or error")
@@ -135,6 +137,8 @@ func parseOptions(args []string) (Options, error) {
 			o.Kernel = *kernel
 		case "initrd":
 			o.Initrd = *initrd
+		case "kernel-args":
+			o.KernelArgs = *kernelArgs
 		case "vcpu":
 			o.VCPU = *vcpu
 		case "memory":

@@ -54,7 +54,7 @@ var toolData = []string{
 func Build(ctx context.Context, cfg ImageConfig) (Image, error) {
 	img := Image{Kernel: filepath.Join(cfg.Repo, "build", "vmlinuz")}
 	build := filepath.Join(cfg.Repo, "build")
-	for _, p := range []string{img.Kernel, filepath.Join(build, "vmlinux"), filepath.Join(build, "l1modules", "order"), filepath.Join(build, "modules", "order")} {
+	for _, p := range []string{img.Kernel, filepath.Join(build, "vmlinux"), filepath.Join(build, "guest", "vmlinux"), filepath.Join(build, "l1modules", "order"), filepath.Join(build, "modules", "order")} {
 		if _, err := os.Stat(p); err != nil {
 			return img, fmt.Errorf("nested: %v (run make kernel)", err)
 		}
@@ -84,8 +84,9 @@ func Build(ctx context.Context, cfg ImageConfig) (Image, error) {
 			return img, err
 		}
 	}
-	// the guest kernel and its modules, the binaries, where the tests look
-	for _, p := range []string{"vmlinux", "vmlinuz", "modules", "kernel.release"} {
+	// the guest kernels (ours in guest/, Debian's with its modules), the
+	// binaries, where the tests look
+	for _, p := range []string{"guest", "vmlinux", "vmlinuz", "modules", "kernel.release"} {
 		if err := t.Host(filepath.Join(build, p)); err != nil {
 			return img, err
 		}

@@ -42,6 +42,24 @@ func agentDialer(uds string) Dialer {
 	return func(ctx context.Context) (net.Conn, error) { return DialVsock(ctx, uds, AgentPort) }
 }
 
+// BaseCmdline is the kernel command line of every pod VM, tuned for one:
+//
+//	console=ttyS0  the kernel's messages and the agent's go to the VMM's
+//	               8250, which writes the pod's console.log
+//	quiet          only warnings and worse reach it: every console byte is
+//	               a VM exit to the VMM (and under nested or emulated KVM a
+//	               costly one), and a boot prints ~10 KiB; panics, oopses
+//	               and the agent's own lines still show
+//	reboot=k       a reboot resets through the i8042 line (the FADT's reset
+//	               register), which ends the VM process
+//	panic=-1       a panic reboots at once, so the VM stops with the panic
+//	               on the console (ExitPanic) instead of hanging
+//	pci=off        the VMM has no PCI bus: no config-space probing
+//
+// Driver.Cmdline (hyperd --kernel-args) is appended, so loglevel=7 there
+// brings the whole boot log back.
+const BaseCmdline = "console=ttyS0 quiet reboot=k panic=-1 pci=off"
+
 // Driver starts VMs as "hyperd vm run" child processes.
 type Driver struct {
 	Hyperd        string // the hyperd binary; default os.Executable()
@@ -139,7 +157,7 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 	if err := jl.allow(readySock); err != nil {
 		return nil, err
 	}
-	cmdline := strings.TrimSpace("console=ttyS0 earlyprintk=ttyS0 reboot=k panic=-1 " + d.Cmdline)
+	cmdline := strings.TrimSpace(BaseCmdline + " " + d.Cmdline)
 	if cfg.Hostname != "" {
 		cmdline += " hyperd.hostname=" + cfg.Hostname
 	}

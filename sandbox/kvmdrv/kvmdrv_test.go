@@ -65,7 +65,9 @@ func TestCreateBootDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	connected := false
-	d := &Driver{Hyperd: hyperd, Kernel: kernel, Initrd: initrd, BootTimeout: timeout,
+	// loglevel=7 over BaseCmdline's quiet: the whole boot log, for the
+	// console-tail assertions below
+	d := &Driver{Hyperd: hyperd, Kernel: kernel, Initrd: initrd, BootTimeout: timeout, Cmdline: "loglevel=7",
 		Connect: func(ctx context.Context, dial Dialer) (sandbox.Agent, error) {
 			connected = true
 			return nil, errors.New("unexpected agent connection")
