@@ -334,7 +334,7 @@ func (s *Server) finish() {
 }
 
 func (s *Server) podSetup(p protocol.PodSetup) *protocol.Error {
-	for _, d := range append(append([]string(nil), p.DNS...), p.DNSSearch...) {
+	for _, d := range append(append(append([]string(nil), p.DNS...), p.DNSSearch...), p.DNSOptions...) {
 		if strings.ContainsAny(d, " \t\r\n") || d == "" {
 			return protocol.Errorf(protocol.CodeBadRequest, "bad dns entry %q", d)
 		}
@@ -345,6 +345,11 @@ func (s *Server) podSetup(p protocol.PodSetup) *protocol.Error {
 		}
 		if err := unix.Sethostname([]byte(p.Hostname)); err != nil {
 			return protocol.Errorf(protocol.CodeInternal, "sethostname: %v", err)
+		}
+	}
+	if len(p.Interfaces) > 0 || len(p.Routes) > 0 {
+		if perr := setupNetwork(p.Interfaces, p.Routes); perr != nil {
+			return perr
 		}
 	}
 	s.mu.Lock()
@@ -362,6 +367,9 @@ func (s *Server) resolvConf() []byte {
 	}
 	if len(s.setup.DNSSearch) > 0 {
 		fmt.Fprintf(&b, "search %s\n", strings.Join(s.setup.DNSSearch, " "))
+	}
+	if len(s.setup.DNSOptions) > 0 {
+		fmt.Fprintf(&b, "options %s\n", strings.Join(s.setup.DNSOptions, " "))
 	}
 	return []byte(b.String())
 }
