@@ -72,7 +72,7 @@ release=${pkg#linux-image-}
 
 # Up to date? The stamp names the release and this script's content.
 stamp="$release $(sha256sum "$self" | cut -c1-16)"
-if [ "$(cat "$out/.kernel.stamp" 2>/dev/null)" = "$stamp" ] && [ -f "$out/vmlinux" ] && [ -f "$out/vmlinuz" ] && [ -f "$out/modules/order" ] && [ -f "$out/l1modules/order" ]; then
+if [ "$(cat "$out/.kernel.stamp" 2>/dev/null)" = "$stamp" ] && [ -f "$out/vmlinux" ] && [ -f "$out/vmlinuz" ] && [ -f "$out/config" ] && [ -f "$out/modules/order" ] && [ -f "$out/l1modules/order" ]; then
 	say "$out is up to date with $release ($(stat -c %s "$out/vmlinux") bytes vmlinux, $(wc -l <"$out/modules/order") modules)"
 	exit 0
 fi
@@ -203,6 +203,9 @@ for name in "${order[@]}"; do
 	esac
 	echo "$name.ko" >>"$out/l1modules/order"
 done
+# its config: hyperd reads it next to the kernel (CONFIG_RD_ZSTD: which
+# initramfs compression the kernel unpacks)
+cp "$root/boot/config-$release" "$out/config"
 echo "$release" >"$out/kernel.release"
 echo "$stamp" >"$out/.kernel.stamp"
 

@@ -49,9 +49,7 @@ func init() {
 			if m := filepath.Join(filepath.Dir(kernel), "modules"); dirExists(m) {
 				opt.ModulesDir = m
 			}
-			// make kernel's kernels (ours and Debian's) unpack zstd;
-			// a --kernel of unknown make gets gzip, which any kernel reads
-			opt.Zstd = o.Kernel == ""
+			opt.Zstd = readsZstd(kernel)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			p, err := initramfs.Build(ctx, opt)
 			cancel()
@@ -87,6 +85,23 @@ func checkKernelArgs(s string) error {
 		}
 	}
 	return nil
+}
+
+// readsZstd says whether a kernel unpacks a zstd initramfs: its config
+// (the "config" file next to it, as make kernel leaves for both of its
+// kernels) has CONFIG_RD_ZSTD=y. A kernel of unknown make gets gzip,
+// which any kernel reads.
+func readsZstd(kernel string) bool {
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(kernel), "config"))
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(l) == "CONFIG_RD_ZSTD=y" {
+			return true
+		}
+	}
+	return false
 }
 
 // defaultKernel is the guest kernel hyperd boots without --kernel: the

@@ -119,3 +119,27 @@ func TestCheckKernelArgs(t *testing.T) {
 		}
 	}
 }
+
+func TestReadsZstd(t *testing.T) {
+	for _, tc := range []struct {
+		name, config string // "" = no config file
+		want         bool
+	}{
+		{"make kernel's", "CONFIG_RD_GZIP=y\nCONFIG_RD_ZSTD=y\n", true},
+		{"gzip only", "CONFIG_RD_GZIP=y\n# CONFIG_RD_ZSTD is not set\n", false},
+		{"modular is not built in", "CONFIG_RD_ZSTD=m\n", false},
+		{"no config next to it", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tc.config != "" {
+				if err := os.WriteFile(filepath.Join(dir, "config"), []byte(tc.config), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := readsZstd(filepath.Join(dir, "vmlinux")); got != tc.want {
+				t.Fatalf("readsZstd = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -86,7 +86,7 @@ func Build(ctx context.Context, cfg ImageConfig) (Image, error) {
 	}
 	// the guest kernels (ours in guest/, Debian's with its modules), the
 	// binaries, where the tests look
-	for _, p := range []string{"guest", "vmlinux", "vmlinuz", "modules", "kernel.release"} {
+	for _, p := range []string{"guest", "vmlinux", "vmlinuz", "config", "modules", "kernel.release"} {
 		if err := t.Host(filepath.Join(build, p)); err != nil {
 			return img, err
 		}

@@ -17,4 +17,7 @@
 // protocol. Create waits for the agent to answer a ping within BootTimeout
 // and otherwise fails with the tail of the console log, after killing the
 // VM and removing its socket.
+//
+// Every guest gets BaseCmdline (a quiet console, reset on panic, no PCI
+// probe), then Driver.Cmdline (hyperd --kernel-args).
 package kvmdrv
