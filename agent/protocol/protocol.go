@@ -151,9 +151,32 @@ type ExitStatus struct {
 
 // PodSetup is the body of OpSetupPod (hostname, DNS).
 type PodSetup struct {
-	Hostname  string   `json:"hostname,omitempty"`
-	DNS       []string `json:"dns,omitempty"`
-	DNSSearch []string `json:"dns_search,omitempty"`
+	Hostname   string   `json:"hostname,omitempty"`
+	DNS        []string `json:"dns,omitempty"`
+	DNSSearch  []string `json:"dns_search,omitempty"`
+	DNSOptions []string `json:"dns_options,omitempty"` // resolv.conf "options"
+	// Interfaces are the pod's network interfaces for the agent to
+	// configure (in a VM: the NIC with that MAC gets the name, MTU and
+	// addresses, and is brought up); empty where the pod's network
+	// namespace is configured already (the local driver).
+	Interfaces []Interface `json:"interfaces,omitempty"`
+	// Routes are added after the interfaces (a default route has Dst
+	// 0.0.0.0/0 or ::/0).
+	Routes []Route `json:"routes,omitempty"`
+}
+
+// Interface is one network interface of PodSetup.
+type Interface struct {
+	Name  string   `json:"name"`
+	MAC   string   `json:"mac"`
+	MTU   int      `json:"mtu,omitempty"`
+	Addrs []string `json:"addrs"` // CIDR
+}
+
+// Route is one route of PodSetup; Gateway "" is on-link.
+type Route struct {
+	Dst     string `json:"dst"`
+	Gateway string `json:"gateway,omitempty"`
 }
 
 // ContainerSpec is the body of OpAdd.
