@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -49,7 +50,14 @@ func startDaemon(t testing.TB, bin, root, sock, driver string, extra ...string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"--host", "unix://" + sock, "--data-root", root, "--driver", driver, "--log-level", "debug", "--stop-timeout", "2"}, extra...)
+	args := []string{"--host", "unix://" + sock, "--data-root", root, "--driver", driver, "--log-level", "debug", "--stop-timeout", "2"}
+	if !slices.Contains(extra, "--network") {
+		// pod networks change the network namespace hyperd runs in (a
+		// bridge, iptables rules): only tests that run hyperd in a
+		// namespace of their own turn them on (network_test.go)
+		args = append(args, "--network", "none")
+	}
+	args = append(args, extra...)
 	d.cmd = exec.Command(filepath.Join(bin, "hyperd"), args...)
 	d.cmd.Stdout, d.cmd.Stderr = lf, lf
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -34,6 +34,9 @@ type Config struct {
 	// LogLimits is the default cap of a container's log (zero:
 	// DefaultLogLimits); a pod's log.config overrides it.
 	LogLimits LogLimits
+	// Networking says pods get a network (the driver is wrapped by package
+	// network); without it a pod's "interfaces" are refused.
+	Networking bool
 }
 
 // Daemon is the daemon core. All methods are safe for concurrent use.

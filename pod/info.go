@@ -4,7 +4,11 @@ package pod
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"time"
+
+	"github.com/hyperhq/hyperd-go/sandbox"
 )
 
 // Info documents, JSON keys as the original hyperd's (lowerCamel).
@@ -190,6 +194,14 @@ func (d *Daemon) PodInfo(ref string) (*PodInfo, error) {
 	}
 	if p.sb != nil {
 		pi.Status.HostIP = "127.0.0.1"
+		if n, ok := p.sb.(sandbox.Networked); ok && n.Network() != nil {
+			for _, i := range n.Network().Interfaces {
+				for _, a := range i.Addrs {
+					ip, _, _ := strings.Cut(a, "/")
+					pi.Status.PodIP = append(pi.Status.PodIP, ip)
+				}
+			}
+		}
 	}
 	for _, cid := range r.Containers {
 		if c := d.ctrs[cid]; c != nil {
@@ -244,9 +256,15 @@ type NetStats struct {
 }
 
 type NetInterface struct {
-	Name    string `json:"name"`
-	RxBytes uint64 `json:"rx_bytes"`
-	TxBytes uint64 `json:"tx_bytes"`
+	Name      string `json:"name"`
+	RxBytes   uint64 `json:"rx_bytes"`
+	TxBytes   uint64 `json:"tx_bytes"`
+	RxPackets uint64 `json:"rx_packets"`
+	TxPackets uint64 `json:"tx_packets"`
+	RxErrors  uint64 `json:"rx_errors"`
+	TxErrors  uint64 `json:"tx_errors"`
+	RxDropped uint64 `json:"rx_dropped"`
+	TxDropped uint64 `json:"tx_dropped"`
 }
 
 type ContainerStats struct {
@@ -287,6 +305,16 @@ func (d *Daemon) Stats(ctx context.Context, ref string) (*PodStats, error) {
 		return nil, err
 	}
 	out := &PodStats{Timestamp: ps.Time, Block: map[string]any{}, Network: NetStats{Interfaces: []NetInterface{}}, ContainerStats: []ContainerStats{}}
+	if n, ok := sb.(sandbox.Networked); ok {
+		cs, err := n.NetCounters()
+		if err != nil {
+			return nil, fmt.Errorf("pod network counters: %w", err)
+		}
+		for _, c := range cs {
+			out.Network.Interfaces = append(out.Network.Interfaces, NetInterface{Name: c.Name, RxBytes: c.RxBytes, TxBytes: c.TxBytes,
+				RxPackets: c.RxPackets, TxPackets: c.TxPackets, RxErrors: c.RxErrors, TxErrors: c.TxErrors, RxDropped: c.RxDropped, TxDropped: c.TxDropped})
+		}
+	}
 	if out.Timestamp.IsZero() {
 		out.Timestamp = time.Now()
 	}

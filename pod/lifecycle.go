@@ -101,6 +101,9 @@ func (d *Daemon) CreatePod(spec *PodSpec) (string, error) {
 	if err := spec.Normalize(); err != nil {
 		return "", err
 	}
+	if len(spec.Interfaces) > 0 && !d.cfg.Networking {
+		return "", specErr("bad parameter: interfaces: pod networking is off in this daemon (hyperd --network none)")
+	}
 	var ctrs []*ctrState
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -213,7 +216,11 @@ func (d *Daemon) startPodLocked(ctx context.Context, p *podState) error {
 	}
 	// Storage: image rootfs per container, pod volumes.
 	cfg := sandbox.Config{ID: p.rec.ID, Hostname: spec.Hostname, VCPU: spec.Resource.VCPU, MemoryMiB: spec.Resource.Memory,
-		DNS: spec.DNS, DNSSearch: spec.DNSSearch, StateDir: filepath.Join(d.podDir(p.rec.ID), "sandbox")}
+		DNS: spec.DNS, DNSSearch: spec.DNSSearch, DNSOptions: spec.DNSOptions, StateDir: filepath.Join(d.podDir(p.rec.ID), "sandbox")}
+	if len(spec.Interfaces) > 0 {
+		r := spec.Interfaces[0].request()
+		cfg.Interface = &r
+	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fail(err)
 	}

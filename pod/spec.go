@@ -13,6 +13,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/hyperhq/hyperd-go/sandbox"
 )
 
 // PodSpec is the original hyperd's pod description ("podArgs"). JSON field
@@ -127,7 +129,9 @@ type FileSpec struct {
 	Content  string `json:"content,omitempty"`
 }
 
-// InterfaceSpec is accepted and recorded; pods get the sandbox's network.
+// InterfaceSpec is the pod's interface in the daemon's network: an
+// address, MAC, MTU, gateway or name of the pod's choosing (bridge, if
+// set, must be the network's bridge).
 type InterfaceSpec struct {
 	Bridge  string `json:"bridge,omitempty"`
 	IP      string `json:"ip,omitempty"`
@@ -137,8 +141,8 @@ type InterfaceSpec struct {
 	Mtu     uint64 `json:"mtu,omitempty"`
 }
 
-// ServiceSpec is accepted and recorded (the original's in-VM haproxy
-// services are not implemented).
+// ServiceSpec is the original's in-VM haproxy service; a pod that asks
+// for one is refused (400) with the alternatives.
 type ServiceSpec struct {
 	ServiceIP   string `json:"serviceip"`
 	ServicePort int    `json:"serviceport"`
@@ -308,6 +312,24 @@ func (s *PodSpec) Normalize() error {
 		if net.ParseIP(d) == nil {
 			return specErr("bad parameter: incorrect dns %q (must be an IP address)", d)
 		}
+	}
+	for _, l := range [][]string{s.DNSSearch, s.DNSOptions} {
+		for _, d := range l {
+			if d == "" || len(d) > 253 || strings.ContainsAny(d, " \t\r\n#;") {
+				return specErr("bad parameter: incorrect dns search or option %q", d)
+			}
+		}
+	}
+	if len(s.Interfaces) > 1 {
+		return specErr("bad parameter: %d interfaces: a pod has one, in the daemon's CNI network", len(s.Interfaces))
+	}
+	for _, i := range s.Interfaces {
+		if err := i.request().Validate(); err != nil {
+			return specErr("bad parameter: interface: %v", err)
+		}
+	}
+	if len(s.Services) > 0 {
+		return specErr("bad parameter: services (the original's in-pod load balancer) are not supported: reach a pod at its address (podIP in /pod/info) or through port mappings")
 	}
 	if len(s.Containers) > MaxContainers {
 		return specErr("bad parameter: too many containers (%d > %d)", len(s.Containers), MaxContainers)
@@ -569,4 +591,9 @@ func ParseSignal(s string) (int, error) {
 		return n, nil
 	}
 	return 0, fmt.Errorf("invalid signal %q", s)
+}
+
+// request is the interface as the sandbox layer takes it.
+func (i InterfaceSpec) request() sandbox.InterfaceRequest {
+	return sandbox.InterfaceRequest{IfName: i.Ifname, IP: i.IP, MAC: i.Mac, Gateway: i.Gateway, Bridge: i.Bridge, MTU: int(i.Mtu)}
 }

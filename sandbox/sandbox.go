@@ -28,14 +28,22 @@ type Driver interface {
 
 // Config is what a pod asks of its sandbox.
 type Config struct {
-	ID        string   // pod id; also names the sandbox's state dir
-	Hostname  string   // guest hostname
-	VCPU      int      // vCPUs (kvm); 0 = driver default
-	MemoryMiB int      // guest memory (kvm); 0 = driver default
-	DNS       []string // nameservers written to /etc/resolv.conf
-	DNSSearch []string
-	StateDir  string // per-sandbox directory the driver may use (sockets, logs, disks)
-	Disks     []Disk // block devices / directories known at creation time
+	ID         string   // pod id; also names the sandbox's state dir
+	Hostname   string   // guest hostname
+	VCPU       int      // vCPUs (kvm); 0 = driver default
+	MemoryMiB  int      // guest memory (kvm); 0 = driver default
+	DNS        []string // nameservers written to /etc/resolv.conf
+	DNSSearch  []string
+	DNSOptions []string // resolv.conf "options"
+	// Interface is what the pod asked of its network interface (the
+	// original's "interfaces"); nil = the network's choice. The network
+	// layer (package network) reads it.
+	Interface *InterfaceRequest
+	// Network is the pod's network, set up before Create by the network
+	// layer; nil = no network (loopback only).
+	Network  *Network
+	StateDir string // per-sandbox directory the driver may use (sockets, logs, disks)
+	Disks    []Disk // block devices / directories known at creation time
 	// Started, if set, is called by Create as soon as the sandbox's process
 	// exists, before Create waits for the agent, with a Handle the daemon
 	// persists: a daemon killed during a slow boot then finds the process

@@ -12,11 +12,14 @@
 # acpica-tools: the ACPI table test; kmod: depmod for the kernel modules;
 # curl/procps: the e2e suites; linux-source-6.12 flex bison bc libelf-dev
 # libssl-dev: building the project's guest kernel (make kernel,
-# scripts/make-guest-kernel.sh, which also installs them when run alone).
+# scripts/make-guest-kernel.sh, which also installs them when run alone);
+# containernetworking-plugins iptables: pod networks (CNI bridge, host-local,
+# firewall, portmap; the bridge's masquerade and the firewall use iptables).
 set -euo pipefail
 pkgs=(make gcc git curl ca-certificates linux-libc-dev busybox-static qemu-system-x86
 	docker-registry skopeo e2fsprogs lz4 zstd xz-utils cpio apache2-utils iproute2
-	acpica-tools kmod procps linux-source-6.12 flex bison bc libelf-dev libssl-dev)
+	acpica-tools kmod procps linux-source-6.12 flex bison bc libelf-dev libssl-dev
+	containernetworking-plugins iptables)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

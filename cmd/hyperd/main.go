@@ -57,6 +57,7 @@ type Options struct {
 	TLSOptions
 	VMMJailOptions
 	LocalOptions
+	NetworkOptions
 }
 
 type listFlag []string
@@ -79,7 +80,7 @@ func parseOptions(args []string) (Options, error) {
 	fs := flag.NewFlagSet("hyperd", flag.ContinueOnError)
 	var cfgPath string
 	var insecure listFlag
-	fs.StringVar(&cfgPath, "config", "", "JSON config file (keys: host, data-root, driver, kernel, initrd, kernel-args, vcpu, memory, log-level, log-format, insecure-registries, log-opts, stop-timeout, boot-timeout, stop-pods-on-exit, max-connections, local-userns, tlscacert, tlscert, tlskey, tlsverify); flags override it")
+	fs.StringVar(&cfgPath, "config", "", "JSON config file (keys: host, data-root, driver, kernel, initrd, kernel-args, vcpu, memory, log-level, log-format, insecure-registries, log-opts, stop-timeout, boot-timeout, stop-pods-on-exit, max-connections, local-userns, network, cni-conf-dir, cni-bin-dir, tlscacert, tlscert, tlskey, tlsverify); flags override it")
 	host := fs.String("host", o.Host, "where to serve the API: unix:///path or tcp://addr:port")
 	fs.StringVar(host, "H", o.Host, "shorthand for --host")
 	dataRoot := fs.String("data-root", o.DataRoot, "state directory (bbolt state, logs, images)")
@@ -106,6 +107,7 @@ func parseOptions(args []string) (Options, error) {
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	applyJail := o.VMMJailOptions.flags(fs)
 	applyLocal := o.LocalOptions.flags(fs)
+	applyNetwork := o.NetworkOptions.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -183,6 +185,9 @@ func parseOptions(args []string) (Options, error) {
 	if err := applyLocal(); err != nil {
 		return o, err
 	}
+	if err := applyNetwork(); err != nil {
+		return o, err
+	}
 	switch o.Driver {
 	case "auto", "kvm", "local":
 	default:
@@ -244,6 +249,14 @@ func run(args []string) int {
 	if warning != "" {
 		log.Warn("!!! " + warning)
 	}
+	netDrv, err := o.NetworkOptions.withNetwork(drv, o.DataRoot, log)
+	if err != nil {
+		log.Error("pod network", "err", err)
+		return 1
+	}
+	if netDrv != nil {
+		drv = netDrv
+	}
 	imgs, imgSvc, err := openImages(o, log)
 	if err != nil {
 		log.Error("image store", "err", err)
@@ -254,10 +267,13 @@ func run(args []string) int {
 	}
 	logLimits, _ := pod.ParseLogLimits(o.LogOpts, pod.DefaultLogLimits) // checked by parseOptions
 	d, err := pod.New(pod.Config{DataRoot: o.DataRoot, LogLimits: logLimits, Driver: drv, Images: imgs, Logger: log, DefaultVCPU: o.VCPU,
-		DefaultMemory: o.Memory, DriverWarning: warning, StopTimeout: time.Duration(o.StopTimeoutSecond) * time.Second})
+		DefaultMemory: o.Memory, DriverWarning: warning, StopTimeout: time.Duration(o.StopTimeoutSecond) * time.Second, Networking: netDrv != nil})
 	if err != nil {
 		log.Error("daemon state", "err", err)
 		return 1
+	}
+	if netDrv != nil {
+		go collectNetworks(netDrv, d.WaitReattached, log)
 	}
 	srv := &api.Server{Pods: d, Images: imgSvc, Log: log, Version: version, DataRoot: o.DataRoot, Warning: warning}
 	tlsCfg, err := o.TLSOptions.serverConfig()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hyperhq/hyperd-go/agent/client"
 	"github.com/hyperhq/hyperd-go/agent/protocol"
+	"github.com/hyperhq/hyperd-go/internal/netns"
 	"github.com/hyperhq/hyperd-go/internal/userns"
 	"github.com/hyperhq/hyperd-go/sandbox"
 	"golang.org/x/sys/unix"
@@ -131,7 +132,14 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		Setsid:     true, // outlives a daemon killed with -9
 		Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET,
 	}
-	if err := cmd.Start(); err != nil {
+	start := cmd.Start
+	if cfg.Network != nil {
+		// the pod's network namespace (CNI's): the agent is started from
+		// a thread inside it and inherits it, instead of a new empty one
+		cmd.SysProcAttr.Cloneflags &^= unix.CLONE_NEWNET
+		start = func() error { return netns.Do(cfg.Network.Netns, cmd.Start) }
+	}
+	if err := start(); err != nil {
 		return nil, fmt.Errorf("local driver: start agent: %w", err)
 	}
 	s := &localSandbox{id: cfg.ID, stateDir: cfg.StateDir, sock: sock, pid: cmd.Process.Pid, cgroup: cg, Exit: sandbox.NewExit(), disks: cfg.Disks}
@@ -156,7 +164,9 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		<-s.Done()
 		return nil, fmt.Errorf("local driver: %w (agent log %s: %s)", err, filepath.Join(cfg.StateDir, logName), tailFile(filepath.Join(cfg.StateDir, logName)))
 	}
-	if err := s.agent.Setup(ctx, protocol.PodSetup{Hostname: cfg.Hostname, DNS: cfg.DNS, DNSSearch: cfg.DNSSearch}); err != nil {
+	// the namespace's interfaces are configured already (by CNI): the
+	// agent only writes resolv.conf
+	if err := s.agent.Setup(ctx, protocol.PodSetup{Hostname: cfg.Hostname, DNS: cfg.DNS, DNSSearch: cfg.DNSSearch, DNSOptions: cfg.DNSOptions}); err != nil {
 		s.Stop(context.Background())
 		return nil, fmt.Errorf("local driver: pod setup: %w", err)
 	}
