@@ -28,6 +28,7 @@ import (
 	"github.com/hyperhq/hyperd-go/api"
 	"github.com/hyperhq/hyperd-go/api/client"
 	"github.com/hyperhq/hyperd-go/e2e/imgtest"
+	"github.com/hyperhq/hyperd-go/internal/netns"
 	"github.com/hyperhq/hyperd-go/internal/testbin"
 )
 
@@ -45,6 +46,17 @@ type daemon struct {
 // startDaemon starts hyperd; extra are more flags (e.g. --kernel).
 func startDaemon(t testing.TB, bin, root, sock, driver string, extra ...string) *daemon {
 	t.Helper()
+	return startDaemonWith(t, (*exec.Cmd).Start, bin, root, sock, driver, extra...)
+}
+
+// startDaemonIn starts hyperd in the network namespace pinned at ns.
+func startDaemonIn(t testing.TB, ns, bin, root, sock, driver string, extra ...string) *daemon {
+	t.Helper()
+	return startDaemonWith(t, func(c *exec.Cmd) error { return netns.Do(ns, c.Start) }, bin, root, sock, driver, extra...)
+}
+
+func startDaemonWith(t testing.TB, start func(*exec.Cmd) error, bin, root, sock, driver string, extra ...string) *daemon {
+	t.Helper()
 	d := &daemon{t: t, bin: bin, sock: sock, root: root, driver: driver, logf: filepath.Join(filepath.Dir(root), "hyperd.log")}
 	lf, err := os.OpenFile(d.logf, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -61,7 +73,7 @@ func startDaemon(t testing.TB, bin, root, sock, driver string, extra ...string) 
 	d.cmd = exec.Command(filepath.Join(bin, "hyperd"), args...)
 	d.cmd.Stdout, d.cmd.Stderr = lf, lf
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := d.cmd.Start(); err != nil {
+	if err := start(d.cmd); err != nil {
 		t.Fatal(err)
 	}
 	lf.Close()
