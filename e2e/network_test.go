@@ -55,6 +55,17 @@ func TestE2ENetwork(t *testing.T) {
 	driver := suiteDriver()
 	root, sock := filepath.Join(tmp, "root"), filepath.Join(tmp, "hyper.sock")
 	conf := filepath.Join(tmp, "cni")
+	if driver == "kvm" {
+		// the nested runner's L1 has no iptables: the same network
+		// without masquerade, firewall and portmap (which the local run
+		// of this test covers with the default conflist)
+		os.MkdirAll(conf, 0o755)
+		min := `{"cniVersion":"1.0.0","name":"hyperd","plugins":[{"type":"bridge","bridge":"hyper0","isGateway":true,"hairpinMode":true,` +
+			`"ipam":{"type":"host-local","ranges":[[{"subnet":"192.168.123.0/24","gateway":"192.168.123.1"}]],"routes":[{"dst":"0.0.0.0/0"}],"dataDir":"` + filepath.Join(tmp, "root", "network", "ipam") + `"}}]}`
+		if err := os.WriteFile(filepath.Join(conf, "10-hyperd.conflist"), []byte(min), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	flags := append(driverFlags(t, driver), "--network", "cni", "--cni-conf-dir", conf)
 	d := startDaemonIn(t, ns, bin, root, sock, driver, flags...)
 	defer func() {

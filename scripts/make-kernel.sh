@@ -182,9 +182,11 @@ done
 mv "$out/modules.tmp" "$out/modules"
 rm -rf "$out/modules.old"
 
-# The nested runner's L1 modules, in load order.
+# The nested runner's L1 modules, in load order: KVM, its NIC, overlay, and
+# what pod networks use there (taps, veths, the CNI bridge, tc redirects).
 order=() seen=()
-for m in irqbypass kvm kvm_amd virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net overlay; do
+for m in irqbypass kvm kvm_amd virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net overlay \
+	tun veth bridge sch_ingress cls_u32 act_mirred; do
 	if [ -n "${path_of[$m]:-}" ]; then
 		visit "$m"
 	elif [ -z "${builtin[$m]:-}" ] && [ -z "${is_optional[$m]:-}" ]; then

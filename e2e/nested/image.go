@@ -33,13 +33,14 @@ type ImageConfig struct {
 }
 
 // Tools are the host programs the kvm suites and the demo run inside L1:
-// the e2e suite's curl, registry (docker-registry, htpasswd, skopeo) and
+// the e2e suite's curl, registry (docker-registry, htpasswd, skopeo), CNI plugins and
 // process checks, the kvm driver's mkfs.ext4, the benchmark's QEMU peer.
 var Tools = []string{
 	"/bin/sh", "/bin/busybox", "/usr/bin/pgrep", "/usr/bin/pkill", "/usr/bin/ps",
 	"/usr/bin/curl", "/sbin/mkfs.ext4", "/sbin/mke2fs", "/sbin/dumpe2fs", "/sbin/debugfs",
 	"/usr/bin/docker-registry", "/usr/bin/htpasswd", "/usr/bin/skopeo",
 	"/usr/bin/qemu-system-x86_64", "/usr/bin/timeout", "/usr/bin/env",
+	"/usr/lib/cni/bridge", "/usr/lib/cni/host-local", "/usr/lib/cni/loopback",
 }
 
 // toolData are the data files those tools read.

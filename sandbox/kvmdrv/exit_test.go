@@ -3,7 +3,6 @@ package kvmdrv
 import (
 	"context"
 	"errors"
-	"github.com/hyperhq/hyperd-go/internal/kvmtest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hyperhq/hyperd-go/internal/kvmtest"
 
 	"github.com/hyperhq/hyperd-go/guest/guesttest"
 	"github.com/hyperhq/hyperd-go/sandbox"

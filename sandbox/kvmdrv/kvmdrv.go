@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hyperhq/hyperd-go/agent/protocol"
 	"github.com/hyperhq/hyperd-go/internal/consolelog"
 	"github.com/hyperhq/hyperd-go/sandbox"
 )
@@ -165,6 +166,20 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		"--mem", fmt.Sprintf("%dM", mem), "--cpus", strconv.Itoa(vcpu), "--vsock", uds,
 		"--console-log", console, "--console-max", strconv.FormatInt(cmp.Or(d.ConsoleMax, consolelog.DefaultMax), 10)}
 	args = append(args, jl.args()...)
+	var files []*os.File // the VM process's fds 3...: its taps
+	if cfg.Network != nil {
+		var netArgs []string
+		var err error
+		if files, netArgs, err = plumbNetwork(cfg.Network, 3); err != nil {
+			return nil, fmt.Errorf("kvm driver: pod network: %w", err)
+		}
+		defer func() {
+			for _, f := range files {
+				f.Close() // the VM process has its own copies
+			}
+		}()
+		args = append(args, netArgs...)
+	}
 	var disks []string
 	for _, dk := range cfg.Disks {
 		spec := dk.HostPath
@@ -175,7 +190,7 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		disks = append(disks, dk.HostPath)
 	}
 	for attempt := 0; ; attempt++ {
-		s, err := d.boot(ctx, cfg, bin, args, uds, console, disks, ready, jl)
+		s, err := d.boot(ctx, cfg, bin, args, files, uds, console, disks, ready, jl)
 		var stopped *sandbox.ExitError
 		crashed := errors.As(err, &stopped) && (stopped.Reason == sandbox.ExitCrash || stopped.Reason == sandbox.ExitPanic)
 		if err != nil && attempt < d.BootRetries && ctx.Err() == nil && (crashed || errors.Is(err, errBootTimeout)) {
@@ -199,7 +214,7 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 var errBootTimeout = errors.New("did not answer")
 
 // boot starts one VM process and waits for its agent.
-func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args []string, uds, console string, disks []string, ready net.Listener, jl *vmJail) (*vmSandbox, error) {
+func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args []string, files []*os.File, uds, console string, disks []string, ready net.Listener, jl *vmJail) (*vmSandbox, error) {
 	// the VM process writes the console log itself (capped, see
 	// consolelog); until it has opened it, no earlier boot's may show
 	if err := os.Remove(console + ".1"); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -214,6 +229,7 @@ func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args 
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
+	cmd.ExtraFiles = files
 	// Own session: the VM outlives the daemon and its signals.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	// jailed: its own session too, in fresh namespaces and its cgroup
@@ -259,6 +275,21 @@ func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args 
 	}
 	s.agent = agent
 	s.ready = true
+	// hostname, DNS and the guest's side of the pod network
+	su, ok := agent.(interface {
+		Setup(context.Context, protocol.PodSetup) error
+	})
+	if !ok {
+		s.kill()
+		<-s.Done()
+		return nil, fmt.Errorf("kvm driver: the agent client of pod %s cannot set the pod up", cfg.ID)
+	}
+	if err := su.Setup(bctx, podSetup(cfg)); err != nil {
+		s.kill()
+		<-s.Done()
+		os.Remove(uds)
+		return nil, fmt.Errorf("kvm driver: pod %s setup in the guest: %w", cfg.ID, err)
+	}
 	return s, nil
 }
 
