@@ -129,6 +129,9 @@ func TestE2ENetwork(t *testing.T) {
 	if out := hctl("exec", "b", "udpecho", "ask", ipA+":7001", "ping-udp"); !strings.Contains(out, "echo:ping-udp") {
 		t.Errorf("UDP from pod b to pod a: %q", out)
 	}
+	if out := hctl("info", "net-b"); !strings.Contains(out, `"192.168.123.77"`) {
+		t.Errorf("hyperctl info lacks pod b's address: %s", out)
+	}
 	// inside pod b: its address, MAC and resolv.conf
 	if out := hctl("exec", "b", "cat", "/sys/class/net/eth0/address"); strings.TrimSpace(out) != "52:54:00:aa:bb:cc" {
 		t.Errorf("pod b's MAC inside: %q", out)
