@@ -1,32 +1,34 @@
 // Package virtio implements the virtio devices of our VMM in userspace:
 // split virtqueues (virtio v1.2 §2.7), the virtio-mmio version 2 transport
-// (§4.2.2) and the console (§5.3), entropy (§5.4), block (§5.2) and socket
-// (§5.10) devices.
+// (§4.2.2) and the console (§5.3), entropy (§5.4), block (§5.2), socket
+// (§5.10) and network (§5.1) devices.
 //
 // # Trust
 //
 // Everything the guest writes — register values, ring indices, descriptor
 // addresses, lengths and flags, indirect tables, request headers, vsock
-// packet headers — is untrusted. Guest memory is only reached through
+// packet headers, virtio_net headers and frames — is untrusted. Guest memory is only reached through
 // Memory, whose accessors check every range without integer overflow.
 // Descriptor chains are bounded (at most Queue Size descriptors, at most the
 // table's entries inside an indirect table, no nested indirect tables), so
 // walking a chain always ends. A malformed chain is returned to the driver
 // as used with length 0; a corrupt ring or queue layout stops the queue and
 // sets DEVICE_NEEDS_RESET. No guest input may panic the VMM; the fuzz tests
-// (FuzzQueue, FuzzDevices, FuzzMMIO, FuzzVsockTx, FuzzVsockSequence)
-// check that. A chain's buffers total at most MaxChainBytes.
+// (FuzzQueue, FuzzDevices, FuzzMMIO, FuzzVsockTx, FuzzVsockSequence,
+// FuzzNetTx, FuzzNetRx, FuzzNetRings) check that. A chain's buffers total at most MaxChainBytes.
 //
 // # API
 //
 //   - Memory: NewMemory(ram) wraps guest RAM mapped at GPA 0.
-//   - Devices (each implements Device; Blk and Vsock have Close):
+//   - Devices (each implements Device; Blk, Vsock and Net have Close):
 //     NewConsole(w io.Writer) (Input or ServeInput(r) feeds the guest),
 //     NewRng(),
-//     OpenBlk(path, readOnly), NewVsock(VsockConfig{GuestCID, UDS, ...}).
+//     OpenBlk(path, readOnly), NewVsock(VsockConfig{GuestCID, UDS, ...}),
+//     NewNet(backend, NetConfig{MAC, MTU, Logf}) over a NetBackend:
+//     OpenTap(name) or AdoptTap(fd) (Net.Stats counts packets and bytes).
 //   - Transport: NewMMIO(dev, mem, irq) for any Device, or the shorthands
-//     NewConsoleMMIO, NewRngMMIO, NewBlkMMIO and NewVsockMMIO, which return
-//     the transport and the device.
+//     NewConsoleMMIO, NewRngMMIO, NewBlkMMIO, NewVsockMMIO and NewNetMMIO,
+//     which return the transport and the device.
 //   - Queue, Chain, ChainReader/ChainWriter: the split-ring machinery, for
 //     writing further devices.
 //
@@ -54,7 +56,28 @@
 // Device processing runs on the caller's goroutine (a vCPU thread or the
 // ioeventfd goroutine); devices serialise internally. The vsock device
 // additionally runs goroutines per host connection, which fill the rx
-// queue and raise the interrupt themselves.
+// queue and raise the interrupt themselves; the network device runs one
+// goroutine reading its backend into the receiveq.
+//
+// # Network device
+//
+// Modern only (VERSION_1: the virtio_net_hdr is always 12 bytes). Offered:
+// MAC, MTU, STATUS (link always up), MRG_RXBUF, and with a backend that
+// carries virtio_net_hdr (a tap with IFF_VNET_HDR, TUNSETVNETHDRSZ 12) CSUM
+// and HOST_TSO4/6 (guest headers go to the tap as they are, checked
+// against the negotiated features) plus the GUEST_CSUM and GUEST_TSO4/6
+// that TUNSETOFFLOAD accepted when the tap was opened. At activation the
+// tap's offloads are narrowed to what the driver took; if that ioctl fails
+// (a jailed VMM's seccomp filter), received partial checksums are
+// completed in software and TSO frames dropped. Transmit: each chain is
+// copied, checked and written to the backend in one write; chains are
+// always returned with length 0. Receive: a goroutine reads one frame at a
+// time and, while the driver has no (or not enough) buffers, or no driver
+// is active, keeps it and waits for a notification (back-pressure: the
+// tap queues or drops, never us); Close ends the wait. Frames above
+// NetMaxFrame (65550 bytes) or below an Ethernet header are dropped either
+// way; without MRG_RXBUF a frame larger than the driver's chain is dropped
+// and the chain kept for the next one.
 //
 // # vsock host side
 //
@@ -81,6 +104,10 @@
 //     Linux does); the spec allows a device to be that strict about chains
 //     it cannot handle.
 //   - The vsock device supports stream sockets only (no SEQPACKET).
+//   - The network device has one queue pair, no control queue (no
+//     CTRL_VQ: no MAC filtering, promiscuous switch, announce or MQ), no
+//     UFO/USO/ECN offloads, and no vhost: every frame is a read or write
+//     of the tap. It does not segment TSO frames in software.
 //   - One package, one file per device, rather than a subpackage per
 //     device: the devices share unexported plumbing (the base lock and
 //     queue set, the transport's broken-queue reporting) and the test
