@@ -193,7 +193,10 @@ func interactiveExec(t *testing.T, d *daemon, bin string) {
 				mu.Lock()
 				got := out.String()
 				mu.Unlock()
-				t.Fatalf("typed %q, no %q in the terminal:\n%q\nhyperd log:\n%s", cmdline, want, got, d.log())
+				// the container's processes: comm, state, ppid, pgrp,
+				// session, tty, the tty's foreground group (tpgid)
+				procs, _ := d.hyperctl(bin, "exec", "srv", "sh", "-c", `for p in /proc/[0-9]*; do echo "$p $(cut -d' ' -f2-8 $p/stat)"; done`)
+				t.Fatalf("typed %q, no %q in the terminal:\n%q\nprocesses (pid comm state ppid pgrp session tty tpgid):\n%s\nhyperd log:\n%s", cmdline, want, got, procs, d.log())
 			}
 			if retry && time.Now().After(next) {
 				io.WriteString(ptm, cmdline+"\n")
@@ -207,8 +210,12 @@ func interactiveExec(t *testing.T, d *daemon, bin string) {
 	ptsSetsize(t, ptm, 41, 121) // SIGWINCH to hyperctl
 	typeUntil("stty size", `41 121\r?\n`, true)
 	// ^C reaches the container's foreground process group (the terminal
-	// is raw on our side, the container's tty turns it into SIGINT)
-	typeUntil(`sh -c 'trap "echo got-INT; exit 7" INT; echo armed; sleep 100'`, `\narmed\r?\n`, false)
+	// is raw on our side, the container's tty turns it into SIGINT). The
+	// shell sleeps a second at a time: a ^C that lands while it forks a
+	// sleep goes to the shell alone (fork restarts after the signal), and
+	// the shell runs its trap only once that sleep ends; one long sleep
+	// made that wait 100 s (CI saw it once in L1).
+	typeUntil(`sh -c 'trap "echo got-INT; exit 7" INT; echo armed; while :; do sleep 1; done'`, `\narmed\r?\n`, false)
 	ptm.Write([]byte{3})
 	typeUntil("echo status=$?", `got-INT\r?\n(.|\n)*status=7\r?\n`, false)
 	io.WriteString(ptm, "exit 5\n")
