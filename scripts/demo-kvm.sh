@@ -17,4 +17,4 @@ out=build/nested/demo
 mkdir -p "$out"
 go run ./e2e/mkbusybox -o "$out/busybox.tar" -t busybox:latest
 exec go run ./e2e/nested/nestedrun --out "$out" --file "$out/busybox.tar" --file scripts --timeout 15m \
-	-- env DRIVER=kvm BUSYBOX_TAR="$PWD/$out/busybox.tar" sh scripts/demo.sh # L1 has busybox sh, no bash
+	-- env DRIVER=kvm NETWORK=none BUSYBOX_TAR="$PWD/$out/busybox.tar" sh scripts/demo.sh # L1 has busybox sh, no bash

@@ -5,6 +5,10 @@
 # show `hyperctl list`, then stop and clean up. DRIVER picks the sandbox
 # driver (auto: kvm where a guest can boot, else local); BUSYBOX_TAR is a
 # prebuilt image archive (make demo-kvm passes one into the nested L1).
+# hyperd runs in a network namespace of its own (unshare), so the pods'
+# network (the default hyper0 bridge, 192.168.123.0/24, written into the
+# demo's directory) leaves nothing on the machine; NETWORK=none runs pods
+# with loopback only (the nested L1 has no iptables for the masquerade).
 set -eu
 # pipefail where the shell has it (the nested L1 runs this with dash)
 (set -o pipefail) 2>/dev/null && set -o pipefail
@@ -36,7 +40,12 @@ hyperctl() { "$BIN/hyperctl" -H "unix://$SOCK" "$@"; }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "starting hyperd (data root $TMP/root, socket $SOCK, driver ${DRIVER:-auto})"
-"$BIN/hyperd" --host "unix://$SOCK" --data-root "$TMP/root" --driver "${DRIVER:-auto}" >"$TMP/hyperd.log" 2>&1 &
+if [ "${NETWORK:-cni}" = cni ] && command -v unshare >/dev/null; then
+	unshare --net sh -c 'ip link set lo up && exec "$@"' hyperd \
+		"$BIN/hyperd" --host "unix://$SOCK" --data-root "$TMP/root" --driver "${DRIVER:-auto}" --cni-conf-dir "$TMP/cni" >"$TMP/hyperd.log" 2>&1 &
+else
+	"$BIN/hyperd" --host "unix://$SOCK" --data-root "$TMP/root" --driver "${DRIVER:-auto}" --network none >"$TMP/hyperd.log" 2>&1 &
+fi
 HYPERD_PID=$!
 for _ in $(seq 100); do
 	hyperctl version >/dev/null 2>&1 && break
@@ -67,6 +76,7 @@ hyperctl run -d --name demo-sleeper busybox sleep 600
 hyperctl list
 hyperctl list container
 hyperctl exec demo-sleeper echo "exec works too"
+hyperctl info demo-sleeper | grep -A1 '"podIP"' || true
 
 step "stop and clean up"
 hyperctl stop demo-sleeper
