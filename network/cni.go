@@ -18,6 +18,7 @@ import (
 	"sync"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
@@ -92,8 +93,16 @@ func New(o Options) (*Manager, error) {
 		}
 		m.log.Info("wrote the default pod network", "conf", p, "bridge", DefaultBridge, "subnet", DefaultSubnet)
 	}
-	if _, err := m.conf(); err != nil {
+	list, err := m.conf()
+	if err != nil {
 		return nil, err
+	}
+	// every plugin the network names must be there now, not at the first
+	// pod start
+	for _, p := range list.Plugins {
+		if _, err := invoke.FindInPath(p.Network.Type, o.BinDirs); err != nil {
+			return nil, fmt.Errorf("network %s: CNI plugin %q not found in %s (Debian's containernetworking-plugins has the usual ones)", list.Name, p.Network.Type, strings.Join(o.BinDirs, ":"))
+		}
 	}
 	return m, nil
 }

@@ -383,6 +383,9 @@ func TestDefaultConf(t *testing.T) {
 	if _, err := New(Options{ConfDir: empty}); err == nil {
 		t.Error("New without a state dir succeeded")
 	}
+	if _, err := New(Options{ConfDir: empty, StateDir: filepath.Join(dir, "state4"), BinDirs: []string{filepath.Join(dir, "no-plugins")}}); err == nil || !strings.Contains(err.Error(), `"bridge" not found`) {
+		t.Errorf("New without the plugins: %v, want the missing plugin named", err)
+	}
 	os.MkdirAll(filepath.Join(dir, "bad"), 0o755)
 	os.WriteFile(filepath.Join(dir, "bad", "x.conflist"), []byte("{"), 0o644)
 	if _, err := New(Options{ConfDir: filepath.Join(dir, "bad"), StateDir: filepath.Join(dir, "state3")}); err == nil {
