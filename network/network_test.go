@@ -392,3 +392,25 @@ func TestDefaultConf(t *testing.T) {
 		t.Error("a malformed conflist was accepted")
 	}
 }
+
+// TestCollect: a network no sandbox of the driver uses (a daemon killed
+// after the network's setup, before its sandbox's handle was saved) is
+// released by Collect; one in use is kept.
+func TestCollect(t *testing.T) {
+	e := newEnv(t)
+	for _, id := range []string{"ghost", "live"} {
+		if _, err := e.setup(id, sandbox.InterfaceRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := &Driver{M: e.m}
+	d.setLive("live", true)
+	e.in(func() error { d.Collect(context.Background()); return nil })
+	if p := e.m.Pods(); len(p) != 1 || p[0] != "live" {
+		t.Fatalf("after Collect: %v, want only the live pod's network", p)
+	}
+	if l := e.leases(); len(l) != 1 {
+		t.Errorf("leases %v, want the live pod's only", l)
+	}
+	e.teardown(e.m, "live")
+}
