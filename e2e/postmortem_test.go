@@ -32,6 +32,15 @@ func (d *daemon) postmortem() string {
 	before, stacks, _ := strings.Cut(string(log), "SIGQUIT: quit")
 	fmt.Fprintf(&b, "--- hyperd log (tail):\n%s\n", tail([]byte(before), 8000))
 	fmt.Fprintf(&b, "--- hyperd goroutines blocked for a minute or more:\n%s\n", longBlocked(stacks, 40, 30))
+	b.WriteString(d.sandboxLogs())
+	return b.String()
+}
+
+// sandboxLogs returns the tails of the sandboxes' console.log and vmm.log
+// files under the data root (a pod VM's guest kernel and agent messages,
+// its VMM's stop line).
+func (d *daemon) sandboxLogs() string {
+	var b strings.Builder
 	filepath.WalkDir(d.root, func(p string, e fs.DirEntry, err error) error {
 		if err != nil || e.IsDir() || (e.Name() != "console.log" && e.Name() != "vmm.log") {
 			return nil

@@ -35,6 +35,7 @@ func suiteDaemon(t *testing.T) (*daemon, string) {
 			// is all there is to read
 			failed(driver, t.Name())
 			t.Logf("hyperd --driver %s log tail:\n%s", driver, d.log())
+			t.Logf("sandbox logs:\n%s", d.sandboxLogs())
 		}
 		// pods outlive a stopped daemon: remove them, even after a failure
 		if l, err := d.c.List(context.Background(), "pod", ""); err == nil {
