@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
-	"github.com/hyperhq/hyperd-go/internal/testbin"
 	"io"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hyperhq/hyperd-go/internal/testbin"
 
 	"github.com/u-root/u-root/pkg/cpio"
 )
@@ -184,20 +185,10 @@ func testKernel(t testing.TB) (kernel, modules string) {
 // newc cpio.
 func buildBootInitramfs(t testing.TB, modules string) string {
 	t.Helper()
-	dir := t.TempDir()
-	initData, err := os.ReadFile(testbin.Build(t, "./vmm/testdata/bootinit"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	recs := []cpio.Record{
-		cpio.Directory("dev", 0o755),
-		cpio.CharDev("dev/console", 0o600, 5, 1),
-		cpio.Directory("proc", 0o755),
-		cpio.Directory("modules", 0o755),
-		cpio.StaticFile("init", string(initData), 0o755),
-	}
+	recs := []cpio.Record{cpio.Directory("modules", 0o755)}
 	var order []byte
 	if modules != "" {
+		var err error
 		if order, err = os.ReadFile(filepath.Join(modules, "order")); err != nil {
 			t.Fatal(err)
 		}
@@ -210,7 +201,25 @@ func buildBootInitramfs(t testing.TB, modules string) string {
 		}
 		recs = append(recs, cpio.StaticFile("modules/"+m, string(b), 0o644))
 	}
-	out := filepath.Join(dir, "initramfs.cpio.gz")
+	return testInitramfs(t, "./vmm/testdata/bootinit", "initramfs.cpio.gz", recs...)
+}
+
+// testInitramfs builds the test init pkg as a static binary and packs it
+// as /init, with /dev/console, /dev, /proc and the extra records, into a
+// gzip newc cpio named name in a temporary directory.
+func testInitramfs(t testing.TB, pkg, name string, extra ...cpio.Record) string {
+	t.Helper()
+	initData, err := os.ReadFile(testbin.Build(t, pkg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := append([]cpio.Record{
+		cpio.Directory("dev", 0o755),
+		cpio.CharDev("dev/console", 0o600, 5, 1),
+		cpio.Directory("proc", 0o755),
+	}, extra...)
+	recs = append(recs, cpio.StaticFile("init", string(initData), 0o755))
+	out := filepath.Join(t.TempDir(), name)
 	f, err := os.Create(out)
 	if err != nil {
 		t.Fatal(err)

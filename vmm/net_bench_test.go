@@ -11,7 +11,6 @@ package vmm
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -26,7 +25,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/u-root/u-root/pkg/cpio"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -240,33 +238,7 @@ func kvmExitDelta(a, b map[string]int64) string {
 // buildNetInitramfs packs testdata/netinit as /init into a gzip newc cpio.
 func buildNetInitramfs(t testing.TB) string {
 	t.Helper()
-	initData, err := os.ReadFile(testbin.Build(t, "./vmm/testdata/netinit"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	recs := []cpio.Record{
-		cpio.Directory("dev", 0o755),
-		cpio.CharDev("dev/console", 0o600, 5, 1),
-		cpio.Directory("proc", 0o755),
-		cpio.StaticFile("init", string(initData), 0o755),
-	}
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	w := cpio.Newc.Writer(zw)
-	if err := cpio.WriteRecords(w, recs); err != nil {
-		t.Fatal(err)
-	}
-	if err := cpio.WriteTrailer(w); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(t.TempDir(), "netinit.cpio.gz")
-	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return testInitramfs(t, "./vmm/testdata/netinit", "netinit.cpio.gz")
 }
 
 // netSetup makes the namespace's network (lo up; a persistent tap netTap
