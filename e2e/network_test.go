@@ -186,13 +186,19 @@ func TestE2ENetwork(t *testing.T) {
 	gw.Close()
 	// counters
 	b := d.expect("GET", "/pod/stats?podId=net-b", "", 200, `"interfaces"`)
-	var raw struct {
+	var st struct {
 		Network struct {
-			Interfaces []map[string]any `json:"interfaces"`
+			Interfaces []struct {
+				Name    string  `json:"name"`
+				RxBytes *uint64 `json:"rx_bytes"`
+				TxBytes *uint64 `json:"tx_bytes"`
+			} `json:"interfaces"`
 		} `json:"network"`
 	}
-	json.Unmarshal([]byte(b), &raw)
-	if len(raw.Network.Interfaces) != 1 || raw.Network.Interfaces[0]["name"] != "eth0" || raw.Network.Interfaces[0]["rx_bytes"] == 0.0 || raw.Network.Interfaces[0]["tx_bytes"] == 0.0 {
+	if err := json.Unmarshal([]byte(b), &st); err != nil {
+		t.Fatalf("/pod/stats: %v: %s", err, b)
+	}
+	if is := st.Network.Interfaces; len(is) != 1 || is[0].Name != "eth0" || is[0].RxBytes == nil || *is[0].RxBytes == 0 || is[0].TxBytes == nil || *is[0].TxBytes == 0 {
 		t.Errorf("pod b's network counters: %s", b)
 	}
 
