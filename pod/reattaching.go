@@ -10,6 +10,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/hyperhq/hyperd-go/agent/protocol"
 	"github.com/hyperhq/hyperd-go/sandbox"
 )
 
@@ -218,6 +219,14 @@ func (r *reattaching) Commit(ctx context.Context, cid string) (io.ReadCloser, er
 		return nil, err
 	}
 	return a.Commit(ctx, cid)
+}
+
+func (r *reattaching) Setup(ctx context.Context, s protocol.PodSetup) error {
+	a, err := r.agent(ctx)
+	if err != nil {
+		return err
+	}
+	return a.Setup(ctx, s)
 }
 
 func (r *reattaching) RemoveContainer(ctx context.Context, id string) error {

@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"time"
+
+	"github.com/hyperhq/hyperd-go/agent/protocol"
 )
 
 // Driver creates sandboxes. There is one Driver per daemon ("local" or "kvm").
@@ -116,6 +118,10 @@ type HostStats struct {
 type Agent interface {
 	Version(ctx context.Context) (string, error)
 	Ping(ctx context.Context) (time.Duration, error)
+	// Setup configures the pod once its agent answers (OpSetupPod: hostname,
+	// DNS, the guest's network, and in a VM the clock and the RNG); the
+	// driver calls it from Create before the daemon sees the sandbox.
+	Setup(ctx context.Context, s protocol.PodSetup) error
 
 	AddContainer(ctx context.Context, spec ContainerSpec) error
 	// StartContainer starts the container's main process. Output produced from

@@ -27,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hyperhq/hyperd-go/agent/protocol"
 	"github.com/hyperhq/hyperd-go/pod"
 	"github.com/hyperhq/hyperd-go/sandbox"
 )
@@ -152,6 +153,9 @@ func (s *Sandbox) Version(context.Context) (string, error)     { return "fake", 
 func (s *Sandbox) Ping(context.Context) (time.Duration, error) { return 0, nil }
 func (s *Sandbox) Close() error                                { return nil }
 func (s *Sandbox) Shutdown(ctx context.Context) error          { return s.Stop(ctx) }
+
+// Setup accepts any pod setup: the fake has no guest to configure.
+func (s *Sandbox) Setup(context.Context, protocol.PodSetup) error { return nil }
 
 func (s *Sandbox) die(err error) {
 	s.once.Do(func() {

@@ -165,7 +165,8 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		return nil, fmt.Errorf("local driver: %w (agent log %s: %s)", err, filepath.Join(cfg.StateDir, logName), tailFile(filepath.Join(cfg.StateDir, logName)))
 	}
 	// the namespace's interfaces are configured already (by CNI): the
-	// agent only writes resolv.conf
+	// agent only writes resolv.conf. No Time or Entropy: the agent runs on
+	// the host, whose clock and RNG are not the pod's to set.
 	if err := s.agent.Setup(ctx, protocol.PodSetup{Hostname: cfg.Hostname, DNS: cfg.DNS, DNSSearch: cfg.DNSSearch, DNSOptions: cfg.DNSOptions}); err != nil {
 		s.Stop(context.Background())
 		return nil, fmt.Errorf("local driver: pod setup: %w", err)
