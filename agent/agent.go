@@ -76,6 +76,7 @@ type Server struct {
 	mu     sync.Mutex
 	ctrs   map[string]*container
 	setup  protocol.PodSetup
+	id     identity // clock and RNG setup (identity.go)
 	cgroup bool
 	ln     net.Listener
 	quit   chan struct{}
@@ -339,10 +340,18 @@ func (s *Server) podSetup(p protocol.PodSetup) *protocol.Error {
 			return protocol.Errorf(protocol.CodeBadRequest, "bad dns entry %q", d)
 		}
 	}
+	if len(p.Hostname) > 64 {
+		return protocol.Errorf(protocol.CodeBadRequest, "hostname too long")
+	}
+	if perr := validateIdentity(p, s.ownsMachine()); perr != nil {
+		return perr
+	}
+	// the clock first: everything after it (container start times, log
+	// records) is stamped with the host's time
+	if perr := s.setIdentity(p); perr != nil {
+		return perr
+	}
 	if p.Hostname != "" {
-		if len(p.Hostname) > 64 {
-			return protocol.Errorf(protocol.CodeBadRequest, "hostname too long")
-		}
 		if err := unix.Sethostname([]byte(p.Hostname)); err != nil {
 			return protocol.Errorf(protocol.CodeInternal, "sethostname: %v", err)
 		}

@@ -149,7 +149,9 @@ type ExitStatus struct {
 	Finished time.Time `json:"finished"`
 }
 
-// PodSetup is the body of OpSetupPod (hostname, DNS).
+// PodSetup is the body of OpSetupPod: hostname, DNS, the guest's network,
+// and in a VM the identity a VM restored from a template must not share
+// with its siblings (clock, RNG).
 type PodSetup struct {
 	Hostname   string   `json:"hostname,omitempty"`
 	DNS        []string `json:"dns,omitempty"`
@@ -163,7 +165,32 @@ type PodSetup struct {
 	// Routes are added after the interfaces (a default route has Dst
 	// 0.0.0.0/0 or ::/0).
 	Routes []Route `json:"routes,omitempty"`
+	// Time is the host's wall clock when it sent the setup, in Unix
+	// nanoseconds; 0 = leave the guest's clock. The agent of a VM sets
+	// CLOCK_REALTIME to it unless the guest's clock is within
+	// ClockSlack of it already (a VM restored from a template wakes up
+	// with the template's wall clock). Refused by an agent that does not
+	// own its machine (local mode).
+	Time int64 `json:"time,omitempty"`
+	// Entropy is random data from the host (crypto/rand; at most
+	// EntropyMax bytes) that the agent of a VM mixes into the kernel's
+	// RNG, crediting it, and then reseeds the kernel's CRNG with: VMs
+	// restored from one template diverge at once. Refused by an agent
+	// that does not own its machine (local mode).
+	Entropy []byte `json:"entropy,omitempty"`
+	// Generation counts the restores of a VM (0 = none given). A setup
+	// whose Generation differs from the last one the agent saw reseeds
+	// the CRNG even without Entropy; one repeating the last Generation
+	// leaves the RNG alone (its Entropy was mixed in already).
+	Generation uint64 `json:"generation,omitempty"`
 }
+
+// EntropyMax bounds PodSetup.Entropy.
+const EntropyMax = 4096
+
+// ClockSlack is how far a guest's clock may be from PodSetup.Time for
+// the agent to leave it alone.
+const ClockSlack = time.Second
 
 // Interface is one network interface of PodSetup.
 type Interface struct {
