@@ -8,8 +8,10 @@
 package kvmdrv
 
 import (
+	"crypto/rand"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -119,11 +121,19 @@ func redirect(from, to netlink.Link) error {
 	return nil
 }
 
+// podSetupEntropy is how many crypto/rand bytes a setup gives the guest's
+// RNG (512 bits, twice what the kernel's CRNG needs to be seeded).
+const podSetupEntropy = 64
+
 // podSetup is what the agent configures in the guest once it answers:
 // hostname, DNS, and the interfaces the VM's NICs stand for (matched by
-// MAC) with their addresses and routes.
+// MAC) with their addresses and routes; and the VM's own identity, which a
+// VM restored from a template does not have yet: the host's wall clock and
+// fresh entropy for the guest's RNG (the caller sets Generation).
 func podSetup(cfg sandbox.Config) protocol.PodSetup {
-	ps := protocol.PodSetup{Hostname: cfg.Hostname, DNS: cfg.DNS, DNSSearch: cfg.DNSSearch, DNSOptions: cfg.DNSOptions}
+	ps := protocol.PodSetup{Hostname: cfg.Hostname, DNS: cfg.DNS, DNSSearch: cfg.DNSSearch, DNSOptions: cfg.DNSOptions,
+		Time: time.Now().UnixNano(), Entropy: make([]byte, podSetupEntropy)}
+	rand.Read(ps.Entropy) // never fails (crypto/rand)
 	if n := cfg.Network; n != nil {
 		for _, i := range n.Interfaces {
 			ps.Interfaces = append(ps.Interfaces, protocol.Interface{Name: i.Name, MAC: i.MAC, MTU: i.MTU, Addrs: i.Addrs})
