@@ -1,3 +1,7 @@
+// This file owns the block device (virtio v1.2 §5.2) over a raw image
+// file: its features, configuration space and requests. Slots (a device
+// whose backing is attached later, for VM templates) are blk_slot.go's.
+
 package virtio
 
 import (
@@ -5,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 )
 
 // Block device constants, §5.2.
@@ -33,40 +38,56 @@ const (
 	blkConfigSize = 16
 )
 
-// Blk is a virtio block device (§5.2) backed by a raw image file.
+// Blk is a virtio block device (§5.2) backed by a raw image file, or a
+// slot (NewBlkSlot) that gets its file later (Attach).
 type Blk struct {
 	base
-	f        *os.File
+	f        *os.File // nil: an empty slot, or closed
 	ro       bool
-	capacity uint64 // in 512-byte sectors
+	slot     bool
+	closed   bool
+	capacity atomic.Uint64 // in 512-byte sectors; read by ReadConfig without the lock
 	id       string
 }
 
 // OpenBlk opens the raw image at path, read-only or read-write. Its
-// capacity is the file size rounded down to whole sectors.
+// capacity is the file size rounded down to whole sectors. A read-only
+// disk offers VIRTIO_BLK_F_RO.
 func OpenBlk(path string, readOnly bool) (*Blk, error) {
+	d := &Blk{}
+	if err := d.open(path, readOnly); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// open opens the image at path as the device's backing. Called with d.mu
+// held (or before the device is shared).
+func (d *Blk) open(path string, readOnly bool) error {
 	flag := os.O_RDWR
 	if readOnly {
 		flag = os.O_RDONLY
 	}
 	f, err := os.OpenFile(path, flag, 0)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, err
+		return err
 	}
 	if !st.Mode().IsRegular() {
 		f.Close()
-		return nil, fmt.Errorf("virtio-blk: %s is not a regular file", path)
+		return fmt.Errorf("virtio-blk: %s is not a regular file", path)
 	}
 	id := filepath.Base(path)
 	if len(id) > blkIDBytes {
 		id = id[:blkIDBytes]
 	}
-	return &Blk{f: f, ro: readOnly, capacity: uint64(st.Size()) / SectorSize, id: id}, nil
+	d.f, d.ro, d.id = f, readOnly, id
+	d.capacity.Store(uint64(st.Size()) / SectorSize)
+	return nil
 }
 
 // NewBlkMMIO opens the image at path and puts the device behind an MMIO
@@ -79,21 +100,33 @@ func NewBlkMMIO(mem *Memory, irq Interrupt, path string, readOnly bool) (*MMIO, 
 	return NewMMIO(d, mem, irq), d, nil
 }
 
-// Close closes the image file.
+// Close closes the image file; requests then fail with VIRTIO_BLK_S_IOERR.
 func (d *Blk) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.f.Close()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	if d.f == nil {
+		return nil
+	}
+	err := d.f.Close()
+	d.f = nil
+	return err
 }
 
 // Capacity is the size in 512-byte sectors.
-func (d *Blk) Capacity() uint64 { return d.capacity }
+func (d *Blk) Capacity() uint64 { return d.capacity.Load() }
 
 func (d *Blk) DeviceID() uint32 { return DeviceIDBlk }
 
+// Features offers SEG_MAX and FLUSH, and RO for a read-only disk opened
+// with OpenBlk. A slot never offers RO: its features must not depend on
+// what it is backed with later (blk_slot.go).
 func (d *Blk) Features() uint64 {
 	f := uint64(BlkFSegMax | BlkFFlush)
-	if d.ro {
+	if d.ro && !d.slot {
 		f |= BlkFRO
 	}
 	return f
@@ -103,7 +136,7 @@ func (d *Blk) QueueMaxSizes() []uint16 { return []uint16{blkQueueSize} }
 
 func (d *Blk) ReadConfig(off uint64, data []byte) {
 	var cfg [blkConfigSize]byte
-	binary.LittleEndian.PutUint64(cfg[0:], d.capacity)
+	binary.LittleEndian.PutUint64(cfg[0:], d.capacity.Load())
 	binary.LittleEndian.PutUint32(cfg[12:], blkQueueSize-2) // seg_max: header and status take two
 	readConfigBytes(cfg[:], off, data)
 }
@@ -149,6 +182,10 @@ func (d *Blk) serve(c *Chain) uint64 {
 	data, status := splitLast(c.Writable)
 	if status == nil {
 		return 0 // nowhere to put the status: drop (violates §5.2.6)
+	}
+	if d.f == nil {
+		status[0] = BlkSIOErr // an empty slot, or closed
+		return 1
 	}
 	r := c.Reader()
 	var hdr [blkHeaderSize]byte
@@ -212,8 +249,9 @@ func (d *Blk) serve(c *Chain) uint64 {
 // inRange checks that n bytes (a whole number of sectors) starting at sector
 // lie inside the disk, without overflow.
 func (d *Blk) inRange(sector, n uint64) bool {
-	if n%SectorSize != 0 || sector > d.capacity {
+	capacity := d.capacity.Load()
+	if n%SectorSize != 0 || sector > capacity {
 		return false
 	}
-	return n/SectorSize <= d.capacity-sector
+	return n/SectorSize <= capacity-sector
 }

@@ -1,3 +1,7 @@
+// This file owns the console device (virtio v1.2 §5.3): one port, output
+// to an io.Writer, input from Input or ServeInput, and its pause (no input
+// reaches the guest while paused).
+
 package virtio
 
 import (
@@ -31,8 +35,9 @@ const (
 type Console struct {
 	base
 	out    io.Writer
-	rxWait *sync.Cond // on base.mu: receive buffers posted, or Close
+	rxWait *sync.Cond // on base.mu: receive buffers posted, resume, or Close
 	closed bool
+	paused bool // no input is delivered (MMIO.Pause)
 }
 
 // ErrConsoleClosed is returned by ServeInput after Close.
@@ -122,7 +127,8 @@ func (d *Console) Notify(qi int) {
 }
 
 // Input copies p into the guest's receive buffers and returns how many
-// bytes were delivered; it is short when the guest has no buffers posted.
+// bytes were delivered; it is short when the guest has no buffers posted
+// or the device is paused.
 func (d *Console) Input(p []byte) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -159,10 +165,25 @@ func (d *Console) ServeInput(r io.Reader) error {
 	}
 }
 
+// pause stops input reaching the receive queue: Input returns 0 and
+// ServeInput waits.
+func (d *Console) pause() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.paused = true
+}
+
+func (d *Console) resume() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.paused = false
+	d.rxWait.Broadcast()
+}
+
 // input delivers what fits of p. Called with d.mu held.
 func (d *Console) input(p []byte) int {
 	q := d.queue(consoleRxQ)
-	if q == nil {
+	if q == nil || d.paused {
 		return 0
 	}
 	defer q.Interrupt()

@@ -2,6 +2,7 @@ package virtio
 
 import (
 	"encoding/binary"
+	"fmt"
 	"sync"
 	"sync/atomic"
 )
@@ -129,12 +130,23 @@ type MMIO struct {
 	isr         atomic.Uint32
 	triggerErr  atomic.Pointer[error]
 	broken      atomic.Pointer[error] // why DEVICE_NEEDS_RESET is set
+	qs          []*Queue              // the device's queues while active (under mu)
+
+	// Pausing (state.go). opMu serialises Pause, Resume, SaveState,
+	// RestoreState and Close. NotifyQueue holds pauseMu for reading
+	// while it delivers, so Pause (writing) waits for deliveries in
+	// flight; while paused, notifications are only recorded in notified.
+	opMu     sync.Mutex
+	pauseMu  sync.RWMutex
+	paused   bool
+	notified []atomic.Bool // per queue: notified while paused
 }
 
 // NewMMIO returns the MMIO transport for dev over guest memory mem,
 // signalling the guest through irq.
 func NewMMIO(dev Device, mem *Memory, irq Interrupt) *MMIO {
-	return &MMIO{dev: dev, mem: mem, irq: irq, queues: make([]queueRegs, len(dev.QueueMaxSizes()))}
+	n := len(dev.QueueMaxSizes())
+	return &MMIO{dev: dev, mem: mem, irq: irq, queues: make([]queueRegs, n), notified: make([]atomic.Bool, n)}
 }
 
 // Device returns the device model behind the transport.
@@ -200,9 +212,16 @@ func (t *MMIO) ConfigChanged() {
 // NotifyQueue delivers a driver notification for queue q to the device. It
 // is what a QueueNotify write does; the VMM may also call it from an
 // ioeventfd registered at QueueNotify. Invalid queues and notifications
-// before DRIVER_OK are ignored.
+// before DRIVER_OK are ignored. While the transport is paused the
+// notification is recorded and served by Resume.
 func (t *MMIO) NotifyQueue(q int) {
 	if q < 0 || q >= len(t.queues) || !t.active.Load() {
+		return
+	}
+	t.pauseMu.RLock()
+	defer t.pauseMu.RUnlock()
+	if t.paused {
+		t.notified[q].Store(true)
 		return
 	}
 	t.dev.Notify(q)
@@ -368,13 +387,16 @@ func (t *MMIO) setStatus(v uint32) {
 	}
 	t.status = v
 	if v&^old&StatusDriverOK != 0 {
-		if err := t.activate(); err != nil {
+		if err := t.activate(nil); err != nil {
 			t.needsReset(err)
 		}
 	}
 }
 
-func (t *MMIO) activate() error {
+// activate validates the ready queues and hands them to the device. With
+// pos (a restored state, state.go) each queue starts at its saved ring
+// positions instead of 0. Called with t.mu held.
+func (t *MMIO) activate(pos []QueueState) error {
 	maxes := t.dev.QueueMaxSizes()
 	qs := make([]*Queue, len(t.queues))
 	for i, r := range t.queues {
@@ -388,11 +410,17 @@ func (t *MMIO) activate() error {
 		if err := q.activate(t.drvFeatures&FeatureIndirectDesc != 0); err != nil {
 			return err
 		}
+		if pos != nil {
+			if err := q.setPositions(pos[i].LastAvail, pos[i].UsedIdx); err != nil {
+				return fmt.Errorf("queue %d: %w", i, err)
+			}
+		}
 		qs[i] = q
 	}
 	if err := t.dev.Activate(qs, t.drvFeatures); err != nil {
 		return err
 	}
+	t.qs = qs
 	t.active.Store(true)
 	return nil
 }
@@ -401,6 +429,10 @@ func (t *MMIO) activate() error {
 func (t *MMIO) reset() {
 	t.active.Store(false)
 	t.dev.Reset()
+	t.qs = nil
+	for i := range t.notified {
+		t.notified[i].Store(false)
+	}
 	t.status, t.devFeatSel, t.drvFeatSel, t.drvFeatures, t.queueSel = 0, 0, 0, 0, 0
 	for i := range t.queues {
 		t.queues[i] = queueRegs{}
@@ -410,8 +442,18 @@ func (t *MMIO) reset() {
 }
 
 // Close resets the device (stopping any work it does) as on a guest reset.
+// It ends a pause: the device has no queues left to touch.
 func (t *MMIO) Close() {
+	t.opMu.Lock()
+	defer t.opMu.Unlock()
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	t.reset()
+	t.mu.Unlock()
+	t.pauseMu.Lock()
+	was := t.paused
+	t.paused = false
+	t.pauseMu.Unlock()
+	if p, ok := t.dev.(pauser); was && ok {
+		p.resume()
+	}
 }

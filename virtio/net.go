@@ -4,7 +4,8 @@
 // reading frames from the backend into the guest's buffers, with
 // back-pressure). The wire format (feature bits, virtio_net_hdr and its
 // checks) is net_hdr.go's; opening and configuring a tap as the backend
-// is net_tap.go's.
+// is net_tap.go's; slots (a device whose backend is attached later) and
+// pausing are net_slot.go's.
 
 package virtio
 
@@ -63,8 +64,9 @@ type NetStats struct {
 // the backend and waits, holding the frame, while the guest has no
 // receive buffers; guest frames are written from Notify.
 type Net struct {
-	be      NetBackend
+	be      NetBackend // nil: a slot not attached yet (set under txMu and mu)
 	vnet    bool
+	slot    bool
 	mac     [6]byte
 	mtu     uint16
 	offered uint64
@@ -80,7 +82,9 @@ type Net struct {
 	curOffloads uint64   // what the backend delivers now
 	pending     []*Chain // rx chains taken for the frame being delivered
 	pendingLen  uint64   // their writable bytes
+	pendingFrom uint16   // the avail ring position of pending[0]
 	closed      bool
+	paused      bool // no frame is delivered (MMIO.Pause)
 
 	txMu  sync.Mutex
 	txq   *Queue
@@ -94,7 +98,29 @@ type Net struct {
 // NewNet creates a network device over be and starts its receive
 // goroutine. The device owns be: Close closes it.
 func NewNet(be NetBackend, cfg NetConfig) (*Net, error) {
-	d := &Net{be: be, vnet: be.VnetHdr(), logf: cfg.Logf}
+	d, err := newNet(cfg)
+	if err != nil {
+		return nil, err
+	}
+	d.be, d.vnet = be, be.VnetHdr()
+	d.offered = NetFMAC | NetFMTU | NetFStatus | NetFMrgRxbuf
+	if d.vnet {
+		d.offered |= netHostOffloads
+		g := be.GuestOffloads() & netGuestOffloads
+		if g&NetFGuestCsum == 0 {
+			g = 0 // §5.1.3.1: GUEST_TSO4/6 require GUEST_CSUM
+		}
+		d.offered |= g
+		d.curOffloads = be.GuestOffloads() & netGuestOffloads
+	}
+	d.wg.Add(1)
+	go d.rxLoop(be, d.vnet)
+	return d, nil
+}
+
+// newNet checks cfg and returns a device without a backend.
+func newNet(cfg NetConfig) (*Net, error) {
+	d := &Net{logf: cfg.Logf}
 	switch {
 	case cfg.MAC == nil:
 		d.mac = RandomMAC()
@@ -115,20 +141,8 @@ func NewNet(be NetBackend, cfg NetConfig) (*Net, error) {
 	default:
 		d.mtu = uint16(mtu)
 	}
-	d.offered = NetFMAC | NetFMTU | NetFStatus | NetFMrgRxbuf
-	if d.vnet {
-		d.offered |= netHostOffloads
-		g := be.GuestOffloads() & netGuestOffloads
-		if g&NetFGuestCsum == 0 {
-			g = 0 // §5.1.3.1: GUEST_TSO4/6 require GUEST_CSUM
-		}
-		d.offered |= g
-		d.curOffloads = be.GuestOffloads() & netGuestOffloads
-	}
 	d.cond = sync.NewCond(&d.mu)
 	d.txBuf = make([]byte, NetHdrSize+NetMaxFrame)
-	d.wg.Add(1)
-	go d.rxLoop()
 	return d, nil
 }
 
@@ -163,7 +177,7 @@ func (d *Net) Stats() NetStats {
 	}
 }
 
-// Close stops the receive goroutine and closes the backend.
+// Close stops the receive goroutine and closes the backend (if any).
 func (d *Net) Close() error {
 	d.mu.Lock()
 	if d.closed {
@@ -172,8 +186,12 @@ func (d *Net) Close() error {
 	}
 	d.closed = true
 	d.cond.Broadcast()
+	be := d.be
 	d.mu.Unlock()
-	err := d.be.Close()
+	var err error
+	if be != nil {
+		err = be.Close()
+	}
 	d.wg.Wait()
 	return err
 }
@@ -229,7 +247,20 @@ func (d *Net) Activate(qs []*Queue, f uint64) error {
 	defer d.txMu.Unlock()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if want := f & netGuestOffloads; d.vnet && want != d.curOffloads {
+	if err := d.backendTakes(d.be, f); err != nil {
+		return err
+	}
+	d.narrowOffloads(f)
+	d.rxq, d.txq, d.features = qs[netRxQ], qs[netTxQ], f
+	d.pending, d.pendingLen = nil, 0
+	d.cond.Broadcast()
+	return nil
+}
+
+// narrowOffloads tells the backend which offloads the driver accepted (f
+// are the negotiated features). Called with txMu and mu held.
+func (d *Net) narrowOffloads(f uint64) {
+	if want := f & netGuestOffloads; d.be != nil && d.vnet && want != d.curOffloads {
 		if err := d.be.SetGuestOffloads(want); err != nil {
 			// A jailed VMM cannot ioctl: received frames are fixed
 			// up in software (fixRxHdr), TSO ones dropped.
@@ -238,10 +269,6 @@ func (d *Net) Activate(qs []*Queue, f uint64) error {
 			d.curOffloads = want
 		}
 	}
-	d.rxq, d.txq, d.features = qs[netRxQ], qs[netTxQ], f
-	d.pending, d.pendingLen = nil, 0
-	d.cond.Broadcast()
-	return nil
 }
 
 // Reset forgets the queues; a frame the receive goroutine holds waits for
@@ -275,12 +302,14 @@ func (d *Net) processTx() {
 	d.txMu.Lock()
 	defer d.txMu.Unlock()
 	q := d.txq
-	if q == nil {
+	if q == nil || d.paused {
 		return
 	}
 	defer q.Interrupt()
 	for c := q.Next(); c != nil; c = q.Next() {
-		if n, ok := d.transmit(c); ok {
+		if d.be == nil {
+			d.txDropped.Add(1) // a slot without a backend yet
+		} else if n, ok := d.transmit(c); ok {
 			d.txPackets.Add(1)
 			d.txBytes.Add(uint64(n))
 		} else {
@@ -325,19 +354,20 @@ func (d *Net) transmit(c *Chain) (int, bool) {
 	return frame, true
 }
 
-// rxLoop reads frames from the backend and delivers them, waiting while
-// the driver has no buffers (or no driver is active) until Close.
-func (d *Net) rxLoop() {
+// rxLoop reads frames from the backend be and delivers them, waiting
+// while the driver has no buffers (or no driver is active, or the device
+// is paused) until Close.
+func (d *Net) rxLoop(be NetBackend, vnet bool) {
 	defer d.wg.Done()
 	buf := make([]byte, NetHdrSize+NetMaxFrame+1) // +1: detects oversize frames
 	for {
 		var n int
 		var err error
-		if d.vnet {
-			n, err = d.be.Read(buf)
+		if vnet {
+			n, err = be.Read(buf)
 		} else {
 			clear(buf[:NetHdrSize])
-			n, err = d.be.Read(buf[NetHdrSize:])
+			n, err = be.Read(buf[NetHdrSize:])
 			n += NetHdrSize
 		}
 		if err != nil {
@@ -373,7 +403,7 @@ func (d *Net) rxLoop() {
 // d.mu held.
 func (d *Net) deliver(pkt []byte) bool {
 	q := d.rxq
-	if q == nil {
+	if q == nil || d.paused {
 		return false
 	}
 	defer q.Interrupt()
@@ -418,6 +448,9 @@ func (d *Net) deliver(pkt []byte) bool {
 				return false
 			}
 			continue
+		}
+		if len(d.pending) == 0 {
+			d.pendingFrom = q.lastAvail - 1 // c's slot: Next just consumed it
 		}
 		d.pending = append(d.pending, c)
 		d.pendingLen += w

@@ -103,6 +103,35 @@ func (q *Queue) activate(indirect bool) error {
 	return nil
 }
 
+// setPositions puts an activated queue at ring positions saved from another
+// device (a snapshot, state.go): lastAvail is the next available slot to
+// consume, usedIdx the next used slot to fill. Guest memory must hold the
+// rings as they were saved: used.idx (written only by the device, §2.7.8)
+// equals usedIdx, and avail.idx is at most Queue Size ahead of lastAvail
+// (§2.7.13). Nothing may be in flight: the device kept no record of chains
+// popped but not used, so lastAvail must equal usedIdx.
+func (q *Queue) setPositions(lastAvail, usedIdx uint16) error {
+	if lastAvail != usedIdx {
+		return fmt.Errorf("%w: last avail %d != used idx %d: chains in flight", ErrBadQueue, lastAvail, usedIdx)
+	}
+	v, err := q.mem.LoadU32Acquire(q.Used)
+	if err != nil {
+		return fmt.Errorf("%w: used ring: %v", ErrBadQueue, err)
+	}
+	if got := uint16(v >> 16); got != usedIdx {
+		return fmt.Errorf("%w: used idx in guest memory is %d, the state says %d", ErrBadQueue, got, usedIdx)
+	}
+	_, idx, err := q.availHeader()
+	if err != nil {
+		return fmt.Errorf("%w: available ring: %v", ErrBadQueue, err)
+	}
+	if pending := idx - lastAvail; pending > q.Size {
+		return fmt.Errorf("%w: avail idx %d is %d ahead of %d (size %d)", ErrBadQueue, idx, pending, lastAvail, q.Size)
+	}
+	q.lastAvail, q.usedIdx = lastAvail, usedIdx
+	return nil
+}
+
 func (q *Queue) setBroken(err error) error {
 	q.broken = err
 	if q.fail != nil {

@@ -2,7 +2,7 @@
 // connections and their credit, the device interface, and the guest's
 // packets on the tx queue and the host's on the rx queue. Packet headers are
 // vsock_packet.go's, the host side of connections (unix sockets) is
-// vsock_host.go's.
+// vsock_host.go's, pause and snapshot restore vsock_state.go's.
 
 package virtio
 
@@ -109,6 +109,15 @@ type Vsock struct {
 	closed   bool
 	pending  map[net.Conn]bool // host connections still sending CONNECT
 	wg       sync.WaitGroup
+
+	// vsock_state.go: paused stops queue access from host goroutines;
+	// after a restore resetPending is the transport reset event not yet
+	// sent, and rxHeld keeps host packets back until the driver handled
+	// it (releaseTimer bounds that wait).
+	paused       bool
+	resetPending bool
+	rxHeld       bool
+	releaseTimer *time.Timer
 }
 
 // NewVsock creates the device and starts listening on cfg.UDS.
@@ -161,6 +170,7 @@ func (v *Vsock) Close() error {
 		return nil
 	}
 	v.closed = true
+	v.endRestore()
 	v.dropAll()
 	for uc := range v.pending {
 		uc.Close()
@@ -194,6 +204,7 @@ func (v *Vsock) Activate(qs []*Queue, f uint64) error {
 		return errors.New("virtio-vsock: rx and tx queues are required")
 	}
 	v.queues, v.features = qs, f
+	v.activatedAfterRestore()
 	v.processRx()
 	return nil
 }
@@ -203,6 +214,7 @@ func (v *Vsock) Activate(qs []*Queue, f uint64) error {
 func (v *Vsock) Reset() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.endRestore()
 	v.dropAll()
 	v.queues, v.features = nil, 0
 }
@@ -216,26 +228,15 @@ func (v *Vsock) dropAll() {
 
 // TransportReset tells the guest that all connections are gone
 // (VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, §5.10.6 "Device Events"), as after a migration
-// or snapshot restore, and drops them on our side.
+// or snapshot restore, and drops them on our side. A restored device sends
+// it by itself (vsock_state.go).
 func (v *Vsock) TransportReset() error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	q := v.queue(vsockEvQ)
-	if q == nil {
-		return errors.New("virtio-vsock: event queue not active")
+	if v.paused {
+		return errors.New("virtio-vsock: transport reset on a paused device")
 	}
-	c := q.Next()
-	if c == nil {
-		return errors.New("virtio-vsock: no event buffer posted")
-	}
-	var ev [4]byte
-	binary.LittleEndian.PutUint32(ev[:], VsockEventTransportReset)
-	w := c.Writer()
-	w.Write(ev[:])
-	err := q.PushChain(c, w.Written())
-	q.Interrupt()
-	v.dropAll()
-	return err
+	return v.sendResetEvent()
 }
 
 // Notify handles tx (guest packets) and rx (new receive buffers).
@@ -248,13 +249,15 @@ func (v *Vsock) Notify(qi int) {
 		v.processRx()
 	case vsockRxQ:
 		v.processRx()
+	case vsockEvQ:
+		v.eventNotified()
 	}
 }
 
 // processTx consumes every packet the guest sent. Called with v.mu held.
 func (v *Vsock) processTx() {
 	q := v.queue(vsockTxQ)
-	if q == nil {
+	if q == nil || v.paused {
 		return
 	}
 	defer q.Interrupt()
@@ -513,10 +516,12 @@ func (v *Vsock) hdrFor(c *vconn, op uint16, flags uint32) VsockHeader {
 }
 
 // processRx fills the guest's receive buffers with pending packets and
-// raises the interrupt. Called with v.mu held.
+// raises the interrupt. Nothing moves while the device is paused, or after
+// a restore until the driver handled the transport reset. Called with v.mu
+// held.
 func (v *Vsock) processRx() {
 	q := v.queue(vsockRxQ)
-	if q == nil {
+	if q == nil || v.paused || v.rxHeld {
 		return
 	}
 	defer q.Interrupt()

@@ -1,0 +1,119 @@
+// This file owns the socket device's pause and snapshot restore.
+// Connections cannot survive a snapshot (their host ends are sockets of
+// another process), so a saved vsock holds no connection state, and a
+// restored one tells the guest with VIRTIO_VSOCK_EVENT_TRANSPORT_RESET
+// (§5.10.6 "Device Events"; §5.10.6.1: the driver then resets its
+// connections and re-reads guest_cid, which may have changed).
+
+package virtio
+
+import (
+	"encoding/binary"
+	"errors"
+	"time"
+)
+
+// pause stops every host goroutine (accept loop, CONNECT handling,
+// connection readers and writers, connect timers) from touching the
+// queues: they still run and queue packets, but processRx and processTx
+// return at once. Data already read from a host socket waits.
+func (v *Vsock) pause() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.paused = true
+}
+
+// resume delivers what the host side queued while paused.
+func (v *Vsock) resume() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.paused = false
+	v.processRx()
+}
+
+// restoring arms the restore work before the transport activates the
+// device with the saved queues: the transport reset event is sent on the
+// first event queue notification (RestoreState notifies every active
+// queue), and until the driver handled it nothing goes to the rx queue.
+// Otherwise a host connection made right after the restore could reach the
+// guest before the reset and be dropped by it: Linux handles the rx and
+// event queues in separate work items, rx first.
+func (v *Vsock) restoring() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.resetPending, v.rxHeld = true, true
+}
+
+// activatedAfterRestore gives up the restore work when the driver did
+// not enable the event queue: the reset cannot be sent. Called from
+// Activate with v.mu held.
+func (v *Vsock) activatedAfterRestore() {
+	if v.resetPending && v.queue(vsockEvQ) == nil {
+		v.logf("restored without an event queue: no transport reset sent, old guest connections stay until they time out")
+		v.endRestore()
+	}
+}
+
+// eventNotified handles an event queue notification. The first one after
+// a restore sends the transport reset event; the next one means the
+// driver handled it (Linux's virtio_transport_event_work re-posts the
+// buffer and kicks after handling the event), so host packets may flow.
+// A driver that never kicks is given releaseAfter (ConnectTimeout).
+// Called with v.mu held.
+func (v *Vsock) eventNotified() {
+	switch {
+	case v.paused:
+	case v.resetPending:
+		if err := v.sendResetEvent(); err != nil {
+			v.logf("restore: %v; retrying at the next event queue notification", err)
+			return
+		}
+		v.resetPending = false
+		v.releaseTimer = time.AfterFunc(v.cfg.ConnectTimeout, v.releaseRx)
+	case v.rxHeld:
+		v.endRestore()
+		v.processRx()
+	}
+}
+
+// releaseRx ends the wait for the driver to handle the transport reset.
+func (v *Vsock) releaseRx() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.rxHeld && !v.resetPending {
+		v.logf("restore: the driver did not re-post its event buffer; sending host packets anyway")
+		v.endRestore()
+		v.processRx()
+	}
+}
+
+// endRestore forgets any restore work left. Called with v.mu held.
+func (v *Vsock) endRestore() {
+	v.resetPending, v.rxHeld = false, false
+	if v.releaseTimer != nil {
+		v.releaseTimer.Stop()
+		v.releaseTimer = nil
+	}
+}
+
+// sendResetEvent puts VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (struct
+// virtio_vsock_event { le32 id; }, §5.10.6) in the next event buffer,
+// raises the interrupt and drops every connection. Called with v.mu held.
+func (v *Vsock) sendResetEvent() error {
+	q := v.queue(vsockEvQ)
+	if q == nil {
+		return errors.New("virtio-vsock: event queue not active")
+	}
+	c := q.Next()
+	if c == nil {
+		return errors.New("virtio-vsock: no event buffer posted")
+	}
+	var ev [4]byte
+	binary.LittleEndian.PutUint32(ev[:], VsockEventTransportReset)
+	w := c.Writer()
+	w.Write(ev[:])
+	err := q.PushChain(c, w.Written())
+	q.Interrupt()
+	v.dropAll()
+	return err
+}
