@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hyperhq/hyperd-go/agent/protocol"
 	"golang.org/x/sys/unix"
@@ -92,6 +93,20 @@ func (c *container) create() error {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
+	}
+	// block devices first: in a VM restored from a template they may not
+	// have their size yet (disk.go)
+	var devs []string
+	if c.spec.RootfsType != "" {
+		devs = append(devs, c.spec.Rootfs)
+	}
+	for _, m := range c.spec.Mounts {
+		if m.FSType != "" {
+			devs = append(devs, m.Source)
+		}
+	}
+	if err := waitDisks(devs, time.Now().Add(diskWait)); err != nil {
+		return err
 	}
 	lower := c.spec.Rootfs
 	if c.spec.RootfsType != "" {
