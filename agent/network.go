@@ -2,7 +2,9 @@
 // interfaces and routes of OpSetupPod (PodSetup.Interfaces, .Routes). In a
 // VM each interface is the virtio-net NIC whose MAC the daemon names (the
 // MAC of the pod's CNI veth): the agent renames it, sets its MTU, adds its
-// addresses and brings it up, then adds the routes. Everything the daemon
+// addresses and brings it up, then adds the routes. A VM restored from a
+// template has the template's NIC, with another MAC: the one unconfigured
+// virtio-net NIC is then given the MAC first. Everything the daemon
 // sent is validated before anything is changed. DNS (resolv.conf) stays
 // agent.go's.
 
@@ -13,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -163,9 +166,47 @@ func parseNetwork(ifs []protocol.Interface, routes []protocol.Route) ([]netIface
 }
 
 // setupNetwork configures the pod's interfaces and routes in the agent's
-// network namespace.
+// network namespace; an interface whose MAC no link has may take the one
+// unconfigured virtio-net NIC (a VM restored from a template).
 func setupNetwork(ifs []protocol.Interface, routes []protocol.Route) *protocol.Error {
-	return configureNetwork(nil, ifs, routes, linkWait)
+	return configureNetwork(nil, ifs, routes, linkWait, virtioNIC)
+}
+
+// nicDriver is the driver of a VM's NICs (ethtool's name for it).
+const nicDriver = "virtio_net"
+
+// linkDriver returns the kernel driver of the link named name in the
+// calling thread's network namespace (ethtool ETHTOOL_GDRVINFO).
+func linkDriver(name string) (string, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(fd)
+	info, err := unix.IoctlGetEthtoolDrvinfo(fd, name)
+	if err != nil {
+		return "", err
+	}
+	return unix.ByteSliceToString(info.Driver[:]), nil
+}
+
+// virtioNIC reports whether link is a virtio-net NIC, one that may be
+// given a pod interface's MAC.
+func virtioNIC(link netlink.Link) bool {
+	d, err := linkDriver(link.Attrs().Name)
+	return err == nil && d == nicDriver
+}
+
+// unconfigured reports whether addrs (a link's) hold nothing but
+// link-local addresses: the kernel's own IPv6 fe80::/10, or IPv4
+// 169.254.0.0/16.
+func unconfigured(addrs []netlink.Addr) bool {
+	for _, a := range addrs {
+		if a.IPNet == nil || !a.IP.IsLinkLocalUnicast() {
+			return false
+		}
+	}
+	return true
 }
 
 // configureNetwork does setupNetwork's work through h (nil: a handle on
@@ -174,7 +215,15 @@ func setupNetwork(ifs []protocol.Interface, routes []protocol.Route) *protocol.E
 // link with its MAC is renamed (set down for that), given its MTU and
 // addresses and brought up, and the routes are replaced. Running it again
 // with the same data changes nothing and succeeds.
-func configureNetwork(h *netlink.Handle, ifs []protocol.Interface, routes []protocol.Route, wait time.Duration) *protocol.Error {
+//
+// When no link has an interface's MAC, the link that adoptable accepts
+// (nil: none), whose MAC no interface of the setup names, which no earlier
+// interface of the setup took and which has no address but link-local
+// ones, gets that MAC (set down for that) and is then configured as
+// above: a VM restored from a template has the template's NIC, with the
+// template's MAC. There must be exactly one such link; several are a
+// conflict at once, none is waited for like a missing MAC.
+func configureNetwork(h *netlink.Handle, ifs []protocol.Interface, routes []protocol.Route, wait time.Duration, adoptable func(netlink.Link) bool) *protocol.Error {
 	nifs, nroutes, perr := parseNetwork(ifs, routes)
 	if perr != nil {
 		return perr
@@ -193,11 +242,22 @@ func configureNetwork(h *netlink.Handle, ifs []protocol.Interface, routes []prot
 	}
 	deadline := time.Now().Add(wait)
 	index := make([]int, len(nifs)) // link index of each interface
+	requested := map[string]bool{}
+	for _, ni := range nifs {
+		requested[ni.mac.String()] = true
+	}
+	used := map[int]bool{} // links taken by earlier interfaces
 	for i, ni := range nifs {
-		link, perr := waitLink(h, ni.mac, deadline)
+		link, adopt, perr := waitLink(h, ni.mac, deadline, adoptable, requested, used)
 		if perr != nil {
 			return perr
 		}
+		if adopt {
+			if link, perr = setLinkMAC(h, link, ni.mac); perr != nil {
+				return perr
+			}
+		}
+		used[link.Attrs().Index] = true
 		if perr := configureLink(h, link, ni, nifs[i+1:]); perr != nil {
 			return perr
 		}
@@ -237,23 +297,72 @@ func linkList(h *netlink.Handle) ([]netlink.Link, error) {
 }
 
 // waitLink returns the link with hardware address mac, polling until
-// deadline for it to appear.
-func waitLink(h *netlink.Handle, mac net.HardwareAddr, deadline time.Time) (netlink.Link, *protocol.Error) {
+// deadline for it to appear; or, once no link has it, the one link that
+// could take it (configureNetwork's rules: adoptable, its MAC not in
+// requested, its index not in used, unconfigured), with adopt set.
+func waitLink(h *netlink.Handle, mac net.HardwareAddr, deadline time.Time, adoptable func(netlink.Link) bool, requested map[string]bool, used map[int]bool) (link netlink.Link, adopt bool, perr *protocol.Error) {
 	for {
 		links, err := linkList(h)
 		if err != nil {
-			return nil, protocol.Errorf(protocol.CodeInternal, "list links: %v", err)
+			return nil, false, protocol.Errorf(protocol.CodeInternal, "list links: %v", err)
 		}
 		for _, l := range links {
 			if bytes.Equal(l.Attrs().HardwareAddr, mac) {
-				return l, nil
+				return l, false, nil
+			}
+		}
+		if adoptable != nil {
+			var cands []netlink.Link
+			for _, l := range links {
+				a := l.Attrs()
+				if len(a.HardwareAddr) != 6 || requested[a.HardwareAddr.String()] || used[a.Index] || !adoptable(l) {
+					continue
+				}
+				addrs, err := h.AddrList(l, netlink.FAMILY_ALL)
+				if err != nil {
+					return nil, false, protocol.Errorf(protocol.CodeInternal, "addresses of %s: %v", a.Name, err)
+				}
+				if unconfigured(addrs) {
+					cands = append(cands, l)
+				}
+			}
+			switch len(cands) {
+			case 0:
+			case 1:
+				return cands[0], true, nil
+			default:
+				var names []string
+				for _, l := range cands {
+					names = append(names, fmt.Sprintf("%s (mac %s)", l.Attrs().Name, l.Attrs().HardwareAddr))
+				}
+				return nil, false, protocol.Errorf(protocol.CodeConflict, "no network interface with mac %s, and %d unconfigured NICs could take it: %s", mac, len(cands), strings.Join(names, ", "))
 			}
 		}
 		if !time.Now().Before(deadline) {
-			return nil, protocol.Errorf(protocol.CodeBadRequest, "no network interface with mac %s", mac)
+			return nil, false, protocol.Errorf(protocol.CodeBadRequest, "no network interface with mac %s, nor an unconfigured NIC to give it", mac)
 		}
 		time.Sleep(min(50*time.Millisecond, time.Until(deadline)+time.Millisecond))
 	}
+}
+
+// setLinkMAC sets link down and gives it the hardware address mac, and
+// returns it as it is then. (virtio_net can change its MAC while up,
+// IFF_LIVE_ADDR_CHANGE, and does not tell the device unless
+// VIRTIO_NET_F_CTRL_MAC_ADDR was negotiated; down is what any driver
+// takes, and configureLink brings the link up.)
+func setLinkMAC(h *netlink.Handle, link netlink.Link, mac net.HardwareAddr) (netlink.Link, *protocol.Error) {
+	a := link.Attrs()
+	if err := h.LinkSetDown(link); err != nil {
+		return nil, protocol.Errorf(protocol.CodeInternal, "set %s (mac %s) down: %v", a.Name, a.HardwareAddr, err)
+	}
+	if err := h.LinkSetHardwareAddr(link, mac); err != nil {
+		return nil, protocol.Errorf(protocol.CodeInternal, "give %s (mac %s) the mac %s: %v", a.Name, a.HardwareAddr, mac, err)
+	}
+	l, err := h.LinkByIndex(a.Index)
+	if err != nil {
+		return nil, protocol.Errorf(protocol.CodeInternal, "link %s: %v", a.Name, err)
+	}
+	return l, nil
 }
 
 // configureLink gives link ni's name, MTU and addresses and brings it up.

@@ -138,7 +138,7 @@ func TestParseNetwork(t *testing.T) {
 // Invalid data is refused before any link is looked at, so this needs no
 // privileges and touches no network namespace.
 func TestConfigureNetworkValidatesFirst(t *testing.T) {
-	perr := configureNetwork(nil, []protocol.Interface{{Name: "eth0", MAC: "02:42:ac:11:00:02"}}, []protocol.Route{{Dst: "0.0.0.0/0", Gateway: "nope"}}, 0)
+	perr := configureNetwork(nil, []protocol.Interface{{Name: "eth0", MAC: "02:42:ac:11:00:02"}}, []protocol.Route{{Dst: "0.0.0.0/0", Gateway: "nope"}}, 0, nil)
 	if perr == nil || perr.Code != protocol.CodeBadRequest {
 		t.Fatalf("got %v, want bad_request", perr)
 	}
@@ -321,7 +321,7 @@ func TestConfigureNetworkNetns(t *testing.T) {
 		ifs := []protocol.Interface{{Name: "eth0", MAC: mac, MTU: 1400, Addrs: []string{"10.9.8.7/24", "fd09::7/64"}}}
 		routes := []protocol.Route{{Dst: "0.0.0.0/0", Gateway: "10.9.8.1"}, {Dst: "172.30.0.0/16"}, {Dst: "::/0", Gateway: "fd09::1"}}
 		for pass := 1; pass <= 2; pass++ { // the second setup must succeed too
-			if perr := configureNetwork(h, ifs, routes, time.Second); perr != nil {
+			if perr := configureNetwork(h, ifs, routes, time.Second, nil); perr != nil {
 				t.Errorf("setup %d: %v", pass, perr)
 				return
 			}
@@ -358,7 +358,7 @@ func TestConfigureNetworkNetns(t *testing.T) {
 		// a link with a MAC that never appears: bad_request naming the MAC,
 		// after the wait
 		start := time.Now()
-		perr := configureNetwork(h, []protocol.Interface{{Name: "eth1", MAC: "02:00:00:00:00:99"}}, nil, 200*time.Millisecond)
+		perr := configureNetwork(h, []protocol.Interface{{Name: "eth1", MAC: "02:00:00:00:00:99"}}, nil, 200*time.Millisecond, nil)
 		took := time.Since(start)
 		if perr == nil || perr.Code != protocol.CodeBadRequest || !strings.Contains(perr.Message, "02:00:00:00:00:99") {
 			t.Errorf("unknown mac: %v, want bad_request naming 02:00:00:00:00:99", perr)
@@ -378,7 +378,7 @@ func TestConfigureNetworkLateLink(t *testing.T) {
 			// h is bound to the test namespace whatever thread this runs on
 			addNIC(h, "late0", mac)
 		}()
-		if perr := configureNetwork(h, []protocol.Interface{{Name: "eth0", MAC: mac, Addrs: []string{"10.7.0.2/16"}}}, nil, 3*time.Second); perr != nil {
+		if perr := configureNetwork(h, []protocol.Interface{{Name: "eth0", MAC: mac, Addrs: []string{"10.7.0.2/16"}}}, nil, 3*time.Second, nil); perr != nil {
 			t.Errorf("%v", perr)
 			return
 		}
@@ -401,7 +401,7 @@ func TestConfigureNetworkRenames(t *testing.T) {
 			{Name: "eth0", MAC: macA, Addrs: []string{"10.1.0.2/24"}},
 			{Name: "eth1", MAC: macB, Addrs: []string{"10.2.0.2/24"}},
 		}
-		if perr := configureNetwork(h, ifs, []protocol.Route{{Dst: "0.0.0.0/0", Gateway: "169.254.1.1"}}, time.Second); perr != nil {
+		if perr := configureNetwork(h, ifs, []protocol.Route{{Dst: "0.0.0.0/0", Gateway: "169.254.1.1"}}, time.Second, nil); perr != nil {
 			t.Errorf("swap: %v", perr)
 			return
 		}
@@ -413,7 +413,7 @@ func TestConfigureNetworkRenames(t *testing.T) {
 				t.Errorf("default route %+v, want on-link via 169.254.1.1 on eth0", r)
 			}
 		}
-		perr := configureNetwork(h, []protocol.Interface{{Name: "eth0", MAC: macC}}, nil, time.Second)
+		perr := configureNetwork(h, []protocol.Interface{{Name: "eth0", MAC: macC}}, nil, time.Second, nil)
 		if perr == nil || perr.Code != protocol.CodeConflict {
 			t.Errorf("rename onto a name held by an unnamed link: %v, want conflict", perr)
 		}
@@ -421,4 +421,139 @@ func TestConfigureNetworkRenames(t *testing.T) {
 			t.Errorf("the refused rename changed net9: %v", err)
 		}
 	})
+}
+
+func TestUnconfigured(t *testing.T) {
+	addr := func(cidr string) netlink.Addr {
+		a, err := netlink.ParseAddr(cidr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return *a
+	}
+	for _, tt := range []struct {
+		name  string
+		addrs []netlink.Addr
+		want  bool
+	}{
+		{"none", nil, true},
+		{"IPv6 link-local", []netlink.Addr{addr("fe80::1/64")}, true},
+		{"IPv4 link-local", []netlink.Addr{addr("169.254.3.4/16")}, true},
+		{"both link-local", []netlink.Addr{addr("fe80::1/64"), addr("169.254.3.4/16")}, true},
+		{"IPv4", []netlink.Addr{addr("10.0.0.2/24")}, false},
+		{"IPv6 global beside link-local", []netlink.Addr{addr("fe80::1/64"), addr("fd00::2/64")}, false},
+		{"loopback", []netlink.Addr{addr("127.0.0.1/8")}, false},
+	} {
+		if got := unconfigured(tt.addrs); got != tt.want {
+			t.Errorf("%s: unconfigured = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// testNIC is configureNetwork's adoptable in the tests: veth links named
+// nic* stand for a VM's virtio-net NICs (their peers p-* and other links
+// do not). It asks the link's driver the way virtioNIC does.
+func testNIC(l netlink.Link) bool {
+	d, err := linkDriver(l.Attrs().Name)
+	return err == nil && d == "veth" && strings.HasPrefix(l.Attrs().Name, "nic")
+}
+
+// A VM restored from a template has the template's NIC with the
+// template's MAC: the one unconfigured NIC takes the MAC the setup names.
+func TestConfigureNetworkAdopt(t *testing.T) {
+	const (
+		tmplA, tmplB = "02:00:00:00:aa:01", "02:00:00:00:aa:02" // template MACs
+		podA, podB   = "02:00:00:00:bb:01", "02:00:00:00:bb:02" // the pod's
+	)
+	type link struct{ name, mac, addr string }
+	for _, tt := range []struct {
+		name  string
+		links []link
+		ifs   []protocol.Interface
+		code  string // error code, "" = success
+		err   string // substring of the error
+		fast  bool   // the error comes before the wait ends
+		want  map[string]string
+	}{
+		{name: "the template NIC takes the pod's MAC",
+			links: []link{{"nic0", tmplA, ""}},
+			ifs:   []protocol.Interface{{Name: "eth0", MAC: podA, MTU: 1400, Addrs: []string{"10.1.0.2/24"}}},
+			want:  map[string]string{"eth0": podA}},
+		{name: "a link-local address leaves it unconfigured",
+			links: []link{{"nic0", tmplA, "fe80::5/64"}},
+			ifs:   []protocol.Interface{{Name: "eth0", MAC: podA, Addrs: []string{"10.1.0.2/24"}}},
+			want:  map[string]string{"eth0": podA}},
+		{name: "a configured NIC is not taken",
+			links: []link{{"nic0", tmplA, "10.9.0.1/24"}},
+			ifs:   []protocol.Interface{{Name: "eth0", MAC: podA}},
+			code:  protocol.CodeBadRequest, err: "nor an unconfigured NIC"},
+		{name: "a link that is not a NIC is not taken",
+			links: []link{{"other0", tmplA, ""}},
+			ifs:   []protocol.Interface{{Name: "eth0", MAC: podA}},
+			code:  protocol.CodeBadRequest, err: "no network interface with mac " + podA},
+		{name: "two candidates are a conflict, at once",
+			links: []link{{"nic0", tmplA, ""}, {"nic1", tmplB, ""}},
+			ifs:   []protocol.Interface{{Name: "eth0", MAC: podA}},
+			code:  protocol.CodeConflict, err: "2 unconfigured NICs could take it: nic", fast: true},
+		{name: "a NIC with a MAC the setup names is not a candidate",
+			links: []link{{"nic0", podB, ""}, {"nic1", tmplA, ""}},
+			ifs: []protocol.Interface{
+				{Name: "eth0", MAC: podA, Addrs: []string{"10.1.0.2/24"}},
+				{Name: "eth1", MAC: podB, Addrs: []string{"10.2.0.2/24"}},
+			},
+			want: map[string]string{"eth0": podA, "eth1": podB}},
+		{name: "a NIC an earlier interface took is not a candidate",
+			links: []link{{"nic0", tmplA, ""}},
+			ifs: []protocol.Interface{
+				{Name: "eth0", MAC: podA},
+				{Name: "eth1", MAC: podB},
+			},
+			code: protocol.CodeBadRequest, err: "no network interface with mac " + podB},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			inNewNetns(t, func(h *netlink.Handle) {
+				for _, l := range tt.links {
+					if err := addNIC(h, l.name, l.mac); err != nil {
+						t.Errorf("add %s: %v", l.name, err)
+						return
+					}
+					if l.addr != "" {
+						nl, _ := h.LinkByName(l.name)
+						a, _ := netlink.ParseAddr(l.addr)
+						a.Flags = unix.IFA_F_NODAD
+						if err := h.AddrAdd(nl, a); err != nil {
+							t.Errorf("address %s on %s: %v", l.addr, l.name, err)
+							return
+						}
+					}
+				}
+				const wait = 300 * time.Millisecond
+				for pass := 1; pass <= 2; pass++ { // the second setup must succeed too
+					start := time.Now()
+					perr := configureNetwork(h, tt.ifs, nil, wait, testNIC)
+					took := time.Since(start)
+					if tt.code != "" {
+						if perr == nil || perr.Code != tt.code || !strings.Contains(perr.Message, tt.err) {
+							t.Errorf("%v, want %s with %q", perr, tt.code, tt.err)
+						}
+						if tt.fast && took >= wait || !tt.fast && took < wait {
+							t.Errorf("failed after %v (wait %v, fast %v)", took, wait, tt.fast)
+						}
+						return
+					}
+					if perr != nil {
+						t.Errorf("setup %d: %v", pass, perr)
+						return
+					}
+					for _, in := range tt.ifs {
+						mtu := in.MTU
+						if mtu == 0 {
+							mtu = 1500
+						}
+						checkIface(t, h, tt.want[in.Name], in.Name, mtu, in.Addrs[0])
+					}
+				}
+			})
+		})
+	}
 }
