@@ -42,7 +42,8 @@ func NewNetSlotMMIO(mem *Memory, irq Interrupt, cfg NetConfig) (*MMIO, *Net, err
 }
 
 // Attach gives a slot its backend and starts receiving; the device owns be
-// from then on (Close closes it), also when Attach fails. It may be called
+// from then on (Close closes it). On error be is left to the caller. It
+// may be called
 // before RestoreState (the restored driver's features are checked at
 // activation) or on a running device, whose negotiated features it checks
 // now: CSUM and HOST_TSO4/6 need a backend that takes virtio_net_hdr. The
@@ -55,23 +56,18 @@ func (d *Net) Attach(be NetBackend) error {
 	defer d.txMu.Unlock()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	err := func() error {
-		switch {
-		case !d.slot:
-			return fmt.Errorf("virtio-net: Attach on a device made by NewNet (not a slot)")
-		case d.closed:
-			return fmt.Errorf("virtio-net: Attach on a closed device")
-		case d.be != nil:
-			return fmt.Errorf("virtio-net: the slot already has a backend")
+	switch {
+	case !d.slot:
+		return fmt.Errorf("virtio-net: Attach on a device made by NewNet (not a slot)")
+	case d.closed:
+		return fmt.Errorf("virtio-net: Attach on a closed device")
+	case d.be != nil:
+		return fmt.Errorf("virtio-net: the slot already has a backend")
+	}
+	if d.txq != nil {
+		if err := d.backendTakes(be, d.features); err != nil {
+			return err
 		}
-		if d.txq != nil {
-			return d.backendTakes(be, d.features)
-		}
-		return nil
-	}()
-	if err != nil {
-		be.Close()
-		return err
 	}
 	d.be, d.vnet = be, be.VnetHdr()
 	if d.vnet {

@@ -236,7 +236,7 @@ func (v *Vsock) TransportReset() error {
 	if v.paused {
 		return errors.New("virtio-vsock: transport reset on a paused device")
 	}
-	return v.sendResetEvent()
+	return v.sendResetEvent(true)
 }
 
 // Notify handles tx (guest packets) and rx (new receive buffers).

@@ -58,22 +58,32 @@ func (v *Vsock) activatedAfterRestore() {
 // a restore sends the transport reset event; the next one means the
 // driver handled it (Linux's virtio_transport_event_work re-posts the
 // buffer and kicks after handling the event), so host packets may flow.
-// A driver that never kicks is given releaseAfter (ConnectTimeout).
+// A driver that never kicks gets host packets after resetAckWait.
 // Called with v.mu held.
 func (v *Vsock) eventNotified() {
 	switch {
 	case v.paused:
 	case v.resetPending:
-		if err := v.sendResetEvent(); err != nil {
+		// No connection is dropped: this device's connections were all
+		// made after the restore (a host CONNECT may race it), none of
+		// the guest's old ones exists here.
+		if err := v.sendResetEvent(false); err != nil {
 			v.logf("restore: %v; retrying at the next event queue notification", err)
 			return
 		}
 		v.resetPending = false
-		v.releaseTimer = time.AfterFunc(v.cfg.ConnectTimeout, v.releaseRx)
+		v.releaseTimer = time.AfterFunc(v.resetAckWait(), v.releaseRx)
 	case v.rxHeld:
 		v.endRestore()
 		v.processRx()
 	}
+}
+
+// resetAckWait bounds the wait for the driver to handle the transport
+// reset: a second, and at most half ConnectTimeout so host connections
+// waiting meanwhile do not time out.
+func (v *Vsock) resetAckWait() time.Duration {
+	return min(time.Second, v.cfg.ConnectTimeout/2)
 }
 
 // releaseRx ends the wait for the driver to handle the transport reset.
@@ -97,9 +107,10 @@ func (v *Vsock) endRestore() {
 }
 
 // sendResetEvent puts VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (struct
-// virtio_vsock_event { le32 id; }, §5.10.6) in the next event buffer,
-// raises the interrupt and drops every connection. Called with v.mu held.
-func (v *Vsock) sendResetEvent() error {
+// virtio_vsock_event { le32 id; }, §5.10.6) in the next event buffer and
+// raises the interrupt; with drop it also drops every connection. Called
+// with v.mu held.
+func (v *Vsock) sendResetEvent(drop bool) error {
 	q := v.queue(vsockEvQ)
 	if q == nil {
 		return errors.New("virtio-vsock: event queue not active")
@@ -114,6 +125,8 @@ func (v *Vsock) sendResetEvent() error {
 	w.Write(ev[:])
 	err := q.PushChain(c, w.Written())
 	q.Interrupt()
-	v.dropAll()
+	if drop {
+		v.dropAll()
+	}
 	return err
 }
