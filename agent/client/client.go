@@ -279,8 +279,9 @@ func (c *Client) Ping(ctx context.Context) (time.Duration, error) {
 	return time.Since(t), err
 }
 
-// Setup sets the pod's hostname and DNS (written into each container's
-// /etc/resolv.conf).
+// Setup implements sandbox.Agent: the pod's hostname, DNS (written into
+// each container's /etc/resolv.conf), network, and in a VM its clock and
+// RNG (OpSetupPod).
 func (c *Client) Setup(ctx context.Context, s protocol.PodSetup) error {
 	return c.call(ctx, protocol.OpSetupPod, s, nil)
 }
