@@ -16,6 +16,8 @@
 // sets DEVICE_NEEDS_RESET. No guest input may panic the VMM; the fuzz tests
 // (FuzzQueue, FuzzDevices, FuzzMMIO, FuzzVsockTx, FuzzVsockSequence,
 // FuzzNetTx, FuzzNetRx, FuzzNetRings) check that. A chain's buffers total at most MaxChainBytes.
+// A saved state handed to RestoreState is checked as untrusted too
+// (FuzzRestoreState).
 //
 // # API
 //
@@ -26,11 +28,16 @@
 //     OpenBlk(path, readOnly), NewVsock(VsockConfig{GuestCID, UDS, ...}),
 //     NewNet(backend, NetConfig{MAC, MTU, Logf}) over a NetBackend:
 //     OpenTap(name) or AdoptTap(fd) (Net.Stats counts packets and bytes).
+//   - Slots, devices whose backing comes later (VM templates): NewBlkSlot
+//     then Blk.Attach(path, readOnly); NewNetSlot(cfg) then
+//     Net.Attach(backend).
 //   - Transport: NewMMIO(dev, mem, irq) for any Device, or the shorthands
 //     NewConsoleMMIO, NewRngMMIO, NewBlkMMIO, NewVsockMMIO and NewNetMMIO,
 //     which return the transport and the device.
 //   - Queue, Chain, ChainReader/ChainWriter: the split-ring machinery, for
 //     writing further devices.
+//   - Snapshots: MMIO.Pause, Resume, SaveState() (MMIOState, JSON) and
+//     RestoreState(MMIOState) on a new transport.
 //
 // # Wiring
 //
@@ -78,6 +85,36 @@
 // NetMaxFrame (65550 bytes) or below an Ethernet header are dropped either
 // way; without MRG_RXBUF a frame larger than the driver's chain is dropped
 // and the chain kept for the next one.
+//
+// # Snapshots
+//
+// MMIO.Pause stops a device touching guest memory: notifications are
+// recorded instead of delivered (after waiting for those in flight), and
+// devices with goroutines of their own stop them filling queues (vsock
+// host connections, net receive, console input). Resume serves what was
+// recorded. SaveState (paused only) returns the transport registers, each
+// queue's registers and ring positions, and the configuration space;
+// guest memory is saved by the VMM. No device of this package has state
+// of its own (MMIOState.Device stays empty): requests complete within a
+// notification, net's receive side gives back the chains it holds for a
+// frame by saving an earlier ring position, and vsock connections belong
+// to the process (a restored vsock has none and sends the guest a
+// TRANSPORT_RESET event, then keeps host packets back until the driver
+// re-posted its event buffer, Linux's sign it handled the event, or a
+// second passed).
+//
+// RestoreState runs on a new transport over a new device (new disk files,
+// tap, vsock socket and CID) before the vCPUs: it validates the state as
+// untrusted input, restores the registers, activates the device at the
+// saved ring positions (checked against guest memory: used.idx must
+// match, nothing may be in flight), signals a configuration change when
+// the configuration space differs from the saved one (a slot attached
+// with a disk, a new CID or MAC), re-raises an unacknowledged interrupt,
+// and notifies every active queue once. Slots keep their offered features
+// fixed whatever they are backed with: a blk slot never offers RO (a
+// read-only image fails writes instead), a net slot offers every offload
+// and requires a backend with virtio_net_hdr if the driver took CSUM or
+// HOST_TSO.
 //
 // # vsock host side
 //
