@@ -84,7 +84,7 @@ func (s *Store) Pull(ctx context.Context, ref string, auth *AuthConfig, progress
 	}
 	opts := remoteOpts(ctx, s.authFor(r.Context().RegistryStr(), auth))
 	emit(Progress{Status: "Pulling from " + familiar(repoName(r.Context())), ID: r.Identifier()})
-	desc, err := remote.Get(r, opts...)
+	desc, err := s.getDescriptor(ctx, r, opts)
 	if err != nil {
 		return Image{}, registryErr("pull", r, err)
 	}

@@ -87,6 +87,8 @@ type Store struct {
 	// InsecureRegistries lists registries (host[:port]) reached over plain HTTP in
 	// addition to loopback ones.
 	InsecureRegistries []string
+	// Mirrors are asked first for the images of their registries (mirror.go).
+	Mirrors []Mirror
 
 	mu      sync.Mutex
 	pending map[string]int         // blob digests pinned by leases of in-flight operations (GC skips them)

@@ -291,7 +291,7 @@ func (d *Daemon) maybeFinishPod(p *podState, sb sandbox.Sandbox) {
 	p.op.Lock()
 	defer p.op.Unlock()
 	d.mu.Lock()
-	if p.sb != sb || p.rec.State != StateRunning {
+	if p.sb != sb || p.rec.State != StateRunning || p.rec.keepsSandbox() {
 		d.mu.Unlock()
 		return
 	}

@@ -58,6 +58,8 @@ type Options struct {
 	VMMJailOptions
 	LocalOptions
 	NetworkOptions
+	CRIOptions
+	MirrorOptions
 }
 
 type listFlag []string
@@ -80,7 +82,7 @@ func parseOptions(args []string) (Options, error) {
 	fs := flag.NewFlagSet("hyperd", flag.ContinueOnError)
 	var cfgPath string
 	var insecure listFlag
-	fs.StringVar(&cfgPath, "config", "", "JSON config file (keys: host, data-root, driver, kernel, initrd, kernel-args, vcpu, memory, log-level, log-format, insecure-registries, log-opts, stop-timeout, boot-timeout, stop-pods-on-exit, max-connections, local-userns, network, cni-conf-dir, cni-bin-dir, tlscacert, tlscert, tlskey, tlsverify); flags override it")
+	fs.StringVar(&cfgPath, "config", "", "JSON config file (keys: host, data-root, driver, kernel, initrd, kernel-args, vcpu, memory, log-level, log-format, insecure-registries, log-opts, stop-timeout, boot-timeout, stop-pods-on-exit, max-connections, local-userns, network, cni-conf-dir, cni-bin-dir, tlscacert, tlscert, tlskey, tlsverify, cri, cri-socket, registry-mirrors); flags override it")
 	host := fs.String("host", o.Host, "where to serve the API: unix:///path or tcp://addr:port")
 	fs.StringVar(host, "H", o.Host, "shorthand for --host")
 	dataRoot := fs.String("data-root", o.DataRoot, "state directory (bbolt state, logs, images)")
@@ -108,6 +110,8 @@ func parseOptions(args []string) (Options, error) {
 	applyJail := o.VMMJailOptions.flags(fs)
 	applyLocal := o.LocalOptions.flags(fs)
 	applyNetwork := o.NetworkOptions.flags(fs)
+	applyCRI := o.CRIOptions.flags(fs)
+	applyMirrors := o.MirrorOptions.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -188,6 +192,12 @@ func parseOptions(args []string) (Options, error) {
 	if err := applyNetwork(); err != nil {
 		return o, err
 	}
+	if err := applyCRI(); err != nil {
+		return o, err
+	}
+	if err := applyMirrors(); err != nil {
+		return o, err
+	}
 	switch o.Driver {
 	case "auto", "kvm", "local":
 	default:
@@ -265,6 +275,10 @@ func run(args []string) int {
 	if imgSvc == nil {
 		log.Warn("no image store in this build: image routes answer 501 and pods cannot be created")
 	}
+	if err := o.MirrorOptions.applyMirrors(imgs); err != nil {
+		log.Error("image store", "err", err)
+		return 1
+	}
 	logLimits, _ := pod.ParseLogLimits(o.LogOpts, pod.DefaultLogLimits) // checked by parseOptions
 	d, err := pod.New(pod.Config{DataRoot: o.DataRoot, LogLimits: logLimits, Driver: drv, Images: imgs, Logger: log, DefaultVCPU: o.VCPU,
 		DefaultMemory: o.Memory, DriverWarning: warning, StopTimeout: time.Duration(o.StopTimeoutSecond) * time.Second, Networking: netDrv != nil})
@@ -285,6 +299,13 @@ func run(args []string) int {
 	ln, err := listen(o.Host)
 	if err != nil {
 		log.Error("listen", "host", o.Host, "err", err)
+		d.Close()
+		return 1
+	}
+	stopCRI, err := o.CRIOptions.serveCRI(d, imgs, netDrv != nil, log)
+	if err != nil {
+		log.Error("cri", "err", err)
+		ln.Close()
 		d.Close()
 		return 1
 	}
@@ -318,6 +339,7 @@ func run(args []string) int {
 	hs.Shutdown(ctx)
 	cancel()
 	hs.Close()
+	stopCRI()
 	if o.StopPodsOnExit {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(o.StopTimeoutSecond)*time.Second+30*time.Second)
 		n := d.StopAll(ctx)
