@@ -274,6 +274,10 @@ func (t *MMIO) RestoreState(s MMIOState) error {
 	for i, q := range s.Queues {
 		t.queues[i] = queueRegs{num: q.Num, ready: q.Ready, desc: q.Desc, driver: q.Driver, devc: q.Device}
 	}
+	// ISR before activation: an activated device's goroutines (console
+	// input, net receive) may raise interrupts at once, bits a later
+	// store would lose.
+	t.isr.Store(s.ISR)
 	active := s.Status&StatusDriverOK != 0
 	if active {
 		if r, ok := t.dev.(restorer); ok {
@@ -286,7 +290,6 @@ func (t *MMIO) RestoreState(s MMIOState) error {
 			return fmt.Errorf("virtio-mmio: restoring device %d: %w", id, err)
 		}
 	}
-	t.isr.Store(s.ISR)
 	cfg := t.configBytes()
 	t.mu.Unlock()
 

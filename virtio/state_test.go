@@ -314,6 +314,11 @@ func TestRestoreRng(t *testing.T) {
 		t.Fatal(err)
 	}
 	d2 := d.restoredDriver(mem2, tr2, irq2)
+	// The driver never acknowledged: the restored device still shows
+	// the used-buffer interrupt, and raised its line again.
+	if s.ISR != InterruptUsedBuffer || d2.rd(RegInterruptStatus) != InterruptUsedBuffer || irq2.n.Load() != 1 {
+		t.Fatalf("saved ISR %#x, restored %#x, %d triggers", s.ISR, d2.rd(RegInterruptStatus), irq2.n.Load())
+	}
 	c := d2.post(0, false, wseg(64))
 	d2.kick(0)
 	if u := d2.takeUsed(0); len(u) != 1 || u[0].id != uint32(c.head) || u[0].len != 64 {
