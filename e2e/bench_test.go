@@ -23,13 +23,18 @@ import (
 // compares our VMM with QEMU on the same kernel+initramfs there.
 
 // benchDaemon starts hyperd with driver and loads the busybox image.
+// "kvm-cold" is the kvm driver with VM templates off (every pod VM boots).
 func benchDaemon(b *testing.B, driver string) (*daemon, func()) {
+	var extra []string
+	if driver == "kvm-cold" {
+		driver, extra = "kvm", []string{"--vm-template=false"}
+	}
 	if driver == "kvm" && !hardwareVirt() {
 		b.Skip("kvm: not run here: no vmx/svm (software-nested KVM cannot boot a guest); see vmm BenchmarkBoot for the VMM-vs-QEMU boot ratio")
 	}
 	bin := binaries(b)
 	tmp := b.TempDir()
-	d := startDaemon(b, bin, filepath.Join(tmp, "root"), filepath.Join(tmp, "hyper.sock"), driver, driverFlags(b, driver)...)
+	d := startDaemon(b, bin, filepath.Join(tmp, "root"), filepath.Join(tmp, "hyper.sock"), driver, append(driverFlags(b, driver), extra...)...)
 	d.loadBusybox()
 	return d, func() { d.signal(syscall.SIGTERM) }
 }
@@ -119,9 +124,10 @@ func BenchmarkExecRoundTrip(b *testing.B) {
 
 // BenchmarkDensity starts idle 128 MiB pods until the start time doubles
 // (median of the last 3 against the first 3), memory runs low (MemAvailable
-// < 1 GiB) or 1000 pods, and reports N and the host memory each pod cost.
+// < 1 GiB) or 1000 pods, and reports N and the host memory each pod cost;
+// kvm with VM templates (the default) and without (kvm-cold).
 func BenchmarkDensity(b *testing.B) {
-	for _, driver := range []string{"local", "kvm"} {
+	for _, driver := range []string{"local", "kvm", "kvm-cold"} {
 		b.Run(driver, func(b *testing.B) {
 			d, stop := benchDaemon(b, driver)
 			defer stop()

@@ -11,7 +11,11 @@
 #   e2e BenchmarkPodFirstByte pod create+start -> first stdout byte, kvm vs local
 #   e2e BenchmarkExecRoundTrip exec /bin/true round trip, kvm vs local
 #   e2e BenchmarkDensity      idle pod VMs until start time doubles, host memory
-#                             per VM (local's figure is make bench's host run)
+#                             per VM, restored from VM templates and cold
+#                             (local's figure is make bench's host run)
+#   e2e BenchmarkTemplate     pod VMs restored from a VM template vs booted
+#                             cold: create+start -> first stdout byte, host
+#                             memory (PSS) per idle pod VM
 #   vmm BenchmarkVirtioNet    our virtio-net vs QEMU's userspace one (vhost=off)
 #                             over a tap: TCP throughput both ways and RTT,
 #                             guest <-> a server in the benchmark's namespace
@@ -48,7 +52,8 @@ nested() {
 }
 rc=0
 nested "cd $PWD/e2e && HYPERD_TEST_BIN=$bin $tests/e2e.test -test.run '^\$' -test.bench '^(BenchmarkPodFirstByte|BenchmarkExecRoundTrip)\$' -test.benchtime 3x -test.timeout 50m" || rc=1
-nested "cd $PWD/e2e && HYPERD_TEST_BIN=$bin $tests/e2e.test -test.run '^\$' -test.bench '^BenchmarkDensity\$/^kvm\$' -test.benchtime 1x -test.timeout 50m" || rc=1
+nested "cd $PWD/e2e && HYPERD_TEST_BIN=$bin $tests/e2e.test -test.run '^\$' -test.bench '^BenchmarkDensity\$/^kvm' -test.benchtime 1x -test.timeout 50m" || rc=1
+nested "cd $PWD/e2e && HYPERD_TEST_BIN=$bin $tests/e2e.test -test.run '^\$' -test.bench '^BenchmarkTemplate\$' -test.benchtime 5x -test.timeout 50m" || rc=1
 nested "cd $PWD/sandbox/kvmdrv && HYPERD_TEST_BIN=$bin $tests/kvmdrv.test -test.run '^\$' -test.bench '^BenchmarkGuestKernel\$' -test.benchtime 3x -test.timeout 50m" || rc=1
 nested "cd $PWD/vmm && HYPERD_TEST_BIN=$bin $tests/vmm.test -test.run '^\$' -test.bench '^BenchmarkBoot\$' -test.benchtime 3x -test.timeout 50m" || rc=1
 # 1x: each runs its pairs / traffic runs at least 3 times inside one call;

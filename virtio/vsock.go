@@ -118,6 +118,7 @@ type Vsock struct {
 	resetPending bool
 	rxHeld       bool
 	releaseTimer *time.Timer
+	restoredAt   time.Time // when the reset event was sent
 }
 
 // NewVsock creates the device and starts listening on cfg.UDS.

@@ -4,7 +4,7 @@ import "testing"
 
 func TestExitStatuses(t *testing.T) {
 	seen := map[int]StopReason{}
-	for _, r := range []StopReason{StopPoweroff, StopReset, StopTripleFault, StopCrash, StopKilled, StopError} {
+	for _, r := range []StopReason{StopPoweroff, StopReset, StopTripleFault, StopCrash, StopKilled, StopError, StopSnapshot} {
 		s := r.ExitStatus()
 		if s == 1 || s == 2 {
 			t.Errorf("%s exits %d, which is reserved for unexpected/usage errors", r, s)

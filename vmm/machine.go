@@ -22,6 +22,7 @@ const (
 	StopCrash       StopReason = "crash"        // KVM_SYSTEM_EVENT_CRASH
 	StopKilled      StopReason = "killed"       // Stop was called
 	StopError       StopReason = "error"        // a vCPU failed; Err says why
+	StopSnapshot    StopReason = "snapshot"     // SnapshotAndStop wrote a snapshot
 )
 
 // exitStatuses are what `hyperd vm run` exits with for each stop reason,
@@ -35,6 +36,7 @@ var exitStatuses = map[StopReason]int{
 	StopCrash:       5,
 	StopError:       6,
 	StopKilled:      7,
+	StopSnapshot:    8,
 }
 
 // ExitStatus is the process exit status that reports r (see StopReasonOf).
@@ -88,12 +90,14 @@ type core struct {
 	wg       sync.WaitGroup
 	exits    atomic.Uint64
 	intrs    atomic.Uint64
+
+	pause pauser // Pause/Resume (pause.go)
 }
 
 // newCore creates the VM with an in-kernel irqchip and PIT and memSize
-// bytes of RAM at guest physical address 0 (split around the 32-bit MMIO
-// hole if it reaches it).
-func newCore(memSize uint64) (*core, error) {
+// bytes of RAM at guest physical address 0 (below the 32-bit MMIO hole),
+// anonymous memory unless alloc (a snapshot's memory file) provides it.
+func newCore(memSize uint64, alloc func(size int) ([]byte, error)) (*core, error) {
 	sys, err := kvm.Open()
 	if err != nil {
 		return nil, err
@@ -129,7 +133,10 @@ func newCore(memSize uint64) (*core, error) {
 	if memSize > MMIOHoleStart {
 		return fail(fmt.Errorf("vmm: %d MiB of memory reaches the MMIO hole at %#x; at most %d MiB", memSize>>20, MMIOHoleStart, MMIOHoleStart>>20))
 	}
-	if c.mem, err = kvm.AllocateMemory(int(memSize)); err != nil {
+	if alloc == nil {
+		alloc = kvm.AllocateMemory
+	}
+	if c.mem, err = alloc(int(memSize)); err != nil {
 		return fail(err)
 	}
 	if err := c.vm.SetUserMemoryRegion(0, 0, 0, c.mem); err != nil {
@@ -166,6 +173,7 @@ func (c *core) stop(r Result) {
 		for _, v := range c.vcpus {
 			v.Kick()
 		}
+		c.wakeParked()
 		go func() {
 			c.wg.Wait()
 			close(c.done)
@@ -245,6 +253,11 @@ func (c *core) handleExit(v *kvm.VCPU, e kvm.Exit) error {
 		c.intrs.Add(1)
 		if c.stopping.Load() {
 			return errStopped
+		}
+		if e.Kicked {
+			// the kick of a Pause: any I/O exit before it has been
+			// completed by this KVM_RUN (api.rst 4.10, immediate_exit)
+			c.park(v)
 		}
 	case *kvm.HLTExit:
 		// Only without an in-kernel LAPIC; ours has one. Treat as idle.

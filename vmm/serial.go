@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"fmt"
 	"io"
 	"sync"
 )
@@ -214,4 +215,37 @@ func (u *UART) update() {
 	}
 	u.line = level
 	u.irq(level)
+}
+
+// UARTState is the UART's registers and pending input, for a snapshot.
+type UARTState struct {
+	IER, LCR, MCR, SCR, FCR, DLL, DLM uint8
+	RX                                []byte
+	THRI, Line                        bool
+}
+
+// State returns the UART's registers.
+func (u *UART) State() UARTState {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return UARTState{IER: u.ier, LCR: u.lcr, MCR: u.mcr, SCR: u.scr, FCR: u.fcr, DLL: u.dll, DLM: u.dlm,
+		RX: append([]byte(nil), u.rx...), THRI: u.thri, Line: u.line}
+}
+
+// maxUARTInput bounds the pending input a state may carry.
+const maxUARTInput = 4096
+
+// SetState loads registers saved by State (before the guest runs). The
+// interrupt line's level is part of the irqchip's saved state, so it is
+// taken as it was, not raised again.
+func (u *UART) SetState(s UARTState) error {
+	if len(s.RX) > maxUARTInput {
+		return fmt.Errorf("vmm: UART state with %d bytes of pending input, at most %d", len(s.RX), maxUARTInput)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.ier, u.lcr, u.mcr, u.scr, u.fcr, u.dll, u.dlm = s.IER&0x0f, s.LCR, s.MCR&0x1f, s.SCR, s.FCR, s.DLL, s.DLM
+	u.rx = append([]byte(nil), s.RX...)
+	u.thri, u.line = s.THRI, s.Line
+	return nil
 }

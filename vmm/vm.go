@@ -53,6 +53,8 @@ type Machine struct {
 	releaseOnce sync.Once
 	cfg         Config
 	start       time.Time
+	emulated    bool // the CPUID profile for software-nested KVM
+	restored    bool // from a snapshot (restore.go), not booted
 }
 
 // New creates the VM, loads the guest and wires the devices; Start runs it.
@@ -75,7 +77,7 @@ func New(cfg Config) (*Machine, error) {
 	if cfg.Console == nil {
 		cfg.Console = discard
 	}
-	c, err := newCore(uint64(cfg.MemMiB) << 20)
+	c, err := newCore(uint64(cfg.MemMiB)<<20, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -93,15 +95,8 @@ func (m *Machine) setup() error {
 	if cfg.Emulated != nil {
 		emulated = *cfg.Emulated
 	}
-	// Legacy devices.
-	m.uart = NewUART(cfg.Console, func(level bool) { m.vm.IRQLine(COM1IRQ, level) })
-	if err := m.bus.addPIO(COM1Base, 8, uartPIO{m.uart}); err != nil {
-		return err
-	}
-	if err := m.bus.addPIO(i8042Base, i8042Size, &i8042{reset: func() { m.stop(Result{Reason: StopReset}) }}); err != nil {
-		return err
-	}
-	if err := m.bus.addPIO(SleepControlPort, sleepControlSize, &sleepControl{poweroff: func() { m.stop(Result{Reason: StopPoweroff}) }}); err != nil {
+	m.emulated = emulated
+	if err := m.addLegacy(); err != nil {
 		return err
 	}
 	acpi := guest.ACPIConfig{CPUs: cfg.CPUs, Serial: true, SleepPort: SleepControlPort, ResetPort: i8042Base + i8042CmdOffset, ResetValue: i8042CmdReset}
@@ -156,6 +151,19 @@ func (m *Machine) setup() error {
 	}
 	m.loaded = l
 	return setEntryState(m.vcpus[0], l.Entry)
+}
+
+// addLegacy puts the PC devices on the port bus: COM1, the i8042's reset
+// line and the ACPI sleep control port.
+func (m *Machine) addLegacy() error {
+	m.uart = NewUART(m.cfg.Console, func(level bool) { m.vm.IRQLine(COM1IRQ, level) })
+	if err := m.bus.addPIO(COM1Base, 8, uartPIO{m.uart}); err != nil {
+		return err
+	}
+	if err := m.bus.addPIO(i8042Base, i8042Size, &i8042{reset: func() { m.stop(Result{Reason: StopReset}) }}); err != nil {
+		return err
+	}
+	return m.bus.addPIO(SleepControlPort, sleepControlSize, &sleepControl{poweroff: func() { m.stop(Result{Reason: StopPoweroff}) }})
 }
 
 // xsaveOverridden reports whether the vCPU's CPUID still advertises XSAVE

@@ -58,8 +58,12 @@ func init() {
 			}
 			initrd = p
 		}
-		log.Info("kvm sandbox driver", "kernel", kernel, "initrd", initrd)
-		return &kvmdrv.Driver{Kernel: kernel, Initrd: initrd, Cmdline: o.KernelArgs, DefaultVCPU: o.VCPU, DefaultMemMiB: o.Memory,
+		log.Info("kvm sandbox driver", "kernel", kernel, "initrd", initrd, "vm-template", o.VMTemplate)
+		tmplDir := ""
+		if o.VMTemplate {
+			tmplDir = filepath.Join(o.DataRoot, "templates")
+		}
+		return &kvmdrv.Driver{TemplateDir: tmplDir, Kernel: kernel, Initrd: initrd, Cmdline: o.KernelArgs, DefaultVCPU: o.VCPU, DefaultMemMiB: o.Memory,
 			BootTimeout: time.Duration(o.BootTimeoutSecond) * time.Second, BootRetries: o.BootRetries, Log: log, Jail: o.driverJail(),
 			Connect: func(ctx context.Context, dial kvmdrv.Dialer) (sandbox.Agent, error) {
 				return client.New(ctx, client.Dialer(dial))

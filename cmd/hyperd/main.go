@@ -49,6 +49,7 @@ type Options struct {
 	StopTimeoutSecond int      `json:"stop-timeout"`
 	BootTimeoutSecond int      `json:"boot-timeout"`
 	BootRetries       int      `json:"boot-retries"`
+	VMTemplate        bool     `json:"vm-template"`
 	StopPodsOnExit    bool     `json:"stop-pods-on-exit"`
 	MaxConnections    int      `json:"max-connections"`
 	// LogOpts are the default json-file options of container logs
@@ -78,11 +79,11 @@ func main() {
 
 func parseOptions(args []string) (Options, error) {
 	o := Options{Host: "unix:///var/run/hyper.sock", DataRoot: "/var/lib/hyper", Driver: "auto", VCPU: 1, Memory: 128,
-		LogLevel: "info", LogFormat: "text", StopTimeoutSecond: 10, BootTimeoutSecond: 30, MaxConnections: api.DefaultLimits().MaxConns}
+		LogLevel: "info", LogFormat: "text", StopTimeoutSecond: 10, BootTimeoutSecond: 30, VMTemplate: true, MaxConnections: api.DefaultLimits().MaxConns}
 	fs := flag.NewFlagSet("hyperd", flag.ContinueOnError)
 	var cfgPath string
 	var insecure listFlag
-	fs.StringVar(&cfgPath, "config", "", "JSON config file (keys: host, data-root, driver, kernel, initrd, kernel-args, vcpu, memory, log-level, log-format, insecure-registries, log-opts, stop-timeout, boot-timeout, stop-pods-on-exit, max-connections, local-userns, network, cni-conf-dir, cni-bin-dir, tlscacert, tlscert, tlskey, tlsverify, cri, cri-socket, registry-mirrors); flags override it")
+	fs.StringVar(&cfgPath, "config", "", "JSON config file (keys: host, data-root, driver, kernel, initrd, kernel-args, vm-template, vcpu, memory, log-level, log-format, insecure-registries, log-opts, stop-timeout, boot-timeout, stop-pods-on-exit, max-connections, local-userns, network, cni-conf-dir, cni-bin-dir, tlscacert, tlscert, tlskey, tlsverify, cri, cri-socket, registry-mirrors); flags override it")
 	host := fs.String("host", o.Host, "where to serve the API: unix:///path or tcp://addr:port")
 	fs.StringVar(host, "H", o.Host, "shorthand for --host")
 	dataRoot := fs.String("data-root", o.DataRoot, "state directory (bbolt state, logs, images)")
@@ -96,6 +97,7 @@ func parseOptions(args []string) (Options, error) {
 	logFormat := fs.String("log-format", o.LogFormat, "text or json")
 	stopTimeout := fs.Int("stop-timeout", o.StopTimeoutSecond, "seconds between the stop signal and SIGKILL")
 	bootRetries := fs.Int("boot-retries", o.BootRetries, "kvm: boots of a pod's VM to try again, loudly, when its guest crashes (triple fault, kernel panic) before its agent answers or does not answer within --boot-timeout; 0 on real hardware, where any of these would repeat (the nested test runner's emulated SVM sets 2)")
+	vmTemplate := fs.Bool("vm-template", o.VMTemplate, "kvm: start pod VMs by restoring a VM template (a snapshot of a booted VM whose agent answered, one per vCPU/memory size, kept under the data root, built on first use and rebuilt when the kernel, initramfs or hyperd change) instead of booting each; a template that fails falls back to a cold boot, loudly")
 	bootTimeout := fs.Int("boot-timeout", o.BootTimeoutSecond, "kvm: seconds a pod's VM has to boot and its agent to answer before the pod fails (with the console tail)")
 	stopPods := fs.Bool("stop-pods-on-exit", false, "on SIGTERM/SIGINT stop every running pod and its VM (default: leave them running for the next hyperd to reattach)")
 	maxConns := fs.Int("max-connections", o.MaxConnections, "API connections served at once; one more is answered 503 and closed (0: no cap)")
@@ -161,6 +163,8 @@ func parseOptions(args []string) (Options, error) {
 			o.BootTimeoutSecond = *bootTimeout
 		case "boot-retries":
 			o.BootRetries = *bootRetries
+		case "vm-template":
+			o.VMTemplate = *vmTemplate
 		case "max-connections":
 			o.MaxConnections = *maxConns
 		case "insecure-registry":

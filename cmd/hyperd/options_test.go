@@ -44,6 +44,7 @@ func TestParseOptions(t *testing.T) {
 		{name: "local userns off", args: []string{"--local-userns", "off"}, want: func(o *Options) { o.LocalUserNS = "off" }},
 		{name: "local userns from config", args: []string{"--config", cfgUserNS}, want: func(o *Options) { o.LocalUserNS = "on" }},
 		{name: "bad local userns", args: []string{"--local-userns", "maybe"}, wantErr: true},
+		{name: "vm templates off", args: []string{"--vm-template=false"}, want: func(o *Options) { o.VMTemplate = false }},
 		{name: "bad boot timeout", args: []string{"--boot-timeout", "0"}, wantErr: true},
 		{name: "stray argument", args: []string{"extra"}, wantErr: true},
 		{name: "missing config", args: []string{"--config", "/nonexistent.json"}, wantErr: true},
@@ -60,7 +61,7 @@ func TestParseOptions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := Options{Host: "unix:///var/run/hyper.sock", DataRoot: "/var/lib/hyper", Driver: "auto", VCPU: 1, Memory: 128, LogLevel: "info", LogFormat: "text", StopTimeoutSecond: 10, BootTimeoutSecond: 30, MaxConnections: 1024}
+			want := Options{Host: "unix:///var/run/hyper.sock", DataRoot: "/var/lib/hyper", Driver: "auto", VCPU: 1, Memory: 128, LogLevel: "info", LogFormat: "text", StopTimeoutSecond: 10, BootTimeoutSecond: 30, VMTemplate: true, MaxConnections: 1024}
 			tc.want(&want)
 			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("got %+v\nwant %+v", got, want)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,8 +23,10 @@ import (
 func init() { subcommands["vm"] = vmCommand }
 
 const vmUsage = `usage: hyperd vm run --kernel K [--initrd I] [--append A] [--mem 256M] [--cpus 2]
-                     [--disk path[,ro]]... [--vsock uds] [--cid 3]
-                     [--net tap=NAME|fd=N[,mac=52:54:00:xx:xx:xx][,mtu=N]]...
+                     [--disk path[,ro]]... [--disk-slots N] [--vsock uds] [--cid 3]
+                     [--net tap=NAME|fd=N[,mac=52:54:00:xx:xx:xx][,mtu=N]]... [--net-slots N]
+                     [--rng=true] [--snapshot-to dir]
+       hyperd vm run --restore dir [--disk ...]... [--vsock uds] [--cid N] [--net ...]...
                      [--console-log path [--console-max bytes]]
                      [--jail dir [--vmm-uid N] [--vmm-gid N]]
 
@@ -31,7 +34,13 @@ Boots a VM on hyperd's own VMM in the foreground, its serial console on
 stdout (or, with --console-log, in that file: written in blocks, capped,
 the newest output kept, the half before in path.1), and exits when the guest stops: status 0 when it powered off, 3 it
 reset (reboot, or a panic with panic=-1), 4 triple fault, 5 crash event,
-6 a vCPU/VMM error, 7 stopped by SIGTERM/SIGINT; 2 bad usage or setup.
+6 a vCPU/VMM error, 7 stopped by SIGTERM/SIGINT, 8 snapshot written
+(--snapshot-to, on SIGUSR1); 2 bad usage or setup.
+
+--restore starts the VM from a snapshot (a template) instead: its memory
+is the snapshot's memory file mapped copy-on-write, its devices are the
+snapshot's; --disk files fill its disk slots and --net taps its net
+devices, in order.
 
 --net attaches a virtio-net device backed by a tap: tap=NAME opens (or
 creates, with CAP_NET_ADMIN) the tap NAME in this process's network
@@ -40,7 +49,7 @@ IFF_VNET_HDR for offloads), opened by the caller in the pod's namespace:
 the way to go with --jail, whose VMM has a network namespace of its own.
 mac defaults to a random 52:54:00:xx:xx:xx, mtu (told to the guest; the
 tap's own MTU is the caller's business) to 1500. Devices come in the order
-disks, vsock, nets.`
+disks, disk slots, vsock, nets, net slots, rng.`
 
 type diskFlags []string
 
@@ -113,6 +122,20 @@ func parseNetFlag(s string) (netSpec, error) {
 
 // openNet opens the tap of sp and puts a virtio-net device over it.
 func openNet(sp netSpec, logf func(string, ...any)) (*virtio.Net, error) {
+	tp, err := openTap(sp)
+	if err != nil {
+		return nil, err
+	}
+	n, err := virtio.NewNet(tp, virtio.NetConfig{MAC: sp.mac, MTU: sp.mtu, Logf: logf})
+	if err != nil {
+		tp.Close()
+		return nil, fmt.Errorf("--net: %w", err)
+	}
+	return n, nil
+}
+
+// openTap opens (tap=NAME) or adopts (fd=N) the tap of sp.
+func openTap(sp netSpec) (*virtio.Tap, error) {
 	var tp *virtio.Tap
 	var err error
 	if sp.tap != "" {
@@ -123,12 +146,7 @@ func openNet(sp netSpec, logf func(string, ...any)) (*virtio.Net, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--net: %w", err)
 	}
-	n, err := virtio.NewNet(tp, virtio.NetConfig{MAC: sp.mac, MTU: sp.mtu, Logf: logf})
-	if err != nil {
-		tp.Close()
-		return nil, fmt.Errorf("--net: %w", err)
-	}
-	return n, nil
+	return tp, nil
 }
 
 // parseSize parses 256M, 1G, 512 (MiB), 1048576K.
@@ -174,14 +192,29 @@ func vmCommand(args []string) int {
 	fs.Var(&disks, "disk", "attach a virtio-blk disk: path[,ro] (repeatable)")
 	var netFlags diskFlags
 	fs.Var(&netFlags, "net", "attach a virtio-net device: tap=NAME or fd=N (an inherited tap), then [,mac=52:54:00:xx:xx:xx][,mtu=N] (repeatable)")
+	diskSlots := fs.Int("disk-slots", 0, "add this many empty virtio-blk slots after the disks (a template's; --restore attaches --disk files to them)")
+	netSlots := fs.Int("net-slots", 0, "add this many virtio-net devices without a tap after the --net ones (a template's; --restore attaches --net taps to them)")
+	rng := fs.Bool("rng", true, "attach a virtio-rng device (entropy from the host's getrandom)")
+	snapshotTo := fs.String("snapshot-to", "", "on SIGUSR1, pause the VM, write a snapshot (state and memory) into this existing directory and stop (exit status 8)")
+	restoreDir := fs.String("restore", "", "restore the VM from the snapshot in this directory instead of booting a kernel; --disk and --net fill its device slots in order")
 	var jl vmJail
 	jl.flags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
-	if *kernel == "" {
-		fmt.Fprintln(os.Stderr, "hyperd vm run: --kernel is required")
+	if *kernel == "" && *restoreDir == "" {
+		fmt.Fprintln(os.Stderr, "hyperd vm run: --kernel (or --restore) is required")
 		return 2
+	}
+	for _, p := range []*string{restoreDir, snapshotTo} {
+		if *p != "" {
+			abs, err := filepath.Abs(*p) // before the jail's chdir
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "hyperd vm run:", err)
+				return 2
+			}
+			*p = abs
+		}
 	}
 	var nets []netSpec
 	for _, s := range netFlags {
@@ -215,53 +248,31 @@ func vmCommand(args []string) int {
 		// the console first: it never fails, so stderr's state cannot cut it off
 		msgs = io.MultiWriter(w, os.Stderr)
 	}
-	var devs []virtio.Device
-	closeAll := func() {
-		for _, d := range devs {
-			if c, ok := d.(interface{ Close() error }); ok {
-				c.Close()
-			}
-		}
-	}
-	for _, d := range disks {
-		path, opt, _ := strings.Cut(d, ",")
-		if opt != "" && opt != "ro" && opt != "rw" {
-			fmt.Fprintf(os.Stderr, "hyperd vm run: --disk %q: option must be ro or rw\n", d)
-			closeAll()
+	var snap *vmm.Snapshot
+	if *restoreDir != "" {
+		if *kernel != "" || *initrd != "" {
+			fmt.Fprintln(os.Stderr, "hyperd vm run: --restore takes the guest from the snapshot: no --kernel or --initrd")
 			return 2
 		}
-		b, err := virtio.OpenBlk(path, opt == "ro")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "hyperd vm run:", err)
-			closeAll()
-			return 2
-		}
-		devs = append(devs, b)
-	}
-	if *vsockUDS != "" {
-		v, err := virtio.NewVsock(virtio.VsockConfig{GuestCID: uint64(*cid), UDS: vsockPath})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "hyperd vm run:", err)
-			closeAll()
-			return 2
-		}
-		devs = append(devs, v)
-	}
-	for _, sp := range nets {
-		n, err := openNet(sp, func(format string, args ...any) {
-			fmt.Fprintf(msgs, "hyperd vm run: "+format+"\n", args...)
-		})
-		if err != nil {
+		if snap, err = vmm.ReadSnapshot(*restoreDir); err != nil {
 			fmt.Fprintln(msgs, "hyperd vm run:", err)
-			closeAll()
 			return 2
 		}
-		devs = append(devs, n)
 	}
-	m, err := vmm.New(vmm.Config{Kernel: *kernel, Initrd: *initrd, Cmdline: *cmdline, MemMiB: memMiB, CPUs: *cpus, Console: console, Devices: devs})
+	devs, err := vmDevices(deviceSpecs{disks: disks, diskSlots: *diskSlots, vsock: vsockPath, cid: uint64(*cid), nets: nets, netSlots: *netSlots, rng: *rng}, snap, msgs)
 	if err != nil {
 		fmt.Fprintln(msgs, "hyperd vm run:", err)
-		closeAll()
+		return 2
+	}
+	var m *vmm.Machine
+	if snap != nil {
+		m, err = vmm.Restore(vmm.RestoreConfig{Dir: *restoreDir, Console: console, Devices: devs})
+	} else {
+		m, err = vmm.New(vmm.Config{Kernel: *kernel, Initrd: *initrd, Cmdline: *cmdline, MemMiB: memMiB, CPUs: *cpus, Console: console, Devices: devs})
+	}
+	if err != nil {
+		fmt.Fprintln(msgs, "hyperd vm run:", err)
+		closeDevices(devs)
 		return 2
 	}
 	for _, n := range m.Notes() {
@@ -278,6 +289,9 @@ func vmCommand(args []string) int {
 		<-sigs
 		m.Stop()
 	}()
+	if *snapshotTo != "" {
+		watchSnapshotSignal(m, *snapshotTo, msgs)
+	}
 	m.Start()
 	res := m.Wait()
 	fmt.Fprintf(msgs, "hyperd vm run: guest stopped: %v (%+v)\n", res, m.Stats())

@@ -91,7 +91,7 @@ func kvmSuites(hostKVM bool) []suite {
 	// the e2e tests one run each: an L1 lost to the emulator (see
 	// ErrLostInterrupt) costs the one test that was running
 	for _, test := range []string{"TestE2EKVM", "TestE2EKVMGuestPanic", "TestE2ERoutes", "TestE2ETTY", "TestStopVM",
-		"TestStopPodsOnExit", "TestE2ERegistry", "TestHyperctlBuildFlags", "TestE2ENetwork"} {
+		"TestStopPodsOnExit", "TestE2ERegistry", "TestHyperctlBuildFlags", "TestE2ENetwork", "TestE2ETemplate"} {
 		all = append(all, suite{name: "e2e-kvm-" + test, bin: "e2e-kvm", pkg: "./e2e", deadline: 20 * time.Minute,
 			args: []string{"-test.run", "^" + test + "$"},
 			env:  []string{"HYPERD_E2E_DRIVER=kvm"}})

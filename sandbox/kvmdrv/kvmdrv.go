@@ -13,10 +13,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/hyperhq/hyperd-go/agent/protocol"
 	"github.com/hyperhq/hyperd-go/internal/consolelog"
 	"github.com/hyperhq/hyperd-go/sandbox"
 )
@@ -86,6 +87,13 @@ type Driver struct {
 	ConsoleMax int64
 	// Jail confines each VM process (jail.go); nil runs it unconfined.
 	Jail *Jail
+	// TemplateDir keeps the VM templates (template.go); "" boots every
+	// pod VM cold.
+	TemplateDir string
+
+	tmplOnce   sync.Once
+	templates  *templates
+	generation atomic.Uint64
 }
 
 func (d *Driver) Name() string      { return "kvm" }
@@ -158,15 +166,16 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 	if err := jl.allow(readySock); err != nil {
 		return nil, err
 	}
+	// the same for every pod (the hostname comes with the pod's setup), so
+	// a template's kernel command line is every pod's
 	cmdline := strings.TrimSpace(BaseCmdline + " " + d.Cmdline)
-	if cfg.Hostname != "" {
-		cmdline += " hyperd.hostname=" + cfg.Hostname
-	}
-	args := []string{"vm", "run", "--kernel", d.Kernel, "--initrd", d.Initrd, "--append", cmdline,
-		"--mem", fmt.Sprintf("%dM", mem), "--cpus", strconv.Itoa(vcpu), "--vsock", uds,
-		"--console-log", console, "--console-max", strconv.FormatInt(cmp.Or(d.ConsoleMax, consolelog.DefaultMax), 10)}
-	args = append(args, jl.args()...)
+	// the flags of a booted and of a restored VM alike: its sockets, logs,
+	// jail, taps and disks
+	common := []string{"--vsock", uds, "--console-log", console,
+		"--console-max", strconv.FormatInt(cmp.Or(d.ConsoleMax, consolelog.DefaultMax), 10)}
+	common = append(common, jl.args()...)
 	var files []*os.File // the VM process's fds 3...: its taps
+	nNets := 0
 	if cfg.Network != nil {
 		var netArgs []string
 		var err error
@@ -178,7 +187,8 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 				f.Close() // the VM process has its own copies
 			}
 		}()
-		args = append(args, netArgs...)
+		common = append(common, netArgs...)
+		nNets = len(cfg.Network.Interfaces)
 	}
 	var disks []string
 	for _, dk := range cfg.Disks {
@@ -186,9 +196,23 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		if dk.ReadOnly {
 			spec += ",ro"
 		}
-		args = append(args, "--disk", spec)
+		common = append(common, "--disk", spec)
 		disks = append(disks, dk.HostPath)
 	}
+	if ok, why := d.templateFits(len(disks), nNets); ok {
+		s, err := d.restoreFromTemplate(ctx, cfg, bin, cmdline, common, files, uds, console, disks, jl, vcpu, mem)
+		if err == nil {
+			return s, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		d.log().Warn("pod VM: not restored from a VM template; booting it cold", "pod", cfg.ID, "err", err)
+	} else if d.TemplateDir != "" {
+		d.log().Info("pod VM boots cold", "pod", cfg.ID, "why", why)
+	}
+	args := append([]string{"vm", "run", "--kernel", d.Kernel, "--initrd", d.Initrd, "--append", cmdline,
+		"--mem", fmt.Sprintf("%dM", mem), "--cpus", strconv.Itoa(vcpu)}, common...)
 	for attempt := 0; ; attempt++ {
 		s, err := d.boot(ctx, cfg, bin, args, files, uds, console, disks, ready, jl)
 		var stopped *sandbox.ExitError
@@ -206,6 +230,7 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		if err != nil {
 			return nil, err // not a typed nil *vmSandbox in the interface
 		}
+		s.boot = "cold"
 		return s, nil
 	}
 }
@@ -261,7 +286,12 @@ func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args 
 	}
 	bctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	agent, err := d.waitAgent(bctx, s, ready)
+	var agent sandbox.Agent
+	if ready != nil {
+		agent, err = d.waitAgent(bctx, s, ready)
+	} else {
+		agent, err = d.pollAgent(bctx, s)
+	}
 	if err != nil {
 		var stopped *sandbox.ExitError
 		if errors.As(err, &stopped) {
@@ -275,16 +305,13 @@ func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args 
 	}
 	s.agent = agent
 	s.ready = true
-	// hostname, DNS and the guest's side of the pod network
-	su, ok := agent.(interface {
-		Setup(context.Context, protocol.PodSetup) error
-	})
-	if !ok {
-		s.kill()
-		<-s.Done()
-		return nil, fmt.Errorf("kvm driver: the agent client of pod %s cannot set the pod up", cfg.ID)
+	// hostname, DNS, clock, entropy and the guest's side of the pod network
+	ps := podSetup(cfg)
+	if ready == nil {
+		// restored: a new generation makes the agent reseed the guest's RNG
+		ps.Generation = d.generation.Add(1)
 	}
-	if err := su.Setup(bctx, podSetup(cfg)); err != nil {
+	if err := agent.Setup(bctx, ps); err != nil {
 		s.kill()
 		<-s.Done()
 		os.Remove(uds)
@@ -384,7 +411,7 @@ func (d *Driver) Reattach(ctx context.Context, h sandbox.Handle) (sandbox.Sandbo
 	if err != nil || pid <= 0 {
 		return nil, fmt.Errorf("kvm driver: handle of %s has no pid", h.ID)
 	}
-	s := &vmSandbox{id: h.ID, pid: pid, uds: h.Data["vsock"], console: h.Data["console"], cgroup: h.Data["cgroup"], Exit: sandbox.NewExit()}
+	s := &vmSandbox{id: h.ID, pid: pid, uds: h.Data["vsock"], console: h.Data["console"], cgroup: h.Data["cgroup"], boot: h.Data["boot"], Exit: sandbox.NewExit()}
 	if h.Data["disks"] != "" {
 		s.disks = strings.Split(h.Data["disks"], "\n")
 	}
@@ -440,6 +467,7 @@ type vmSandbox struct {
 	console string
 	disks   []string
 	cgroup  string // the jailed VM's cgroup v2 directory, or ""
+	boot    string // "cold", or "template <name>" when restored from one
 	agent   sandbox.Agent
 	ready   bool // the agent answered (Handle says so: Reattach adopts only such VMs)
 	*sandbox.Exit
@@ -453,6 +481,9 @@ func (s *vmSandbox) Handle() sandbox.Handle {
 	}}
 	if s.cgroup != "" {
 		h.Data["cgroup"] = s.cgroup
+	}
+	if s.boot != "" {
+		h.Data["boot"] = s.boot
 	}
 	if s.ready {
 		h.Data["agent"] = "ready"

@@ -1,0 +1,129 @@
+// This file benchmarks VM templates (kvm driver): pod VMs restored from a
+// template against pod VMs booted cold, measured in one run on the same
+// host (in the nested runner's L1 where the host has no vmx/svm): pod
+// create+start to the first stdout byte, and the host memory an idle pod
+// VM costs (the proportional set size of its VM process: pages shared
+// with other VMs restored from the same template count for their share).
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// templateDaemon starts a kvm hyperd with templates on or off.
+func templateDaemon(b *testing.B, on bool) (*daemon, func()) {
+	if !hardwareVirt() {
+		b.Skip("kvm: not run here: no vmx/svm; scripts/bench-nested.sh runs it in the nested runner's L1")
+	}
+	bin := binaries(b)
+	tmp := b.TempDir()
+	flags := append(driverFlags(b, "kvm"), fmt.Sprintf("--vm-template=%v", on))
+	d := startDaemon(b, bin, tmp+"/root", tmp+"/hyper.sock", "kvm", flags...)
+	d.loadBusybox()
+	return d, func() { d.signal(9) }
+}
+
+// pss is the proportional set size of a process in bytes
+// (/proc/pid/smaps_rollup).
+func pss(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "Pss:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no Pss in smaps_rollup of %d", pid)
+}
+
+// BenchmarkTemplate: restored vs cold pod VMs, alternating so both see the
+// same host load. The first restored pod (which builds the template) is
+// not counted.
+func BenchmarkTemplate(b *testing.B) {
+	const idle = 4 // idle pods per mode for the memory figure
+	modes := []struct {
+		name string
+		on   bool
+	}{{"cold", false}, {"template", true}}
+	type daemonOf struct {
+		d    *daemon
+		stop func()
+	}
+	ds := map[string]daemonOf{}
+	for _, m := range modes {
+		d, stop := templateDaemon(b, m.on)
+		defer stop()
+		ds[m.name] = daemonOf{d, stop}
+	}
+	ctx := context.Background()
+	// warm-up: the template is built by the first pod of its size
+	firstByte(b, ds["template"].d, "warm", "kvm")
+	if boot := podBoot(b, ds["template"].d, "warm"); !strings.HasPrefix(boot, "template ") {
+		b.Fatalf("the warm-up pod booted %q, not from a template:\n%s", boot, ds["template"].d.log())
+	}
+	ds["template"].d.c.RemovePod(ctx, "warm")
+
+	times := map[string][]time.Duration{}
+	for i := 0; i < b.N; i++ {
+		for _, m := range modes {
+			id := fmt.Sprintf("fb%d", i)
+			times[m.name] = append(times[m.name], firstByte(b, ds[m.name].d, id, "kvm"))
+			ds[m.name].d.c.RemovePod(ctx, id)
+		}
+	}
+	cold, tmpl := median(times["cold"]), median(times["template"])
+	fmt.Printf("template: pod create+start -> first stdout byte: cold %v, restored %v, cold/restored = %.1fx (median of %d each)\n",
+		cold, tmpl, float64(cold)/float64(tmpl), b.N)
+	b.ReportMetric(float64(cold)/float64(tmpl), "x-faster")
+
+	memOf := map[string]float64{}
+	for _, m := range modes {
+		d := ds[m.name].d
+		var ids []string
+		for k := 0; k < idle; k++ {
+			id := fmt.Sprintf("%s-idle%d", m.name, k) // unique: vmProcs matches it
+			if _, err := d.c.CreatePod(ctx, []byte(`{"id":"`+id+`","resource":{"vcpu":1,"memory":128},"containers":[{"image":"busybox:latest","command":["sleep","100000"]}]}`)); err != nil {
+				b.Fatal(err)
+			}
+			if err := d.c.StartPod(ctx, id); err != nil {
+				b.Fatalf("%s: start %s: %v", m.name, id, err)
+			}
+			ids = append(ids, id)
+		}
+		time.Sleep(slow(2 * time.Second)) // let the guests settle
+		var total int64
+		for _, id := range ids {
+			procs := vmProcs(id)
+			if len(procs) != 1 {
+				b.Fatalf("%d VM processes for %s", len(procs), id)
+			}
+			for pid := range procs {
+				p, err := pss(pid)
+				if err != nil {
+					b.Fatal(err)
+				}
+				total += p
+			}
+		}
+		memOf[m.name] = float64(total) / idle / (1 << 20)
+		for _, id := range ids {
+			d.c.RemovePod(ctx, id)
+		}
+	}
+	fmt.Printf("template: host memory (PSS) per idle 128 MiB pod VM: cold %.1f MiB, restored %.1f MiB, restored/cold = %.2f (%d idle pods each)\n",
+		memOf["cold"], memOf["template"], memOf["template"]/memOf["cold"], idle)
+	b.ReportMetric(memOf["template"]/memOf["cold"], "mem-ratio")
+}
