@@ -3,17 +3,15 @@
 // vhost=off) on the same kind of tap, the same guest kernel and the same
 // test init (testdata/netinit), measured one after the other in one run:
 // TCP throughput guest->host and host->guest and the TCP round-trip time,
-// against a TCP server in this process, all inside a network namespace the
-// benchmark creates.
+// against a TCP server in this process (internal/tcpbench's), all inside a
+// network namespace the benchmark creates.
 
 package vmm
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -30,6 +28,7 @@ import (
 
 	"github.com/hyperhq/hyperd-go/internal/kvmtest"
 	"github.com/hyperhq/hyperd-go/internal/netns"
+	"github.com/hyperhq/hyperd-go/internal/tcpbench"
 	"github.com/hyperhq/hyperd-go/internal/testbin"
 	"github.com/hyperhq/hyperd-go/kvm"
 )
@@ -303,9 +302,8 @@ func persistentTap(name string) error {
 	return nil
 }
 
-// netServer is the host side of netinit's protocol (see its doc comment):
-// SINK, SOURCE and ECHO, one connection each; it keeps the times it
-// measured of the current VM's run.
+// netServer is the host side of netinit's protocol (internal/tcpbench's
+// server); it keeps the times it measured of the current VM's run.
 type netServer struct {
 	ln net.Listener
 	mu sync.Mutex
@@ -324,89 +322,29 @@ func (s *netServer) reset() {
 func (s *netServer) close() { s.ln.Close() }
 
 func (s *netServer) serve() {
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(30 * time.Minute))
-			if err := s.handle(c.(*net.TCPConn)); err != nil {
-				s.mu.Lock()
-				s.errs = append(s.errs, err.Error())
-				s.mu.Unlock()
-			}
-		}()
-	}
+	srv := &tcpbench.Server{Timeout: 30 * time.Minute, Report: s.report}
+	srv.Serve(s.ln)
 }
 
-func (s *netServer) handle(c *net.TCPConn) error {
-	c.SetNoDelay(true)
-	r := bufio.NewReaderSize(c, 256<<10)
-	line, err := r.ReadString('\n')
+// report keeps one connection's result.
+func (s *netServer) report(r tcpbench.Result, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("command: %q %w", line, err)
+		s.errs = append(s.errs, err.Error())
+		return
 	}
-	cmd, arg, _ := strings.Cut(strings.TrimSpace(line), " ")
-	n, _ := strconv.ParseInt(arg, 10, 64)
-	switch cmd {
+	switch r.Cmd {
 	case "SINK":
-		if _, err := r.ReadByte(); err != nil {
-			return fmt.Errorf("SINK: %w", err)
-		}
-		t0 := time.Now()
-		if got, err := io.CopyN(io.Discard, r, n-1); err != nil {
-			return fmt.Errorf("SINK: %d of %d bytes: %w", got+1, n, err)
-		}
-		d := time.Since(t0).Nanoseconds()
-		s.mu.Lock()
-		s.txNs = d
-		s.mu.Unlock()
-		_, err := fmt.Fprintf(c, "OK %d\n", d)
-		return err
+		s.txNs = r.Time.Nanoseconds()
 	case "SOURCE":
-		buf := make([]byte, 64<<10)
-		t0 := time.Now()
-		for left := n; left > 0; {
-			k, err := c.Write(buf[:min(left, int64(len(buf)))])
-			if err != nil {
-				return fmt.Errorf("SOURCE: %w", err)
-			}
-			left -= int64(k)
-		}
-		if done, err := r.ReadString('\n'); err != nil || done != "DONE\n" {
-			return fmt.Errorf("SOURCE: the guest's DONE: %q %v", done, err)
-		}
-		d := time.Since(t0).Nanoseconds()
-		s.mu.Lock()
-		s.rxNs = d
-		s.mu.Unlock()
-		_, err := fmt.Fprintf(c, "OK %d\n", d)
-		return err
+		s.rxNs = r.Time.Nanoseconds()
 	case "ECHO":
-		// each ping arrives a round trip after the pong before it
-		var rtts []int64
-		var sent time.Time
-		b := []byte{0}
-		for {
-			if _, err := io.ReadFull(r, b); err != nil {
-				break
-			}
-			if !sent.IsZero() {
-				rtts = append(rtts, time.Since(sent).Nanoseconds())
-			}
-			if _, err := c.Write(b); err != nil {
-				return fmt.Errorf("ECHO: %w", err)
-			}
-			sent = time.Now()
+		s.rtts = nil
+		for _, d := range r.RTTs {
+			s.rtts = append(s.rtts, d.Nanoseconds())
 		}
-		s.mu.Lock()
-		s.rtts = rtts
-		s.mu.Unlock()
-		return nil
 	}
-	return fmt.Errorf("unknown command %q", line)
 }
 
 // netConsole collects a guest console and netinit's result lines.
@@ -516,8 +454,8 @@ func runNetPeer(ns string, srv *netServer, p netPeer, kernel, initrd, cmdline st
 	defer srv.mu.Unlock()
 	r := netRun{up: con.up, bytes: con.val("tx", "bytes"), txNs: srv.txNs, rxNs: srv.rxNs,
 		gTxNs: con.val("tx", "ns"), gRxNs: con.val("rx", "ns"), gRttNs: con.val("rtt", "median_ns"), exits: exits}
-	if len(srv.rtts) > 10 {
-		rtts := slices.Clone(srv.rtts[10:]) // netinit's warm-up pings
+	if len(srv.rtts) > tcpbench.Warmup {
+		rtts := slices.Clone(srv.rtts[tcpbench.Warmup:]) // netinit's warm-up pings
 		slices.Sort(rtts)
 		r.rttNs, r.rttP10, r.rttP90 = rtts[len(rtts)/2], rtts[len(rtts)/10], rtts[len(rtts)*9/10]
 	}

@@ -2,7 +2,8 @@
 // prints milestones to the serial console, loads the virtio and vsock
 // modules listed in /modules/order, does a vsock round trip with the host in
 // both directions (guest-initiated to host port 5000, host-initiated to
-// guest port 1024), and powers the machine off.
+// guest port 1024), and powers the machine off. Its console lines
+// ("HYPERD-BOOT: ...") go through internal/guestinit.
 package main
 
 import (
@@ -15,55 +16,37 @@ import (
 
 	"github.com/mdlayher/vsock"
 	"golang.org/x/sys/unix"
+
+	"github.com/hyperhq/hyperd-go/internal/guestinit"
 )
 
-var console *os.File
-
-func say(format string, args ...any) {
-	fmt.Fprintf(console, "HYPERD-BOOT: "+format+"\n", args...)
-}
-
-func fail(format string, args ...any) {
-	say("FAIL "+format, args...)
-	unix.Sync()
-	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
-	select {}
-}
-
 func main() {
-	os.MkdirAll("/dev", 0o755)
-	unix.Mount("devtmpfs", "/dev", "devtmpfs", 0, "")
-	os.MkdirAll("/proc", 0o755)
-	unix.Mount("proc", "/proc", "proc", 0, "")
-	var err error
-	if console, err = os.OpenFile("/dev/ttyS0", os.O_WRONLY, 0); err != nil {
-		console = os.Stdout
-	}
-	say("init started")
+	console := guestinit.Start("HYPERD-BOOT")
+	console.Say("init started")
 
 	order, err := os.ReadFile("/modules/order")
 	if err != nil {
-		fail("reading /modules/order: %v", err)
+		console.Fail("reading /modules/order: %v", err)
 	}
 	for _, m := range strings.Fields(string(order)) {
 		f, err := os.Open(filepath.Join("/modules", m))
 		if err != nil {
-			fail("module %s: %v", m, err)
+			console.Fail("module %s: %v", m, err)
 		}
 		err = unix.FinitModule(int(f.Fd()), "", 0)
 		f.Close()
 		if err != nil && err != unix.EEXIST {
-			fail("loading %s: %v", m, err)
+			console.Fail("loading %s: %v", m, err)
 		}
 	}
-	say("modules loaded")
+	console.Say("modules loaded")
 
 	// Host-initiated: the test connects with "CONNECT 1024".
 	ln, err := vsock.Listen(1024, nil)
 	if err != nil {
-		fail("vsock listen: %v", err)
+		console.Fail("vsock listen: %v", err)
 	}
-	say("vsock listening")
+	console.Say("vsock listening")
 
 	// Guest-initiated: the host listens on <uds>_5000.
 	var c *vsock.Conn
@@ -75,32 +58,28 @@ func main() {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if err != nil {
-		fail("vsock dial host:5000: %v", err)
+		console.Fail("vsock dial host:5000: %v", err)
 	}
 	fmt.Fprintf(c, "ping from guest\n")
 	reply, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
-		fail("vsock read: %v", err)
+		console.Fail("vsock read: %v", err)
 	}
 	c.Close()
-	say("vsock guest->host ok %q", strings.TrimSpace(reply))
+	console.Say("vsock guest->host ok %q", strings.TrimSpace(reply))
 
 	hc, err := ln.Accept()
 	if err != nil {
-		fail("vsock accept: %v", err)
+		console.Fail("vsock accept: %v", err)
 	}
 	line, err := bufio.NewReader(hc).ReadString('\n')
 	if err != nil {
-		fail("vsock read from host: %v", err)
+		console.Fail("vsock read from host: %v", err)
 	}
 	fmt.Fprintf(hc, "echo %s", line)
 	hc.Close()
-	say("vsock host->guest ok %q", strings.TrimSpace(line))
+	console.Say("vsock host->guest ok %q", strings.TrimSpace(line))
 
-	say("powering off")
-	unix.Sync()
-	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
-		fail("poweroff: %v", err)
-	}
-	select {}
+	console.Say("powering off")
+	console.PowerOff()
 }

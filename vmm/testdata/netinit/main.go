@@ -10,14 +10,9 @@
 // the machine off. The settings come from /proc/cmdline (dotted words, which
 // the kernel leaves to us).
 //
-// The protocol, one TCP connection per measurement, each opened by a
-// command line from the guest:
-//
-//	SINK n      the guest sends n bytes; the host answers "OK <ns>\n", ns
-//	            from its first byte read to its last
-//	SOURCE n    the host sends n bytes; the guest answers "DONE\n" after the
-//	            last, the host "OK <ns>\n", ns from its first write to DONE
-//	ECHO        the host echoes every byte until EOF (the guest pings)
+// The measurements are internal/tcpbench's client (its doc has the
+// protocol, one TCP connection per measurement); the console lines go
+// through internal/guestinit.
 //
 // Console lines (times in ns as each side measured them):
 //
@@ -30,9 +25,7 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"slices"
@@ -41,25 +34,10 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
+
+	"github.com/hyperhq/hyperd-go/internal/guestinit"
+	"github.com/hyperhq/hyperd-go/internal/tcpbench"
 )
-
-var console *os.File
-
-func say(format string, args ...any) {
-	fmt.Fprintf(console, "HYPERD-NET: "+format+"\n", args...)
-}
-
-func fail(format string, args ...any) {
-	say("FAIL "+format, args...)
-	poweroff()
-}
-
-func poweroff() {
-	unix.Sync()
-	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
-	select {}
-}
 
 // settings are the netbench.* words of the kernel command line.
 type settings struct {
@@ -100,42 +78,36 @@ func parseCmdline(s string) settings {
 }
 
 func main() {
-	os.MkdirAll("/dev", 0o755)
-	unix.Mount("devtmpfs", "/dev", "devtmpfs", 0, "")
-	os.MkdirAll("/proc", 0o755)
-	unix.Mount("proc", "/proc", "proc", 0, "")
-	var err error
-	if console, err = os.OpenFile("/dev/ttyS0", os.O_WRONLY, 0); err != nil {
-		console = os.Stdout
-	}
+	console := guestinit.Start("HYPERD-NET")
 	cmdline, _ := os.ReadFile("/proc/cmdline")
 	st := parseCmdline(string(cmdline))
 	ifname, mac, err := linkUp(st.addr)
 	if err != nil {
-		fail("network: %v", err)
+		console.Fail("network: %v", err)
 	}
-	say("up iface=%s mac=%s addr=%s", ifname, mac, st.addr)
-	server := net.JoinHostPort(st.host, strconv.Itoa(st.port))
+	console.Say("up iface=%s mac=%s addr=%s", ifname, mac, st.addr)
+	// the link has just come up: the first ARP exchange may be under way
+	c := tcpbench.Client{Addr: net.JoinHostPort(st.host, strconv.Itoa(st.port)), DialFor: time.Minute}
 	n := int64(st.mib) << 20
 
-	gns, hns, err := tx(server, n)
+	g, h, err := c.Sink(n)
 	if err != nil {
-		fail("tx: %v", err)
+		console.Fail("tx: %v", err)
 	}
-	say("tx bytes=%d ns=%d host_ns=%d", n, gns, hns)
-	gns, hns, err = rx(server, n)
+	console.Say("tx bytes=%d ns=%d host_ns=%d", n, g.Nanoseconds(), h.Nanoseconds())
+	g, h, err = c.Source(n)
 	if err != nil {
-		fail("rx: %v", err)
+		console.Fail("rx: %v", err)
 	}
-	say("rx bytes=%d ns=%d host_ns=%d", n, gns, hns)
-	rtts, err := ping(server, st.pings)
+	console.Say("rx bytes=%d ns=%d host_ns=%d", n, g.Nanoseconds(), h.Nanoseconds())
+	rtts, err := c.Ping(st.pings)
 	if err != nil {
-		fail("rtt: %v", err)
+		console.Fail("rtt: %v", err)
 	}
 	slices.Sort(rtts)
-	say("rtt pings=%d median_ns=%d min_ns=%d max_ns=%d", len(rtts), rtts[len(rtts)/2], rtts[0], rtts[len(rtts)-1])
-	say("done")
-	poweroff()
+	console.Say("rtt pings=%d median_ns=%d min_ns=%d max_ns=%d", len(rtts), rtts[len(rtts)/2].Nanoseconds(), rtts[0].Nanoseconds(), rtts[len(rtts)-1].Nanoseconds())
+	console.Say("done")
+	console.PowerOff()
 }
 
 // linkUp brings lo and the first Ethernet link up and gives the latter
@@ -173,109 +145,4 @@ func linkUp(addr string) (string, string, error) {
 		return "", "", fmt.Errorf("%s up: %w", eth.Attrs().Name, err)
 	}
 	return eth.Attrs().Name, eth.Attrs().HardwareAddr.String(), nil
-}
-
-// dial connects to the server, retrying for a while: the link has just
-// come up and the first ARP exchange may be under way.
-func dial(server string) (*net.TCPConn, error) {
-	var err error
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		var c net.Conn
-		if c, err = net.DialTimeout("tcp", server, 5*time.Second); err == nil {
-			return c.(*net.TCPConn), nil
-		}
-	}
-	return nil, err
-}
-
-// okLine reads the host's "OK <ns>" answer.
-func okLine(r *bufio.Reader) (int64, error) {
-	line, err := r.ReadString('\n')
-	if err != nil {
-		return 0, fmt.Errorf("the host's answer: %q %w", line, err)
-	}
-	ns, ok := strings.CutPrefix(strings.TrimSpace(line), "OK ")
-	if !ok {
-		return 0, fmt.Errorf("the host answered %q", line)
-	}
-	return strconv.ParseInt(ns, 10, 64)
-}
-
-// tx sends n bytes to the host's sink.
-func tx(server string, n int64) (guestNs, hostNs int64, err error) {
-	c, err := dial(server)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer c.Close()
-	buf := make([]byte, 64<<10)
-	for i := range buf {
-		buf[i] = byte(i)
-	}
-	t0 := time.Now()
-	if _, err := fmt.Fprintf(c, "SINK %d\n", n); err != nil {
-		return 0, 0, err
-	}
-	for left := n; left > 0; {
-		k, err := c.Write(buf[:min(left, int64(len(buf)))])
-		if err != nil {
-			return 0, 0, err
-		}
-		left -= int64(k)
-	}
-	hostNs, err = okLine(bufio.NewReader(c))
-	return time.Since(t0).Nanoseconds(), hostNs, err
-}
-
-// rx receives n bytes from the host's source.
-func rx(server string, n int64) (guestNs, hostNs int64, err error) {
-	c, err := dial(server)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer c.Close()
-	r := bufio.NewReaderSize(c, 256<<10)
-	t0 := time.Now()
-	if _, err := fmt.Fprintf(c, "SOURCE %d\n", n); err != nil {
-		return 0, 0, err
-	}
-	if got, err := io.CopyN(io.Discard, r, n); err != nil {
-		return 0, 0, fmt.Errorf("received %d of %d bytes: %w", got, n, err)
-	}
-	guestNs = time.Since(t0).Nanoseconds()
-	if _, err := io.WriteString(c, "DONE\n"); err != nil {
-		return 0, 0, err
-	}
-	hostNs, err = okLine(r)
-	return guestNs, hostNs, err
-}
-
-// ping does k one-byte round trips (after 10 not counted) and returns
-// each one's time.
-func ping(server string, k int) ([]int64, error) {
-	c, err := dial(server)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	c.SetNoDelay(true)
-	if _, err := io.WriteString(c, "ECHO\n"); err != nil {
-		return nil, err
-	}
-	const warm = 10
-	b := []byte{'p'}
-	var rtts []int64
-	for i := 0; i < warm+k; i++ {
-		t0 := time.Now()
-		if _, err := c.Write(b); err != nil {
-			return nil, err
-		}
-		if _, err := io.ReadFull(c, b); err != nil {
-			return nil, fmt.Errorf("pong %d: %w", i, err)
-		}
-		if i >= warm {
-			rtts = append(rtts, time.Since(t0).Nanoseconds())
-		}
-	}
-	return rtts, nil
 }
