@@ -78,6 +78,9 @@ func (s *Server) StartContainer(ctx context.Context, r *runtimeapi.StartContaine
 	if sb.state() != runtimeapi.PodSandboxState_SANDBOX_READY {
 		return nil, precondition("pod sandbox %s of container %s is not ready (%s)", sb.id(), c.id(), sb.info.Status.Phase)
 	}
+	if err := s.core.PrepareContainer(ctx, c.id()); err != nil {
+		return nil, grpcErr(err)
+	}
 	if err := s.core.StartContainer(ctx, c.id()); err != nil {
 		return nil, grpcErr(err)
 	}

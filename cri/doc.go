@@ -13,7 +13,7 @@
 //     StopPodSandbox (StopPod), whatever its containers do; a REST pod stops
 //     its sandbox once its containers have all exited, a CRI pod does not,
 //     because the kubelet creates, starts, removes and re-creates
-//     containers one by one. The sandbox id is the pod id (64 hex digits).
+//     containers one by one. The sandbox id is the pod id (32 hex digits: see newSandboxID).
 //     READY = the pod's phase is Running; anything else is NOTREADY.
 //   - CRI container = a container of that pod (Core.CreateContainer,
 //     StartContainer, ...), restart policy never: the kubelet restarts

@@ -63,9 +63,16 @@ type containerMeta struct {
 	Tty       bool        `json:"tty,omitempty"`
 }
 
-// newID is a CRI id: 64 hex digits, like containerd's.
-func newID() string {
-	b := make([]byte, 32)
+// newID is a container id: 64 hex digits, like containerd's.
+func newID() string { return randomHex(32) }
+
+// newSandboxID is a sandbox (pod) id: 32 hex digits (128 bits). Not 64:
+// the pod's directory holds the local driver's agent socket, and a unix
+// socket path has 107 bytes (/var/lib/hyper/pods/<id>/sandbox/agent.sock).
+func newSandboxID() string { return randomHex(16) }
+
+func randomHex(n int) string {
+	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }

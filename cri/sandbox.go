@@ -66,7 +66,7 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 	if cfg == nil {
 		return nil, invalid("sandbox config is required")
 	}
-	id := newID()
+	id := newSandboxID()
 	spec, err := s.podSpec(id, cfg, r.RuntimeHandler)
 	if err != nil {
 		return nil, err

@@ -20,6 +20,7 @@ import (
 type Core interface {
 	pod.Core
 	SignalExec(ctx context.Context, ref, execID string, sig int) error
+	PrepareContainer(ctx context.Context, ref string) error
 }
 
 var _ Core = (*pod.Daemon)(nil)

@@ -183,8 +183,8 @@ func TestSandboxLifecycle(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t)
 	id, _ := e.runSandbox("web")
-	if len(id) != 64 {
-		t.Errorf("sandbox id %q: want 64 hex digits", id)
+	if len(id) != 32 {
+		t.Errorf("sandbox id %q: want 32 hex digits", id)
 	}
 	st, err := e.rc.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id})
 	if err != nil {

@@ -1,11 +1,15 @@
 // This file owns what the CRI server (package cri) needs of the core beyond
 // the REST API's view: pods of type "sandbox" (a Kubernetes pod sandbox
-// keeps its sandbox while its containers come and go) and signals to execs.
+// keeps its sandbox while its containers come and go), signals to execs,
+// and images given to a running sandbox.
 
 package pod
 
 import (
 	"context"
+	"fmt"
+
+	"github.com/hyperhq/hyperd-go/sandbox"
 )
 
 // PodTypeSandbox is the pod type ("type" in podArgs) of a pod that keeps
@@ -36,4 +40,43 @@ func (d *Daemon) SignalExec(ctx context.Context, ref, execID string, sig int) er
 	sb, cid := p.sb, e.rec.ContainerID
 	d.mu.Unlock()
 	return sb.Agent().Signal(ctx, cid, execID, sig)
+}
+
+// PrepareContainer makes a container of a running pod startable in the
+// pod's current sandbox: its image's root file system is given to the
+// sandbox if the sandbox was created without it (a CRI sandbox starts with
+// no container, and the kubelet adds them one by one), and the sandbox's
+// handle, which now lists it, is saved. A sandbox that cannot take a disk
+// while it runs (sandbox.DiskAdder) makes this a NotImplementedError.
+func (d *Daemon) PrepareContainer(ctx context.Context, ref string) error {
+	return d.withCtr(ref, func(c *ctrState, p *podState) error {
+		d.mu.Lock()
+		sb := p.sb
+		d.mu.Unlock()
+		if sb == nil {
+			return conflict("conflict: pod %s is not running", p.rec.ID)
+		}
+		fs, err := d.imageRootfs(ctx, c)
+		if err != nil {
+			return err
+		}
+		if _, err := sb.DiskSource(fs[0]); err == nil {
+			return nil
+		}
+		a, ok := sb.(sandbox.DiskAdder)
+		if !ok {
+			return &NotImplementedError{Msg: fmt.Sprintf("the %s driver cannot give the image %s to the running sandbox of pod %s (no disk hotplug): a container with an image the pod did not start with cannot start in it", d.drv.Name(), c.rec.Image, p.rec.ID)}
+		}
+		if err := a.AddDisk(ctx, sandbox.Disk{HostPath: fs[0], ReadOnly: true}); err != nil {
+			return fmt.Errorf("image %s for container %s: %w", c.rec.Image, c.rec.Name, err)
+		}
+		h := sb.Handle()
+		d.mu.Lock()
+		if p.sb == sb {
+			p.rec.Handle = &h
+			d.savePod(p)
+		}
+		d.mu.Unlock()
+		return nil
+	})
 }
