@@ -15,8 +15,13 @@ import (
 // VsockTransport listens on a vsock port (1024 for the daemon).
 type VsockTransport struct{ Port uint32 }
 
-// Listen implements Transport.
-func (v VsockTransport) Listen() (net.Listener, error) { return vsock.Listen(v.Port, nil) }
+// Listen implements Transport. It binds VMADDR_CID_ANY, not the guest's
+// CID of the moment (vsock.Listen's choice): a VM restored from a template
+// gets a new CID with the transport reset, and a listener bound to the old
+// one would refuse every connection to the new one.
+func (v VsockTransport) Listen() (net.Listener, error) {
+	return vsock.ListenContextID(unix.VMADDR_CID_ANY, v.Port, nil)
+}
 
 // NotifyReady connects to the host (CID 2) on port and closes: the kvm
 // driver's ready signal.

@@ -44,7 +44,8 @@ func main() {
 	if console, err = os.OpenFile("/dev/ttyS0", os.O_WRONLY, 0); err != nil {
 		console = os.Stdout
 	}
-	ln, err := vsock.Listen(1024, nil)
+	// any CID: a restored guest may get a new one
+	ln, err := vsock.ListenContextID(unix.VMADDR_CID_ANY, 1024, nil)
 	if err != nil {
 		say("FAIL vsock listen: %v", err)
 		unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
