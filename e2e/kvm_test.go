@@ -233,7 +233,8 @@ func runKVMBootFailure(t *testing.T) {
 	}
 	// pod VMs boot quiet (kvmdrv.BaseCmdline); --kernel-args loglevel=7
 	// brings the whole boot log back to console.log
-	flags := append(driverFlags(t, "kvm"), "--boot-timeout", strconv.Itoa(int(bootTimeout/time.Second)), "--boot-retries", "0", "--initrd", initrd, "--kernel-args", "loglevel=7")
+	// (the cold boot's path: a template of this guest could never be made)
+	flags := append(driverFlags(t, "kvm"), "--boot-timeout", strconv.Itoa(int(bootTimeout/time.Second)), "--boot-retries", "0", "--initrd", initrd, "--kernel-args", "loglevel=7", "--vm-template=false")
 	d := startDaemon(t, bin, root, sock, "kvm", flags...)
 	defer func() { d.signal(syscall.SIGTERM) }()
 	ctx := ctxT(t, 5*time.Minute)
@@ -417,7 +418,8 @@ func TestE2EKVMGuestPanic(t *testing.T) {
 	initrd := filepath.Join(tmp, "initrd")
 	os.WriteFile(initrd, []byte("unused"), 0o644)
 	root := filepath.Join(tmp, "root")
-	d := startDaemon(t, bin, root, filepath.Join(tmp, "hyper.sock"), "kvm", "--kernel", kernel, "--initrd", initrd)
+	// the cold boot's path (a template of a panicking guest cannot be made)
+	d := startDaemon(t, bin, root, filepath.Join(tmp, "hyper.sock"), "kvm", "--kernel", kernel, "--initrd", initrd, "--vm-template=false")
 	defer func() { d.signal(syscall.SIGTERM) }()
 	ctx := ctxT(t, time.Minute)
 	d.loadBusybox()
