@@ -130,10 +130,7 @@ func (d *Driver) template(ctx context.Context, bin string, vcpu, mem int, cmdlin
 			return "", "", fmt.Errorf("template input: %w", err)
 		}
 	}
-	h := sha256.New()
-	json.NewEncoder(h).Encode(in)
-	fmt.Fprintf(h, "vcpu=%d mem=%d disks=%d nets=%d cmdline=%q\n", vcpu, mem, TemplateDiskSlots, TemplateNetSlots, cmdline)
-	key = fmt.Sprintf("%dc-%dm-%s", vcpu, mem, hex.EncodeToString(h.Sum(nil))[:16])
+	key = templateKey(in, vcpu, mem, cmdline)
 	dir = filepath.Join(d.TemplateDir, key)
 	if err := os.MkdirAll(d.TemplateDir, 0o700); err != nil {
 		return "", key, err
@@ -179,6 +176,14 @@ func (d *Driver) template(ctx context.Context, bin string, vcpu, mem int, cmdlin
 		return "", key, b.err
 	}
 	return dir, key, nil
+}
+
+// templateKey names the template of a size made from in with cmdline.
+func templateKey(in templateInputs, vcpu, mem int, cmdline string) string {
+	h := sha256.New()
+	json.NewEncoder(h).Encode(in)
+	fmt.Fprintf(h, "vcpu=%d mem=%d disks=%d nets=%d cmdline=%q\n", vcpu, mem, TemplateDiskSlots, TemplateNetSlots, cmdline)
+	return fmt.Sprintf("%dc-%dm-%s", vcpu, mem, hex.EncodeToString(h.Sum(nil))[:16])
 }
 
 // templateFailed marks a template that did not restore: it is removed
