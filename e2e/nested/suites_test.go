@@ -152,7 +152,7 @@ func TestKVMSuites(t *testing.T) {
 	}
 	bins := filepath.Join(out, "bin")
 	// the commands, static, where $HYPERD_TEST_BIN points in L1
-	for _, c := range []string{"./cmd/hyperd", "./cmd/hyperctl", "./cmd/hyper-agent", "./vmm/testdata/bootinit", "./e2e/udpecho"} {
+	for _, c := range []string{"./cmd/hyperd", "./cmd/hyperctl", "./cmd/hyper-agent", "./vmm/testdata/bootinit", "./vmm/testdata/snapinit", "./e2e/udpecho"} {
 		goBuild(t, repo, "build", "-trimpath", "-o", filepath.Join(bins, filepath.Base(c)), c)
 	}
 	hostKVM := kvmtest.Usable() == nil
