@@ -90,7 +90,7 @@ func (s *Server) containerSpec(id string, cfg *runtimeapi.ContainerConfig, sb *s
 	if cfg.StopSignal != runtimeapi.Signal_SIGNAL_RUNTIME_DEFAULT {
 		spec.StopSignal = cfg.StopSignal.String()
 	}
-	if err := s.applySecurity(spec, cfg.GetLinux().GetSecurityContext(), img); err != nil {
+	if err := applySecurity(spec, cfg.GetLinux().GetSecurityContext()); err != nil {
 		return nil, err
 	}
 	spec.Labels = withMeta(cfg.Labels, LabelContainer, meta)
@@ -98,7 +98,7 @@ func (s *Server) containerSpec(id string, cfg *runtimeapi.ContainerConfig, sb *s
 }
 
 // applySecurity maps the container security context onto spec.
-func (s *Server) applySecurity(spec *pod.ContainerSpec, sc *runtimeapi.LinuxContainerSecurityContext, image string) error {
+func applySecurity(spec *pod.ContainerSpec, sc *runtimeapi.LinuxContainerSecurityContext) error {
 	if sc == nil {
 		return nil
 	}
@@ -154,14 +154,7 @@ func (s *Server) applySecurity(spec *pod.ContainerSpec, sc *runtimeapi.LinuxCont
 			return invalid("%s: run_as_group %d is negative", what, sc.RunAsGroup.Value)
 		}
 		if spec.User.Name == "" {
-			// the group needs a user: the image's (without its group)
-			u := "0"
-			if s.img != nil {
-				if im, err := s.img.Status(image); err == nil && im.User != "" {
-					u, _, _ = strings.Cut(im.User, ":")
-				}
-			}
-			spec.User.Name = u
+			return invalid("%s: run_as_group is set without run_as_user or run_as_username", what)
 		}
 		spec.User.Group = strconv.FormatInt(sc.RunAsGroup.Value, 10)
 	}

@@ -431,6 +431,7 @@ func TestErrors(t *testing.T) {
 		{"user and username", withContainer(sc(func(s *runtimeapi.LinuxContainerSecurityContext) {
 			s.RunAsUser, s.RunAsUsername = &runtimeapi.Int64Value{Value: 1}, "nobody"
 		})), codes.InvalidArgument, "run_as_user"},
+		{"group without user", withContainer(sc(func(s *runtimeapi.LinuxContainerSecurityContext) { s.RunAsGroup = &runtimeapi.Int64Value{Value: 5} })), codes.InvalidArgument, "run_as_group is set without"},
 		{"status of an unknown container", func() error {
 			_, err := e.rc.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: "0123456789abcdef"})
 			return err

@@ -32,3 +32,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt-get update -q
 	apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+# cri-tools (critest, crictl) at a pinned version, for the CRI tests
+# (e2e/cri) and the README's crictl walk-through: built once per machine
+# into /var/cache/hyperd-tools.
+"$(dirname "$0")/install-cri-tools.sh"

@@ -1,0 +1,141 @@
+package cri
+
+// TestCritest runs critest, cri-tools' CRI conformance suite, against
+// hyperd --driver local, every case but the listed skips (each with its
+// reason; the README lists them too).
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hyperhq/hyperd-go/image/regtest"
+)
+
+// CritestVersion is the cri-tools release scripts/setup.sh installs.
+const CritestVersion = "v1.37.0"
+
+// critestPath is $HYPERD_CRITEST, or where scripts/setup.sh installs it.
+func critestPath(t *testing.T) string {
+	t.Helper()
+	p := os.Getenv("HYPERD_CRITEST")
+	if p == "" {
+		p = filepath.Join("/var/cache/hyperd-tools", "cri-tools-"+CritestVersion, "critest")
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("critest %s is missing (%v): scripts/setup.sh builds it (scripts/install-cri-tools.sh)", CritestVersion, err)
+	}
+	return p
+}
+
+// skip is one critest case (a regular expression over its full name) not
+// run, and why.
+type skip struct{ what, why string }
+
+// critestSkips are the cases hyperd does not pass, with the reason. Keep
+// the README's list ("CRI: critest") in step.
+var critestSkips = []skip{
+	// what a VM sandbox cannot mean
+	{`HostNetwork is true|HostPID|HostIpc is true|portforward in host network`, "host namespaces: a pod's sandbox (its VM) has none to share"},
+	{`PodPID`, "a PID namespace shared by a pod's containers: the agent gives each container its own"},
+	{`NamespaceMode_POD|NamespaceMode_NODE|more than one mapping|container ID 0 is not mapped|NamespaceMode_CONTAINER|NamespaceMode_TARGET`, "Kubernetes user namespaces (userns_options): not supported"},
+	{`apparmor|AppArmor`, "AppArmor: no AppArmor in a sandbox"},
+	{`selinux|SELinux`, "SELinux: not supported"},
+	{`NRI|nri`, "NRI plugins: not supported"},
+	// not implemented yet
+	{`exec with tty|support attach|support portforward|should support container exec`, "streaming (Exec, Attach, PortForward): not implemented yet"},
+	{`container stats|stats for|pod sandbox metrics|metrics descriptors`, "stats and metrics: not implemented yet"},
+	{`with volume|propagation|readonly mounts|recursive readonly mount|Image Volume|subPath|image digest in ContainerStatus mounts|mount image`, "container mounts: not implemented yet"},
+	{`safe sysctls|unsafe sysctls`, "sysctls: not supported"},
+	{`Privileged is true|capability|capabilities|privilege escalation when false|when privileged`, "privileged containers and capability changes: refused (the agent's fixed capability set)"},
+	{`SupplementalGroups|supplemental`, "supplemental groups: not supported by the agent yet"},
+	{`seccomp localhost|blocks setting hostname|setting host name with unconfined`, "seccomp profiles other than the agent's default: refused"},
+	{`OOMKilled`, "OOM kill reason: not reported yet"},
+	{`public image with digest|image digest`, "an image with a fixed digest of the public registry: nothing here can make it"},
+	{`DNS config|set hostname|port mapping|should support network|runtime should return runtime conditions`, "networking: this run uses --network none (no CNI network; NetworkReady is false)"},
+	{`seccomp unconfined|nil profile, which is unconfined`, "seccomp Unconfined: the agent applies its default filter to every container (Unconfined is accepted and gets more confinement than asked)"},
+	{`support MaskedPaths|support ReadonlyPaths`, "masked and read-only paths other than the agent's fixed lists: refused"},
+	{`HostIpc is false|HostNetwork is false`, "these cases leave the containers' pid namespace mode at POD (the protobuf default), which hyperd refuses (a shared pod PID namespace)"},
+	{`privilege escalation when true`, "needs the nonewprivs image (a setuid test program): nothing here builds it"},
+	{`support ContainerPID`, "looks for nginx's \"master process\" title in the nginx image: nothing here builds nginx (the web server images here are busybox's httpd)"},
+}
+
+func skipRegex() string {
+	var parts []string
+	for _, s := range critestSkips {
+		parts = append(parts, "("+s.what+")")
+	}
+	return strings.Join(parts, "|")
+}
+
+var summaryRe = regexp.MustCompile(`Ran (\d+) of (\d+) Specs.*\n.*?(SUCCESS|FAIL)!.*?(\d+) Passed \| (\d+) Failed \| (\d+) Pending \| (\d+) Skipped`)
+
+func TestCritest(t *testing.T) {
+	requireRoot(t)
+	critest := critestPath(t)
+	reg := regtest.Start(t, "", "")
+	pushImages(t, reg)
+	var mirrors []string
+	for _, r := range mirrored {
+		mirrors = append(mirrors, "--registry-mirror", r+"=http://"+reg+"/"+r)
+	}
+	h := startHyperd(t, "local", mirrors...)
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	// the whole output stays for reading after a failure
+	out := filepath.Join(os.TempDir(), "hyperd-critest.log")
+	args := []string{"--runtime-endpoint", "unix://" + h.criSock, "--image-endpoint", "unix://" + h.criSock,
+		"--ginkgo.no-color", "--ginkgo.skip", skipRegex()}
+	if f := os.Getenv("HYPERD_CRITEST_FOCUS"); f != "" {
+		args = append(args, "--ginkgo.focus", f)
+	}
+	cmd := exec.CommandContext(ctx, critest, args...)
+	lf, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.Dir = t.TempDir()
+	start := time.Now()
+	runErr := cmd.Run()
+	lf.Close()
+	b, _ := os.ReadFile(out)
+	m := summaryRe.FindStringSubmatch(string(b))
+	if m == nil {
+		t.Fatalf("critest (%v) printed no summary after %s:\n%s\nhyperd log:\n%s", runErr, time.Since(start).Round(time.Second), tail(string(b), 20000), h.log())
+	}
+	summary := fmt.Sprintf("critest %s, hyperd --driver local: ran %s of %s specs: %s passed, %s failed, %s skipped (%d skip rules) in %s",
+		CritestVersion, m[1], m[2], m[4], m[5], m[7], len(critestSkips), time.Since(start).Round(time.Second))
+	t.Log(summary)
+	// make test prints this file after the run (see the Makefile)
+	if p := os.Getenv("HYPERD_E2E_REPORT"); p != "" {
+		if f, err := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+			fmt.Fprintln(f, "=== "+summary)
+			f.Close()
+		}
+	}
+	if runErr != nil || m[5] != "0" {
+		t.Fatalf("critest failed (%v; its whole output: %s):\n%s\nhyperd log:\n%s", runErr, out, failures(string(b)), h.log())
+	}
+}
+
+// failures is the part of critest's output after "Summarizing", or its tail.
+func failures(s string) string {
+	if i := strings.Index(s, "Summarizing"); i >= 0 {
+		return tail(s[i:], 30000)
+	}
+	return tail(s, 20000)
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}

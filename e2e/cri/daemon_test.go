@@ -1,0 +1,131 @@
+package cri
+
+// This file starts hyperd for the CRI tests: its binaries (internal/
+// testbin), a data root, the REST and CRI sockets, the registry mirrors,
+// and a gRPC client of its CRI.
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hyperhq/hyperd-go/e2e/imgtest"
+	"github.com/hyperhq/hyperd-go/internal/testbin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+type hyperd struct {
+	t               *testing.T
+	bin, root, logf string
+	sock, criSock   string
+	cmd             *exec.Cmd
+	exited          chan error
+	rc              runtimeapi.RuntimeServiceClient
+	ic              runtimeapi.ImageServiceClient
+	conn            *grpc.ClientConn
+	driver          string
+	extra           []string
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("the CRI e2e tests need root (make test runs as root): the local driver creates namespaces")
+	}
+	if _, err := imgtest.BusyboxPath(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startHyperd starts hyperd with driver and extra flags, and waits for
+// its CRI to answer Version.
+func startHyperd(t *testing.T, driver string, extra ...string) *hyperd {
+	t.Helper()
+	tmp := t.TempDir()
+	h := &hyperd{t: t, bin: testbin.Commands(t), root: filepath.Join(tmp, "root"), logf: filepath.Join(tmp, "hyperd.log"),
+		sock: filepath.Join(tmp, "hyper.sock"), criSock: filepath.Join(tmp, "cri.sock"), driver: driver, extra: extra}
+	h.start()
+	t.Cleanup(func() {
+		if h.conn != nil {
+			h.conn.Close()
+		}
+		h.stop(syscall.SIGTERM)
+	})
+	return h
+}
+
+func (h *hyperd) start() {
+	t := h.t
+	t.Helper()
+	lf, err := os.OpenFile(h.logf, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.Close()
+	args := append([]string{"--host", "unix://" + h.sock, "--data-root", h.root, "--driver", h.driver, "--network", "none",
+		"--cri-socket", h.criSock, "--log-level", "debug", "--stop-timeout", "2"}, h.extra...)
+	h.cmd = exec.Command(filepath.Join(h.bin, "hyperd"), args...)
+	h.cmd.Stdout, h.cmd.Stderr = lf, lf
+	h.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := h.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h.exited = make(chan error, 1)
+	go func(c *exec.Cmd, ch chan error) { ch <- c.Wait() }(h.cmd, h.exited)
+	if h.conn == nil {
+		h.conn, err = grpc.NewClient("unix://"+h.criSock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.rc = runtimeapi.NewRuntimeServiceClient(h.conn)
+		h.ic = runtimeapi.NewImageServiceClient(h.conn)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case err := <-h.exited:
+			h.exited <- err
+			t.Fatalf("hyperd exited at startup (%v); log:\n%s", err, h.log())
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := h.rc.Version(ctx, &runtimeapi.VersionRequest{})
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hyperd's CRI did not answer in 30s: %v; log:\n%s", err, h.log())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// stop signals hyperd and waits for it (SIGKILL after 20s).
+func (h *hyperd) stop(sig syscall.Signal) {
+	if h.cmd == nil || h.cmd.Process == nil {
+		return
+	}
+	h.cmd.Process.Signal(sig)
+	select {
+	case err := <-h.exited:
+		h.exited <- err
+	case <-time.After(20 * time.Second):
+		h.cmd.Process.Kill()
+		<-h.exited
+	}
+}
+
+func (h *hyperd) log() string {
+	b, _ := os.ReadFile(h.logf)
+	if len(b) > 16<<10 {
+		b = b[len(b)-16<<10:]
+	}
+	return string(b)
+}
