@@ -25,30 +25,23 @@ import (
 
 	"github.com/mdlayher/vsock"
 	"golang.org/x/sys/unix"
-)
 
-var console *os.File
+	"github.com/hyperhq/hyperd-go/internal/guestinit"
+)
 
 var ticks atomic.Int64
 
-func say(format string, args ...any) {
-	fmt.Fprintf(console, "SNAPINIT: "+format+"\n", args...)
-}
+var say func(format string, args ...any)
 
 func main() {
-	os.MkdirAll("/dev", 0o755)
-	unix.Mount("devtmpfs", "/dev", "devtmpfs", 0, "")
+	con := guestinit.Start("SNAPINIT")
+	say = con.Say
 	os.MkdirAll("/sys", 0o755)
 	unix.Mount("sysfs", "/sys", "sysfs", 0, "")
-	var err error
-	if console, err = os.OpenFile("/dev/ttyS0", os.O_WRONLY, 0); err != nil {
-		console = os.Stdout
-	}
 	// any CID: a restored guest may get a new one
 	ln, err := vsock.ListenContextID(unix.VMADDR_CID_ANY, 1024, nil)
 	if err != nil {
-		say("FAIL vsock listen: %v", err)
-		unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+		con.Fail("vsock listen: %v", err)
 	}
 	say("listening")
 	go func() {
