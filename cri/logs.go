@@ -30,8 +30,9 @@ type logWriters struct {
 
 type logWriter struct {
 	cid, path string
-	mu        sync.Mutex // guards f
+	mu        sync.Mutex // guards f and last
 	f         *os.File
+	last      time.Time // time of the last record written
 	cancel    context.CancelFunc
 	done      chan struct{}
 }
@@ -40,7 +41,7 @@ func newLogWriters(core Core, log *slog.Logger) *logWriters {
 	return &logWriters{core: core, log: log, w: map[string]*logWriter{}}
 }
 
-// start begins following cid's output into path, from records at or after
+// start begins following cid's output into path, from records after
 // since (zero: all). A follower already running for cid is kept.
 func (l *logWriters) start(cid, path string, since time.Time) error {
 	l.mu.Lock()
@@ -62,12 +63,25 @@ func (l *logWriters) start(cid, path string, since time.Time) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &logWriter{cid: cid, path: path, f: f, cancel: cancel, done: make(chan struct{})}
 	l.w[cid] = w
+	w.last = since
 	go func() {
 		defer close(w.done)
-		opt := pod.LogOptions{Stdout: true, Stderr: true, Follow: true, Tail: -1, Since: since}
-		err := l.core.Logs(ctx, cid, opt, w.write)
-		if err != nil && ctx.Err() == nil {
-			l.log.Warn("cri: container log follower ended", "container", cid, "path", path, "err", err)
+		for {
+			opt := pod.LogOptions{Stdout: true, Stderr: true, Follow: true, Tail: -1, Since: w.since()}
+			err := l.core.Logs(ctx, cid, opt, w.write)
+			if err != nil && ctx.Err() == nil {
+				l.log.Warn("cri: container log follower ended", "container", cid, "path", path, "err", err)
+			}
+			// the core ends a follow when the container's log is not
+			// live: it exited, or (after a restart of hyperd) its sandbox
+			// is not reattached yet; follow again while it runs
+			if ctx.Err() != nil || !l.running(cid) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
 		}
 		w.mu.Lock()
 		w.f.Close()
@@ -75,6 +89,22 @@ func (l *logWriters) start(cid, path string, since time.Time) error {
 		w.mu.Unlock()
 	}()
 	return nil
+}
+
+// running: the core says cid runs (or may: its pod is being reattached).
+func (l *logWriters) running(cid string) bool {
+	ci, err := l.core.ContainerInfo(cid)
+	return err == nil && ci.Status.Phase == pod.PhaseRunning
+}
+
+// since is where a follow starts: after the last record written.
+func (w *logWriter) since() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.last.IsZero() {
+		return w.last
+	}
+	return w.last.Add(time.Nanosecond)
 }
 
 // write appends one record of the core's log in the CRI format: a line
@@ -103,6 +133,9 @@ func (w *logWriter) write(e pod.LogEntry) error {
 	defer w.mu.Unlock()
 	if w.f == nil {
 		return nil
+	}
+	if e.Time.After(w.last) {
+		w.last = e.Time
 	}
 	_, err := w.f.Write(buf.Bytes())
 	return err
@@ -213,11 +246,7 @@ func (s *Server) resumeLogs() {
 		if !ok || c.meta.LogPath == "" || !c.started() {
 			continue
 		}
-		since := lastLogTime(c.meta.LogPath)
-		if !since.IsZero() {
-			since = since.Add(time.Nanosecond)
-		}
-		if err := s.logs.start(id, c.meta.LogPath, since); err != nil {
+		if err := s.logs.start(id, c.meta.LogPath, lastLogTime(c.meta.LogPath)); err != nil {
 			s.log.Warn("cri: resuming a container's log", "container", id, "err", err)
 		}
 	}
