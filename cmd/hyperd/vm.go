@@ -134,6 +134,30 @@ func openNet(sp netSpec, logf func(string, ...any)) (*virtio.Net, error) {
 	return n, nil
 }
 
+// snapshotConsole starts a restored VM's console with the tail of the
+// console of the VM the snapshot was taken from (its boot), as a booted
+// VM's console starts with its boot, then says where the restore begins.
+// That VM's own lines (its notes, its stop line) are left out: the kvm
+// driver reads a VM's stop reason from the last stop line of its console.
+func snapshotConsole(console io.Writer, dir string) {
+	b, err := consolelog.Tail(filepath.Join(dir, "console.log"), 16<<10)
+	if err != nil || len(b) == 0 {
+		return
+	}
+	var kept []string
+	for _, l := range strings.SplitAfter(string(b), "\n") {
+		if !strings.HasPrefix(l, "hyperd vm run:") && l != "" {
+			kept = append(kept, l)
+		}
+	}
+	out := strings.Join(kept, "")
+	if out != "" && !strings.HasSuffix(out, "\n") {
+		out += "\n"
+	}
+	io.WriteString(console, out)
+	fmt.Fprintf(console, "hyperd vm run: restored from the snapshot in %s (above: its console up to the snapshot)\n", dir)
+}
+
 // openTap opens (tap=NAME) or adopts (fd=N) the tap of sp.
 func openTap(sp netSpec) (*virtio.Tap, error) {
 	var tp *virtio.Tap
@@ -258,6 +282,7 @@ func vmCommand(args []string) int {
 			fmt.Fprintln(msgs, "hyperd vm run:", err)
 			return 2
 		}
+		snapshotConsole(console, *restoreDir)
 	}
 	devs, err := vmDevices(deviceSpecs{disks: disks, diskSlots: *diskSlots, vsock: vsockPath, cid: uint64(*cid), nets: nets, netSlots: *netSlots, rng: *rng}, snap, msgs)
 	if err != nil {

@@ -82,3 +82,22 @@ func TestRestoredDevices(t *testing.T) {
 		})
 	}
 }
+
+func TestSnapshotConsole(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "console.log"), []byte("[    0.5] boot line\nSNAP: part\nhyperd vm run: snapshot written\nhyperd vm run: guest stopped: snapshot ({})\n"), 0o600)
+	var b strings.Builder
+	snapshotConsole(&b, dir)
+	got := b.String()
+	if !strings.HasPrefix(got, "[    0.5] boot line\nSNAP: part\n") || !strings.Contains(got, "restored from the snapshot") {
+		t.Errorf("console of a restored VM starts %q", got)
+	}
+	if strings.Contains(got, "guest stopped") {
+		t.Errorf("the snapshot VM's stop line was copied: %q", got)
+	}
+	var none strings.Builder
+	snapshotConsole(&none, t.TempDir())
+	if none.Len() != 0 {
+		t.Errorf("a snapshot without a console wrote %q", none.String())
+	}
+}
