@@ -112,4 +112,18 @@
 //   - exec.go: ExecSync with its timeout.
 //   - logs.go: the CRI log files: followers, resume, reopen.
 //   - images.go: the ImageService.
+//   - streaming.go: Exec, Attach and PortForward through the streaming
+//     server (k8s.io/cri-streaming, the kubelet's package): execs and
+//     attaches with tty and resize, port connections through the agent.
+//
+// # Streaming
+//
+// Exec, Attach and PortForward return a URL of the streaming server that
+// hyperd --cri-stream-address serves (default 127.0.0.1 and a free port,
+// as containerd's; like the kubelet's it has no authentication of its own:
+// a URL holds a one-time token). The server speaks SPDY and WebSocket and
+// calls back: an exec is the core's exec (ExecCreate, ExecStart, resize,
+// its exit code reported to the client), an attach the core's attach to
+// the main process, a forwarded port a connection the agent dials inside
+// the pod's network namespace (pod.Daemon.DialPod).
 package cri

@@ -12,6 +12,7 @@ import (
 	"github.com/hyperhq/hyperd-go/pod"
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/cri-streaming/pkg/streaming"
 )
 
 // Core is the daemon core as the CRI server uses it: the REST API's
@@ -21,6 +22,7 @@ type Core interface {
 	pod.Core
 	SignalExec(ctx context.Context, ref, execID string, sig int) error
 	PrepareContainer(ctx context.Context, ref string) error
+	DialPod(ctx context.Context, ref string, port int) (net.Conn, error)
 }
 
 var _ Core = (*pod.Daemon)(nil)
@@ -52,8 +54,10 @@ type Server struct {
 	logs *logWriters
 
 	// mu serializes the name checks and creations (a sandbox or container
-	// name is unique among the CRI's; the core checks only its own names).
-	mu sync.Mutex
+	// name is unique among the CRI's; the core checks only its own names),
+	// and guards stream.
+	mu     sync.Mutex
+	stream streaming.Server // nil until ServeStreaming
 }
 
 // New returns a Server and resumes the log followers of CRI containers

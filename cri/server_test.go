@@ -448,10 +448,14 @@ func TestErrors(t *testing.T) {
 			_, err := e.rc.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: running})
 			return err
 		}(), codes.InvalidArgument, "cmd"},
-		{"not implemented yet: Exec", func() error {
-			_, err := e.rc.Exec(ctx, &runtimeapi.ExecRequest{ContainerId: running, Cmd: []string{"sh"}})
+		{"Exec without a streaming server", func() error {
+			_, err := e.rc.Exec(ctx, &runtimeapi.ExecRequest{ContainerId: running, Cmd: []string{"sh"}, Stdout: true})
 			return err
-		}(), codes.Unimplemented, "Exec"},
+		}(), codes.Unavailable, "streaming"},
+		{"not implemented: ContainerStats", func() error {
+			_, err := e.rc.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{ContainerId: running})
+			return err
+		}(), codes.Unimplemented, "ContainerStats"},
 	} {
 		if status.Code(tc.err) != tc.code || !strings.Contains(tc.err.Error(), tc.msg) {
 			t.Errorf("%s: %v, want %s mentioning %q", tc.name, tc.err, tc.code, tc.msg)

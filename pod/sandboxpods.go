@@ -8,6 +8,7 @@ package pod
 import (
 	"context"
 	"fmt"
+	"net"
 
 	"github.com/hyperhq/hyperd-go/sandbox"
 )
@@ -79,4 +80,23 @@ func (d *Daemon) PrepareContainer(ctx context.Context, ref string) error {
 		d.mu.Unlock()
 		return nil
 	})
+}
+
+// DialPod connects to a TCP port inside a running pod's network namespace
+// (through the agent: the CRI's PortForward).
+func (d *Daemon) DialPod(ctx context.Context, ref string, port int) (net.Conn, error) {
+	d.mu.Lock()
+	p, err := d.findPod(ref)
+	var sb sandbox.Sandbox
+	if err == nil {
+		sb = p.sb
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if sb == nil {
+		return nil, conflict("conflict: pod %s is not running", ref)
+	}
+	return sb.Agent().Dial(ctx, "tcp", port)
 }

@@ -1,4 +1,5 @@
-// This file owns hyperd's CRI settings (--cri, --cri-socket), serving the
+// This file owns hyperd's CRI settings (--cri, --cri-socket,
+// --cri-stream-address), serving the
 // CRI (package cri) beside the REST API, and the adapter of the image
 // store to the CRI's image service.
 package main
@@ -27,6 +28,19 @@ const DefaultCRISocket = "/var/run/hyperd/cri.sock"
 type CRIOptions struct {
 	CRI       *bool  `json:"cri,omitempty"` // nil: on
 	CRISocket string `json:"cri-socket,omitempty"`
+	// CRIStreamAddress is the streaming server's host:port (Exec, Attach,
+	// PortForward); nil: 127.0.0.1:0, "" off.
+	CRIStreamAddress *string `json:"cri-stream-address,omitempty"`
+}
+
+// DefaultCRIStreamAddress: loopback, a free port (containerd's default).
+const DefaultCRIStreamAddress = "127.0.0.1:0"
+
+func (o CRIOptions) streamAddress() string {
+	if o.CRIStreamAddress == nil {
+		return DefaultCRIStreamAddress
+	}
+	return *o.CRIStreamAddress
 }
 
 // criOn: the CRI is served.
@@ -44,6 +58,7 @@ func (o CRIOptions) socket() string {
 func (o *CRIOptions) flags(fs *flag.FlagSet) (apply func() error) {
 	on := fs.Bool("cri", true, "serve the Kubernetes CRI (v1 RuntimeService and ImageService, gRPC) on --cri-socket")
 	sock := fs.String("cri-socket", DefaultCRISocket, "the CRI's unix socket (mode 0660, root), for the kubelet or crictl: unix:///path or /path")
+	stream := fs.String("cri-stream-address", DefaultCRIStreamAddress, "host:port of the CRI's streaming server (the URLs of Exec, Attach and PortForward; port 0 picks a free one; \"\" turns streaming off). It has no authentication of its own, as the kubelet's: keep it on loopback")
 	return func() error {
 		fs.Visit(func(f *flag.Flag) {
 			switch f.Name {
@@ -51,6 +66,8 @@ func (o *CRIOptions) flags(fs *flag.FlagSet) (apply func() error) {
 				o.CRI = on
 			case "cri-socket":
 				o.CRISocket = *sock
+			case "cri-stream-address":
+				o.CRIStreamAddress = stream
 			}
 		})
 		o.CRISocket = strings.TrimPrefix(o.CRISocket, "unix://")
@@ -79,6 +96,14 @@ func (o CRIOptions) serveCRI(d *pod.Daemon, imgs pod.Images, networking bool, lo
 		srv.Close()
 		return nil, fmt.Errorf("CRI socket %s: %w", path, err)
 	}
+	stopStream := func() {}
+	if a := o.streamAddress(); a != "" {
+		if stopStream, err = srv.ServeStreaming(a); err != nil {
+			ln.Close()
+			srv.Close()
+			return nil, err
+		}
+	}
 	g := srv.GRPCServer()
 	go func() {
 		if err := g.Serve(ln); err != nil {
@@ -88,6 +113,7 @@ func (o CRIOptions) serveCRI(d *pod.Daemon, imgs pod.Images, networking bool, lo
 	log.Info("hyperd serving the CRI", "socket", path)
 	return func() {
 		g.Stop()
+		stopStream()
 		srv.Close()
 		os.Remove(path)
 	}, nil
