@@ -60,7 +60,8 @@ func TestStopVM(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the container did not run again in the kept sandbox; logs %q", logs)
+			_, ci := d.curl("GET", "/container/info?container=svm", "")
+			t.Fatalf("the container did not run again in the kept sandbox; logs %q; container info %s; hyperd log:\n%s", logs, ci, d.log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
