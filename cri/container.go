@@ -59,6 +59,7 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 		}
 		return nil, grpcErr(err)
 	}
+	s.emit(ctx, cid, sb.id(), runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
 	return &runtimeapi.CreateContainerResponse{ContainerId: cid}, nil
 }
 
@@ -89,6 +90,8 @@ func (s *Server) StartContainer(ctx context.Context, r *runtimeapi.StartContaine
 			return nil, status.Errorf(codes.Internal, "container %s started, but its log file %s: %v", c.id(), c.meta.LogPath, err)
 		}
 	}
+	s.emit(ctx, c.id(), c.info.PodID, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
+	s.watchExit(c.id(), c.info.PodID)
 	return &runtimeapi.StartContainerResponse{}, nil
 }
 
@@ -171,6 +174,7 @@ func (s *Server) RemoveContainer(ctx context.Context, r *runtimeapi.RemoveContai
 	if err := s.core.RemoveContainer(ctx, c.id()); err != nil && !isNotFound(err) {
 		return nil, grpcErr(err)
 	}
+	s.emit(ctx, c.id(), c.info.PodID, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 	return &runtimeapi.RemoveContainerResponse{}, nil
 }
 

@@ -112,6 +112,11 @@
 //   - exec.go: ExecSync with its timeout.
 //   - logs.go: the CRI log files: followers, resume, reopen.
 //   - images.go: the ImageService.
+//   - stats.go: ContainerStats, ListContainerStats, PodSandboxStats,
+//     ListPodSandboxStats (the core's per-container cgroup figures and the
+//     pod's network counters); UpdateContainerResources (Unimplemented,
+//     saying why).
+//   - events.go: GetContainerEvents.
 //   - streaming.go: Exec, Attach and PortForward through the streaming
 //     server (k8s.io/cri-streaming, the kubelet's package): execs and
 //     attaches with tty and resize, port connections through the agent.

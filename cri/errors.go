@@ -47,6 +47,9 @@ func grpcErr(err error) error {
 	return status.Error(codes.Internal, err.Error())
 }
 
+// errLagged ends an event stream whose client fell behind.
+var errLagged = status.Error(codes.ResourceExhausted, "container events: the client fell behind and events were lost; list the containers again and reconnect")
+
 func invalid(format string, a ...any) error {
 	return status.Error(codes.InvalidArgument, fmt.Sprintf(format, a...))
 }

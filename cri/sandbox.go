@@ -150,6 +150,11 @@ func (s *Server) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodSa
 	if err := s.core.RemovePod(ctx, sb.id()); err != nil && !isNotFound(err) {
 		return nil, grpcErr(err)
 	}
+	for _, cs := range sb.info.Spec.Containers {
+		if _, ok := cs.Labels[LabelContainer]; ok {
+			s.emit(ctx, cs.ContainerID, sb.id(), runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
+		}
+	}
 	s.log.Info("cri: pod sandbox removed", "sandbox", sb.id())
 	return &runtimeapi.RemovePodSandboxResponse{}, nil
 }

@@ -47,11 +47,16 @@ type Server struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	runtimeapi.UnimplementedImageServiceServer
 
-	cfg  Config
-	core Core
-	img  Images
-	log  *slog.Logger
-	logs *logWriters
+	cfg    Config
+	core   Core
+	img    Images
+	log    *slog.Logger
+	logs   *logWriters
+	cpu    cpuSamples
+	events events
+	// ctx ends with Close (the exit watchers of events.go)
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	// mu serializes the name checks and creations (a sandbox or container
 	// name is unique among the CRI's; the core checks only its own names),
@@ -61,14 +66,17 @@ type Server struct {
 }
 
 // New returns a Server and resumes the log followers of CRI containers
-// whose output may not all be in their CRI log file yet.
+// whose output may not all be in their CRI log file yet, and the exit
+// watchers of the running ones.
 func New(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
 	s := &Server{cfg: cfg, core: cfg.Core, img: cfg.Images, log: cfg.Log}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.logs = newLogWriters(cfg.Core, cfg.Log)
 	s.resumeLogs()
+	s.resumeWatches()
 	return s
 }
 
@@ -83,8 +91,12 @@ func (s *Server) GRPCServer() *grpc.Server {
 // Serve serves the CRI on ln until it fails or Close.
 func (s *Server) Serve(g *grpc.Server, ln net.Listener) error { return g.Serve(ln) }
 
-// Close stops the log followers (their files stay; a next hyperd resumes).
-func (s *Server) Close() { s.logs.closeAll() }
+// Close stops the log followers (their files stay; a next hyperd resumes)
+// and the event streams.
+func (s *Server) Close() {
+	s.cancel()
+	s.logs.closeAll()
+}
 
 // Version answers the CRI's version handshake.
 func (s *Server) Version(ctx context.Context, r *runtimeapi.VersionRequest) (*runtimeapi.VersionResponse, error) {

@@ -452,10 +452,10 @@ func TestErrors(t *testing.T) {
 			_, err := e.rc.Exec(ctx, &runtimeapi.ExecRequest{ContainerId: running, Cmd: []string{"sh"}, Stdout: true})
 			return err
 		}(), codes.Unavailable, "streaming"},
-		{"not implemented: ContainerStats", func() error {
-			_, err := e.rc.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{ContainerId: running})
+		{"not implemented: ListMetricDescriptors", func() error {
+			_, err := e.rc.ListMetricDescriptors(ctx, &runtimeapi.ListMetricDescriptorsRequest{})
 			return err
-		}(), codes.Unimplemented, "ContainerStats"},
+		}(), codes.Unimplemented, "ListMetricDescriptors"},
 	} {
 		if status.Code(tc.err) != tc.code || !strings.Contains(tc.err.Error(), tc.msg) {
 			t.Errorf("%s: %v, want %s mentioning %q", tc.name, tc.err, tc.code, tc.msg)

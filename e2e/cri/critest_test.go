@@ -50,7 +50,7 @@ var critestSkips = []skip{
 	{`NRI|nri`, "NRI plugins: not supported"},
 	// not implemented yet
 	{`support portforward`, "PortForward's case first reaches the web server at the pod's address: this run has no CNI network"},
-	{`container stats|stats for|pod sandbox metrics|metrics descriptors`, "stats and metrics: not implemented yet"},
+	{`pod sandbox metrics|metrics descriptors`, "ListMetricDescriptors and ListPodSandboxMetrics (cAdvisor-style metrics): not implemented yet"},
 	{`with volume|propagation|readonly mounts|recursive readonly mount|Image Volume|subPath|image digest in ContainerStatus mounts|mount image`, "container mounts: not implemented yet"},
 	{`safe sysctls|unsafe sysctls`, "sysctls: not supported"},
 	{`Privileged is true|capability|capabilities|privilege escalation when false|when privileged`, "privileged containers and capability changes: refused (the agent's fixed capability set)"},
