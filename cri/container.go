@@ -46,14 +46,20 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 		return nil, invalid("container config is required")
 	}
 	id := newID()
-	spec, err := s.containerSpec(id, r.Config, sb)
+	spec, vols, err := s.containerSpec(id, r.Config, sb)
 	if err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if len(vols) > 0 {
+		if err := s.core.AddVolumes(sb.id(), vols); err != nil {
+			return nil, grpcErr(err)
+		}
+	}
 	cid, err := s.core.CreateContainer(sb.id(), spec)
 	if err != nil {
+		s.dropVolumes(sb.id(), id, len(vols))
 		if strings.Contains(err.Error(), "name") && strings.Contains(err.Error(), "already in use") {
 			return nil, status.Errorf(codes.AlreadyExists, "container %q (attempt %d) already exists in pod sandbox %s: %v", r.Config.Metadata.Name, r.Config.Metadata.Attempt, sb.id(), err)
 		}
@@ -174,8 +180,23 @@ func (s *Server) RemoveContainer(ctx context.Context, r *runtimeapi.RemoveContai
 	if err := s.core.RemoveContainer(ctx, c.id()); err != nil && !isNotFound(err) {
 		return nil, grpcErr(err)
 	}
+	s.dropVolumes(c.info.PodID, c.id(), len(c.meta.Mounts))
 	s.emit(ctx, c.id(), c.info.PodID, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 	return &runtimeapi.RemoveContainerResponse{}, nil
+}
+
+// dropVolumes removes the pod volumes of container id's n mounts.
+func (s *Server) dropVolumes(podID, id string, n int) {
+	if n == 0 {
+		return
+	}
+	var names []string
+	for i := 0; i < n; i++ {
+		names = append(names, volumeName(id, i))
+	}
+	if err := s.core.RemoveVolumes(podID, names); err != nil && !isNotFound(err) {
+		s.log.Warn("cri: dropping a removed container's volumes", "container", id, "err", err)
+	}
 }
 
 // containers lists the CRI containers.
@@ -248,6 +269,9 @@ func (s *Server) ContainerStatus(ctx context.Context, r *runtimeapi.ContainerSta
 		Image: &runtimeapi.ImageSpec{Image: c.meta.Image, UserSpecifiedImage: c.meta.UserImage}, ImageRef: c.info.Container.ImageID,
 		ImageId: c.info.Container.ImageID, Labels: userLabels(c.info.Container.Labels), Annotations: c.meta.Annotations,
 		LogPath: c.meta.LogPath, Mounts: []*runtimeapi.Mount{}}
+	for _, m := range c.meta.Mounts {
+		st.Mounts = append(st.Mounts, &runtimeapi.Mount{ContainerPath: m.ContainerPath, HostPath: m.HostPath, Readonly: m.Readonly})
+	}
 	switch state {
 	case runtimeapi.ContainerState_CONTAINER_RUNNING:
 		st.StartedAt = unixNano(cs.Running.StartedAt)

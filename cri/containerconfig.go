@@ -6,6 +6,7 @@
 package cri
 
 import (
+	"fmt"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -40,34 +41,72 @@ func containerName(id string, md *runtimeapi.ContainerMetadata, sb *sandbox) str
 	return n
 }
 
-// containerSpec builds the core's spec of a new container id in sb.
-func (s *Server) containerSpec(id string, cfg *runtimeapi.ContainerConfig, sb *sandbox) (*pod.ContainerSpec, error) {
+// volumeName is the pod volume of a CRI container's mount i.
+func volumeName(cid string, i int) string { return "cri-" + cid[:16] + "-" + strconv.Itoa(i) }
+
+// mounts maps a container's CRI mounts onto pod volumes (host directories)
+// and the container's references to them. selinux_relabel is a no-op, as
+// with containerd on a host without SELinux: sandboxes have none.
+func mounts(id string, ms []*runtimeapi.Mount) ([]pod.VolumeSpec, []pod.VolumeRef, []mountMeta, error) {
+	var vols []pod.VolumeSpec
+	var refs []pod.VolumeRef
+	var meta []mountMeta
+	seen := map[string]bool{}
+	for i, m := range ms {
+		what := fmt.Sprintf("container config: mount %d (%s)", i, m.ContainerPath)
+		switch {
+		case !filepath.IsAbs(m.ContainerPath):
+			return nil, nil, nil, invalid("%s: container_path must be absolute", what)
+		case seen[filepath.Clean(m.ContainerPath)]:
+			return nil, nil, nil, invalid("%s: container_path used twice", what)
+		case m.Image != nil && m.Image.Image != "":
+			return nil, nil, nil, invalid("%s: image volumes are not supported", what)
+		case !filepath.IsAbs(m.HostPath):
+			return nil, nil, nil, invalid("%s: host_path %q must be absolute", what, m.HostPath)
+		case m.Propagation != runtimeapi.MountPropagation_PROPAGATION_PRIVATE:
+			return nil, nil, nil, invalid("%s: propagation %s is not supported: a sandbox's mounts are private", what, m.Propagation)
+		case len(m.UidMappings) > 0 || len(m.GidMappings) > 0:
+			return nil, nil, nil, invalid("%s: id-mapped mounts are not supported", what)
+		case m.RecursiveReadOnly:
+			return nil, nil, nil, invalid("%s: recursive read-only mounts are not supported", what)
+		case len(m.MountOptions) > 0:
+			return nil, nil, nil, invalid("%s: mount options are not supported", what)
+		}
+		seen[filepath.Clean(m.ContainerPath)] = true
+		n := volumeName(id, i)
+		vols = append(vols, pod.VolumeSpec{Name: n, Source: m.HostPath, Format: "vfs"})
+		refs = append(refs, pod.VolumeRef{Volume: n, Path: m.ContainerPath, ReadOnly: m.Readonly})
+		meta = append(meta, mountMeta{ContainerPath: m.ContainerPath, HostPath: m.HostPath, Readonly: m.Readonly})
+	}
+	return vols, refs, meta, nil
+}
+
+// containerSpec builds the core's spec of a new container id in sb, and
+// the pod volumes its mounts need.
+func (s *Server) containerSpec(id string, cfg *runtimeapi.ContainerConfig, sb *sandbox) (*pod.ContainerSpec, []pod.VolumeSpec, error) {
 	md := cfg.GetMetadata()
 	if md == nil || md.Name == "" {
-		return nil, invalid("container config: metadata.name is required")
+		return nil, nil, invalid("container config: metadata.name is required")
 	}
 	img := cfg.GetImage().GetImage()
 	if img == "" {
-		return nil, invalid("container config: image.image is required")
+		return nil, nil, invalid("container config: image.image is required")
 	}
 	if err := checkLabels("container", cfg.Labels); err != nil {
-		return nil, err
-	}
-	if len(cfg.Mounts) > 0 {
-		return nil, invalid("container config: mounts are not supported by hyperd's CRI yet (%d given, the first %s)", len(cfg.Mounts), cfg.Mounts[0].ContainerPath)
+		return nil, nil, err
 	}
 	if len(cfg.Devices) > 0 || len(cfg.CDIDevices) > 0 {
-		return nil, invalid("container config: devices are not supported by hyperd's sandboxes")
+		return nil, nil, invalid("container config: devices are not supported by hyperd's sandboxes")
 	}
 	if cfg.GetWindows() != nil {
-		return nil, invalid("container config: windows settings on a Linux runtime")
+		return nil, nil, invalid("container config: windows settings on a Linux runtime")
 	}
 	meta := containerMeta{Name: md.Name, Attempt: md.Attempt, Annotations: cfg.Annotations, Image: img,
 		UserImage: cfg.GetImage().GetUserSpecifiedImage(), CreatedAt: time.Now().UnixNano(),
 		Stdin: cfg.Stdin, StdinOnce: cfg.StdinOnce, Tty: cfg.Tty}
 	if cfg.LogPath != "" {
 		if sb.meta.LogDirectory == "" && !filepath.IsAbs(cfg.LogPath) {
-			return nil, invalid("container config: log_path %q is relative and the sandbox has no log_directory", cfg.LogPath)
+			return nil, nil, invalid("container config: log_path %q is relative and the sandbox has no log_directory", cfg.LogPath)
 		}
 		meta.LogPath = filepath.Join(sb.meta.LogDirectory, cfg.LogPath)
 	}
@@ -91,10 +130,15 @@ func (s *Server) containerSpec(id string, cfg *runtimeapi.ContainerConfig, sb *s
 		spec.StopSignal = cfg.StopSignal.String()
 	}
 	if err := applySecurity(spec, cfg.GetLinux().GetSecurityContext()); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	vols, refs, mm, err := mounts(id, cfg.Mounts)
+	if err != nil {
+		return nil, nil, err
+	}
+	spec.Volumes, meta.Mounts = refs, mm
 	spec.Labels = withMeta(cfg.Labels, LabelContainer, meta)
-	return spec, nil
+	return spec, vols, nil
 }
 
 // applySecurity maps the container security context onto spec.

@@ -23,6 +23,8 @@ type Core interface {
 	SignalExec(ctx context.Context, ref, execID string, sig int) error
 	PrepareContainer(ctx context.Context, ref string) error
 	DialPod(ctx context.Context, ref string, port int) (net.Conn, error)
+	AddVolumes(podRef string, vols []pod.VolumeSpec) error
+	RemoveVolumes(podRef string, names []string) error
 }
 
 var _ Core = (*pod.Daemon)(nil)

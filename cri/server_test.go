@@ -414,9 +414,12 @@ func TestErrors(t *testing.T) {
 		{"container without image", withContainer(func(c *runtimeapi.ContainerConfig) { c.Image = nil }), codes.InvalidArgument, "image"},
 		{"unknown image", withContainer(func(c *runtimeapi.ContainerConfig) { c.Image.Image = "nosuch" }), codes.NotFound, "nosuch"},
 		{"container reserved label", withContainer(func(c *runtimeapi.ContainerConfig) { c.Labels = map[string]string{cri.LabelContainer: "1"} }), codes.InvalidArgument, "reserved"},
-		{"mounts", withContainer(func(c *runtimeapi.ContainerConfig) {
-			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: "/tmp"}}
-		}), codes.InvalidArgument, "mounts"},
+		{"mount propagation", withContainer(func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: "/tmp", Propagation: runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL}}
+		}), codes.InvalidArgument, "propagation"},
+		{"relative mount", withContainer(func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "data", HostPath: "/tmp"}}
+		}), codes.InvalidArgument, "absolute"},
 		{"privileged container", withContainer(sc(func(s *runtimeapi.LinuxContainerSecurityContext) { s.Privileged = true })), codes.InvalidArgument, "privileged"},
 		{"capabilities", withContainer(sc(func(s *runtimeapi.LinuxContainerSecurityContext) {
 			s.Capabilities = &runtimeapi.Capability{AddCapabilities: []string{"NET_ADMIN"}}
@@ -515,5 +518,38 @@ func TestRestart(t *testing.T) {
 	}
 	if _, err := e.rc.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sb}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMounts: a container's mounts become pod volumes (host directories)
+// that the container references, are reported in its status, and leave
+// the pod with the container.
+func TestMounts(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	sb, sbCfg := e.runSandbox("m")
+	dir := t.TempDir()
+	c := ctrConfig("m", "sleeper")
+	c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: dir, Readonly: true}}
+	id := e.create(sb, sbCfg, c)
+	if _, err := e.rc.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	st := e.waitState(id, runtimeapi.ContainerState_CONTAINER_RUNNING)
+	if len(st.Mounts) != 1 || st.Mounts[0].HostPath != dir || st.Mounts[0].ContainerPath != "/data" || !st.Mounts[0].Readonly {
+		t.Errorf("status mounts: %v", st.Mounts)
+	}
+	ci, _ := e.d.ContainerInfo(id)
+	if vm := ci.Container.VolumeMounts; len(vm) != 1 || vm[0].MountPath != "/data" || !vm[0].ReadOnly {
+		t.Errorf("core volume mounts: %+v", vm)
+	}
+	if pi, _ := e.d.PodInfo(sb); len(pi.Spec.Volumes) != 1 || pi.Spec.Volumes[0].Source != dir {
+		t.Errorf("pod volumes: %+v", pi.Spec.Volumes)
+	}
+	if _, err := e.rc.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if pi, _ := e.d.PodInfo(sb); len(pi.Spec.Volumes) != 0 {
+		t.Errorf("pod volumes after the container's removal: %+v", pi.Spec.Volumes)
 	}
 }

@@ -44,10 +44,10 @@ func (d *Daemon) SignalExec(ctx context.Context, ref, execID string, sig int) er
 }
 
 // PrepareContainer makes a container of a running pod startable in the
-// pod's current sandbox: its image's root file system is given to the
-// sandbox if the sandbox was created without it (a CRI sandbox starts with
-// no container, and the kubelet adds them one by one), and the sandbox's
-// handle, which now lists it, is saved. A sandbox that cannot take a disk
+// pod's current sandbox: its image's root file system and the sources of
+// its volumes are given to the sandbox if the sandbox was created without
+// them (a CRI sandbox starts with no container, and the kubelet adds them
+// one by one), and the sandbox's handle, which now lists them, is saved. A sandbox that cannot take a disk
 // while it runs (sandbox.DiskAdder) makes this a NotImplementedError.
 func (d *Daemon) PrepareContainer(ctx context.Context, ref string) error {
 	return d.withCtr(ref, func(c *ctrState, p *podState) error {
@@ -61,15 +61,37 @@ func (d *Daemon) PrepareContainer(ctx context.Context, ref string) error {
 		if err != nil {
 			return err
 		}
-		if _, err := sb.DiskSource(fs[0]); err == nil {
+		disks := []sandbox.Disk{{HostPath: fs[0], ReadOnly: true}}
+		d.mu.Lock()
+		refs, specVols := c.rec.Spec.Volumes, p.rec.Spec.Volumes
+		d.mu.Unlock()
+		if len(refs) > 0 {
+			vols, err := d.prepareVolumes(p.rec.ID, specVols)
+			if err != nil {
+				return err
+			}
+			for _, ref := range refs {
+				if v, ok := vols[ref.Volume]; ok {
+					disks = append(disks, sandbox.Disk{HostPath: v.Source})
+				}
+			}
+		}
+		added := false
+		for _, dk := range disks {
+			if _, err := sb.DiskSource(dk.HostPath); err == nil {
+				continue
+			}
+			a, ok := sb.(sandbox.DiskAdder)
+			if !ok {
+				return &NotImplementedError{Msg: fmt.Sprintf("the %s driver cannot give %s (of container %s, image %s) to the running sandbox of pod %s (no disk hotplug): a container with an image or volume the pod did not start with cannot start in it", d.drv.Name(), dk.HostPath, c.rec.Name, c.rec.Image, p.rec.ID)}
+			}
+			if err := a.AddDisk(ctx, dk); err != nil {
+				return fmt.Errorf("container %s: %w", c.rec.Name, err)
+			}
+			added = true
+		}
+		if !added {
 			return nil
-		}
-		a, ok := sb.(sandbox.DiskAdder)
-		if !ok {
-			return &NotImplementedError{Msg: fmt.Sprintf("the %s driver cannot give the image %s to the running sandbox of pod %s (no disk hotplug): a container with an image the pod did not start with cannot start in it", d.drv.Name(), c.rec.Image, p.rec.ID)}
-		}
-		if err := a.AddDisk(ctx, sandbox.Disk{HostPath: fs[0], ReadOnly: true}); err != nil {
-			return fmt.Errorf("image %s for container %s: %w", c.rec.Image, c.rec.Name, err)
 		}
 		h := sb.Handle()
 		d.mu.Lock()
@@ -99,4 +121,60 @@ func (d *Daemon) DialPod(ctx context.Context, ref string, port int) (net.Conn, e
 		return nil, conflict("conflict: pod %s is not running", ref)
 	}
 	return sb.Agent().Dial(ctx, "tcp", port)
+}
+
+// AddVolumes adds volumes to a pod's spec (the CRI's container mounts,
+// known only when each container is created); their names must be new in
+// the pod. A running sandbox is given their sources when a container that
+// mounts them starts (PrepareContainer).
+func (d *Daemon) AddVolumes(podRef string, vols []VolumeSpec) error {
+	return d.withPod(podRef, func(p *podState) error {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		have := map[string]bool{}
+		for _, v := range p.rec.Spec.Volumes {
+			have[v.Name] = true
+		}
+		for _, v := range vols {
+			if err := checkName("volume name", v.Name, maxIDLen); err != nil {
+				return err
+			}
+			if have[v.Name] {
+				return conflict("conflict: pod %s already has a volume %s", p.rec.ID, v.Name)
+			}
+			switch v.Format {
+			case "", "vfs":
+			default:
+				return specErr("bad parameter: volume %q: format %q: only host directories (vfs) can be added to a pod", v.Name, v.Format)
+			}
+			have[v.Name] = true
+		}
+		p.rec.Spec.Volumes = append(p.rec.Spec.Volumes, vols...)
+		d.savePod(p)
+		return nil
+	})
+}
+
+// RemoveVolumes drops volumes from a pod's spec (those AddVolumes added
+// for a container that is gone: a later start prepares every volume of the
+// pod, and a host directory removed meanwhile would fail it). Unknown
+// names are ignored.
+func (d *Daemon) RemoveVolumes(podRef string, names []string) error {
+	return d.withPod(podRef, func(p *podState) error {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		drop := map[string]bool{}
+		for _, n := range names {
+			drop[n] = true
+		}
+		kept := p.rec.Spec.Volumes[:0:0]
+		for _, v := range p.rec.Spec.Volumes {
+			if !drop[v.Name] {
+				kept = append(kept, v)
+			}
+		}
+		p.rec.Spec.Volumes = kept
+		d.savePod(p)
+		return nil
+	})
 }

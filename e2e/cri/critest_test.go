@@ -51,7 +51,9 @@ var critestSkips = []skip{
 	// not implemented yet
 	{`support portforward`, "PortForward's case first reaches the web server at the pod's address: this run has no CNI network"},
 	{`pod sandbox metrics|metrics descriptors`, "ListMetricDescriptors and ListPodSandboxMetrics (cAdvisor-style metrics): not implemented yet"},
-	{`with volume|propagation|readonly mounts|recursive readonly mount|Image Volume|subPath|image digest in ContainerStatus mounts|mount image`, "container mounts: not implemented yet"},
+	{`propagation`, "mount propagation other than private: refused (a sandbox's mounts are private)"},
+	{`recursive readonly mount|non-recursive readonly mounts`, "these cases mount with propagation or recursive read-only options: refused"},
+	{`Image Volume|subPath|image digest in ContainerStatus mounts|mount image`, "image volumes: not supported"},
 	{`safe sysctls|unsafe sysctls`, "sysctls: not supported"},
 	{`Privileged is true|capability|capabilities|privilege escalation when false|when privileged`, "privileged containers and capability changes: refused (the agent's fixed capability set)"},
 	{`SupplementalGroups|supplemental`, "supplemental groups: not supported by the agent yet"},
