@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"github.com/hyperhq/hyperd-go/initramfs"
 	"github.com/hyperhq/hyperd-go/internal/syncbuf"
 	"github.com/hyperhq/hyperd-go/internal/testbin"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -34,10 +36,21 @@ const (
 	// run takes well under a minute.
 	vmDeadline = 5 * time.Minute
 	// agentDev is the guest's end of the agent channel: the first
-	// virtconsole of the virtio-serial-pci device.
+	// virtconsole of the virtio-serial-pci device. QEMU writes what a
+	// virtconsole's guest sends to the chardev without flow control: what
+	// the socket does not take at once (EAGAIN) is dropped
+	// (hw/char/virtio-console.c, flush_buf; only virtserialports are
+	// throttled). So the socket is made big enough that it never fills: see
+	// agentChannel.
 	agentDev = "/dev/hvc0"
-	guestMiB = 512
-	guestCPU = 2
+	// agentSockBuf is the send buffer of QEMU's end of the agent channel.
+	// What the guest has in flight towards us is bounded by the mux's
+	// credit windows (256 KiB per stream, a handful of streams here), so
+	// QEMU's writes never meet a full socket, however long the test
+	// process is descheduled.
+	agentSockBuf = 64 << 20
+	guestMiB     = 512
+	guestCPU     = 2
 )
 
 // vm is a booted guest: QEMU with our kernel and initramfs, the agent
@@ -48,7 +61,7 @@ type vm struct {
 	qemuOut syncbuf.Buffer
 	exited  chan struct{} // closed once QEMU was reaped; waitErr is set then
 	waitErr error
-	conn    net.Conn
+	conn    *stallConn // the host end of the agent channel
 	sess    *mux.Session
 	agent   *client.Client
 	started time.Time
@@ -145,14 +158,11 @@ func bootVM(t *testing.T, marker string) *vm {
 	}
 	img := rootfsImage(t, dir, marker)
 
-	// QEMU connects to our socket at start-up (it is the client), so the
-	// stream exists before the guest runs and nothing it sends is lost.
-	sock := filepath.Join(dir, "agent.sock")
-	ln, err := net.Listen("unix", sock)
+	qemuEnd, hostEnd, err := agentChannel()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	defer qemuEnd.Close()
 
 	v := &vm{console: filepath.Join(dir, "console.log"), exited: make(chan struct{})}
 	cmdline := strings.Join([]string{
@@ -164,12 +174,13 @@ func bootVM(t *testing.T, marker string) *vm {
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-serial", "file:"+v.console,
 		"-device", "virtio-serial-pci,id=vser",
-		"-chardev", "socket,id=agent,path="+sock,
+		"-chardev", "socket,id=agent,fd=3", // ExtraFiles[0]
 		"-device", "virtconsole,chardev=agent,bus=vser.0",
 		"-drive", "file="+img+",format=raw,if=none,id=rootfs,readonly=on",
 		"-device", "virtio-blk-pci,drive=rootfs",
 		"-kernel", kernel, "-initrd", initrd, "-append", cmdline)
 	v.cmd.Stdout, v.cmd.Stderr = &v.qemuOut, &v.qemuOut
+	v.cmd.ExtraFiles = []*os.File{qemuEnd}
 	// QEMU dies with the test binary even if the test is killed.
 	v.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	v.started = time.Now()
@@ -200,26 +211,7 @@ func bootVM(t *testing.T, marker string) *vm {
 		}
 	})
 
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			close(accepted)
-			return
-		}
-		accepted <- c
-	}()
-	select {
-	case c, ok := <-accepted:
-		if !ok {
-			t.Fatal("accepting QEMU's agent channel failed")
-		}
-		v.conn = c
-	case <-v.exited:
-		t.Fatalf("QEMU exited at start-up: %v\n%s", v.waitErr, v.qemuOut.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("QEMU did not connect its agent channel in 30s\n%s", v.qemuOut.String())
-	}
+	v.conn = &stallConn{Conn: hostEnd}
 	v.sess = mux.Client(v.conn)
 	select {
 	case <-v.sess.Ready():
@@ -238,6 +230,66 @@ func bootVM(t *testing.T, marker string) *vm {
 		t.Fatalf("agent hello over the virtio-console: %v%s", err, v.diag())
 	}
 	return v
+}
+
+// agentChannel makes the agent channel: a connected pair of unix stream
+// sockets, one end for QEMU's chardev (passed as fd 3: connected before
+// the guest runs, so nothing the guest sends is lost to a late connect)
+// with a send buffer of agentSockBuf, the other ours.
+func agentChannel() (qemuEnd *os.File, hostEnd net.Conn, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent channel: %w", err)
+	}
+	qemuEnd = os.NewFile(uintptr(fds[0]), "agent-qemu")
+	host := os.NewFile(uintptr(fds[1]), "agent-host")
+	defer host.Close() // FileConn dups it
+	// SO_SNDBUFFORCE: past net.core.wmem_max (we are root)
+	if err := unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, agentSockBuf); err != nil {
+		qemuEnd.Close()
+		return nil, nil, fmt.Errorf("agent channel: SO_SNDBUFFORCE: %w", err)
+	}
+	if hostEnd, err = net.FileConn(host); err != nil {
+		qemuEnd.Close()
+		return nil, nil, fmt.Errorf("agent channel: %w", err)
+	}
+	return qemuEnd, hostEnd, nil
+}
+
+// stallConn is the host end of the agent channel. Normally it only
+// passes reads through; the "slow host reader" case makes it pause after
+// every so many bytes, as a descheduled test process would, so that
+// QEMU's writes to the socket block (EAGAIN) while the guest keeps
+// writing: the channel must hold the guest back then, never drop bytes.
+type stallConn struct {
+	net.Conn
+	mu    sync.Mutex
+	every int           // pause after this many bytes read (0: never)
+	pause time.Duration // how long
+	read  int           // bytes read since the last pause
+}
+
+// stall makes Read pause for pause after every every bytes (every 0:
+// stop stalling).
+func (c *stallConn) stall(every int, pause time.Duration) {
+	c.mu.Lock()
+	c.every, c.pause, c.read = every, pause, 0
+	c.mu.Unlock()
+}
+
+func (c *stallConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	var sleep time.Duration
+	if c.every > 0 && c.read >= c.every {
+		sleep, c.read = c.pause, 0
+	}
+	c.mu.Unlock()
+	time.Sleep(sleep)
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	c.read += n
+	c.mu.Unlock()
+	return n, err
 }
 
 // diag is the tail of the guest console and QEMU's own output, for
