@@ -28,7 +28,7 @@ const busyboxImage = "registry.k8s.io/e2e-test-images/busybox:1.29-2"
 func TestCRILocal(t *testing.T) {
 	requireRoot(t)
 	reg := regtest.Start(t, "", "")
-	pushImages(t, reg)
+	pushImages(t, reg, nil)
 	h := startHyperd(t, "local", "--registry-mirror", "registry.k8s.io=http://"+reg+"/registry.k8s.io")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

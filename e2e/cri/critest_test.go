@@ -1,8 +1,10 @@
 package cri
 
 // TestCritest runs critest, cri-tools' CRI conformance suite, against
-// hyperd --driver local, every case but the listed skips (each with its
-// reason; the README lists them too).
+// hyperd --driver local with its pod network, every case but the listed
+// skips (each with its reason; the README lists them too). The registry,
+// hyperd and critest run in a network namespace of the test's own: pod
+// addresses, host ports and the streaming server are reached there.
 
 import (
 	"context"
@@ -15,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hyperhq/hyperd-go/image/regtest"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // CritestVersion is the cri-tools release scripts/setup.sh installs.
@@ -49,7 +51,6 @@ var critestSkips = []skip{
 	{`selinux|SELinux`, "SELinux: not supported"},
 	{`NRI|nri`, "NRI plugins: not supported"},
 	// not implemented yet
-	{`support portforward`, "PortForward's case first reaches the web server at the pod's address: this run has no CNI network"},
 	{`pod sandbox metrics|metrics descriptors`, "ListMetricDescriptors and ListPodSandboxMetrics (cAdvisor-style metrics): not implemented yet"},
 	{`propagation`, "mount propagation other than private: refused (a sandbox's mounts are private)"},
 	{`recursive readonly mount|non-recursive readonly mounts`, "these cases mount with propagation or recursive read-only options: refused"},
@@ -60,7 +61,6 @@ var critestSkips = []skip{
 	{`seccomp localhost|blocks setting hostname|setting host name with unconfined`, "seccomp profiles other than the agent's default: refused"},
 	{`OOMKilled`, "OOM kill reason: not reported yet"},
 	{`public image with digest|image digest`, "an image with a fixed digest of the public registry: nothing here can make it"},
-	{`DNS config|set hostname|port mapping|should support network|runtime should return runtime conditions`, "networking: this run uses --network none (no CNI network; NetworkReady is false)"},
 	{`seccomp unconfined|nil profile, which is unconfined`, "seccomp Unconfined: the agent applies its default filter to every container (Unconfined is accepted and gets more confinement than asked)"},
 	{`support MaskedPaths|support ReadonlyPaths`, "masked and read-only paths other than the agent's fixed lists: refused"},
 	{`HostIpc is false|HostNetwork is false`, "these cases leave the containers' pid namespace mode at POD (the protobuf default), which hyperd refuses (a shared pod PID namespace)"},
@@ -81,13 +81,20 @@ var summaryRe = regexp.MustCompile(`Ran (\d+) of (\d+) Specs.*\n.*?(SUCCESS|FAIL
 func TestCritest(t *testing.T) {
 	requireRoot(t)
 	critest := critestPath(t)
-	reg := regtest.Start(t, "", "")
-	pushImages(t, reg)
+	for _, p := range []string{"/usr/lib/cni/bridge", "/usr/lib/cni/host-local"} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("CNI plugins missing (Debian's containernetworking-plugins, scripts/setup.sh): %v", err)
+		}
+	}
+	ns := newNetns(t)
+	reg := startRegistryIn(t, ns)
+	pushImages(t, reg, transportIn(ns))
 	var mirrors []string
 	for _, r := range mirrored {
 		mirrors = append(mirrors, "--registry-mirror", r+"=http://"+reg+"/"+r)
 	}
-	h := startHyperd(t, "local", mirrors...)
+	h := startHyperdIn(t, ns, "local", mirrors...)
+	defer removeSandboxes(h)
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 	// the whole output stays for reading after a failure
@@ -105,14 +112,17 @@ func TestCritest(t *testing.T) {
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.Dir = t.TempDir()
 	start := time.Now()
-	runErr := cmd.Run()
+	runErr := startIn(ns, cmd)
+	if runErr == nil {
+		runErr = cmd.Wait()
+	}
 	lf.Close()
 	b, _ := os.ReadFile(out)
 	m := summaryRe.FindStringSubmatch(string(b))
 	if m == nil {
 		t.Fatalf("critest (%v) printed no summary after %s:\n%s\nhyperd log:\n%s", runErr, time.Since(start).Round(time.Second), tail(string(b), 20000), h.log())
 	}
-	summary := fmt.Sprintf("critest %s, hyperd --driver local: ran %s of %s specs: %s passed, %s failed, %s skipped (%d skip rules) in %s",
+	summary := fmt.Sprintf("critest %s, hyperd --driver local (CNI network): ran %s of %s specs: %s passed, %s failed, %s skipped (%d skip rules) in %s",
 		CritestVersion, m[1], m[2], m[4], m[5], m[7], len(critestSkips), time.Since(start).Round(time.Second))
 	t.Log(summary)
 	// make test prints this file after the run (see the Makefile)
@@ -140,4 +150,19 @@ func tail(s string, n int) string {
 		return "..." + s[len(s)-n:]
 	}
 	return s
+}
+
+// removeSandboxes removes what critest left (a failed case may leave its
+// sandbox, and pods outlive a stopped hyperd: their networks in the
+// namespace too).
+func removeSandboxes(h *hyperd) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	l, err := h.rc.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		return
+	}
+	for _, sb := range l.Items {
+		h.rc.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sb.Id})
+	}
 }

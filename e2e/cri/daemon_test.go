@@ -31,6 +31,9 @@ type hyperd struct {
 	conn            *grpc.ClientConn
 	driver          string
 	extra           []string
+	// ns: hyperd runs in this network namespace with its CNI network
+	// ("": the test's namespace, --network none)
+	ns string
 }
 
 func requireRoot(t *testing.T) {
@@ -47,9 +50,19 @@ func requireRoot(t *testing.T) {
 // its CRI to answer Version.
 func startHyperd(t *testing.T, driver string, extra ...string) *hyperd {
 	t.Helper()
+	return startHyperdIn(t, "", driver, extra...)
+}
+
+// startHyperdIn starts hyperd in the network namespace ns with its pod
+// network (the default CNI network, written in its own directory).
+func startHyperdIn(t *testing.T, ns, driver string, extra ...string) *hyperd {
+	t.Helper()
 	tmp := t.TempDir()
 	h := &hyperd{t: t, bin: testbin.Commands(t), root: filepath.Join(tmp, "root"), logf: filepath.Join(tmp, "hyperd.log"),
-		sock: filepath.Join(tmp, "hyper.sock"), criSock: filepath.Join(tmp, "cri.sock"), driver: driver, extra: extra}
+		sock: filepath.Join(tmp, "hyper.sock"), criSock: filepath.Join(tmp, "cri.sock"), driver: driver, extra: extra, ns: ns}
+	if ns != "" {
+		h.extra = append([]string{"--network", "cni", "--cni-conf-dir", filepath.Join(tmp, "cni")}, h.extra...)
+	}
 	h.start()
 	t.Cleanup(func() {
 		if h.conn != nil {
@@ -68,12 +81,16 @@ func (h *hyperd) start() {
 		t.Fatal(err)
 	}
 	defer lf.Close()
-	args := append([]string{"--host", "unix://" + h.sock, "--data-root", h.root, "--driver", h.driver, "--network", "none",
-		"--cri-socket", h.criSock, "--log-level", "debug", "--stop-timeout", "2"}, h.extra...)
+	args := []string{"--host", "unix://" + h.sock, "--data-root", h.root, "--driver", h.driver,
+		"--cri-socket", h.criSock, "--log-level", "debug", "--stop-timeout", "2"}
+	if h.ns == "" {
+		args = append(args, "--network", "none")
+	}
+	args = append(args, h.extra...)
 	h.cmd = exec.Command(filepath.Join(h.bin, "hyperd"), args...)
 	h.cmd.Stdout, h.cmd.Stderr = lf, lf
 	h.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := h.cmd.Start(); err != nil {
+	if err := startIn(h.ns, h.cmd); err != nil {
 		t.Fatal(err)
 	}
 	h.exited = make(chan error, 1)

@@ -9,6 +9,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -99,8 +100,9 @@ func layer(t *testing.T, files map[string]string) v1.Layer {
 	return l
 }
 
-// pushImages pushes critest's images to the registry at addr.
-func pushImages(t *testing.T, addr string) {
+// pushImages pushes critest's images to the registry at addr (reached
+// through rt; nil: the default transport).
+func pushImages(t *testing.T, addr string, rt http.RoundTripper) {
 	t.Helper()
 	bb, err := imgtest.BusyboxPath()
 	if err != nil {
@@ -148,7 +150,11 @@ func pushImages(t *testing.T, addr string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := remote.Write(ref, img); err != nil {
+		var opts []remote.Option
+		if rt != nil {
+			opts = append(opts, remote.WithTransport(rt))
+		}
+		if err := remote.Write(ref, img, opts...); err != nil {
 			t.Fatalf("push %s: %v", ref, err)
 		}
 	}
