@@ -21,7 +21,7 @@ import (
 )
 
 type hyperd struct {
-	t               *testing.T
+	t               testing.TB
 	bin, root, logf string
 	sock, criSock   string
 	cmd             *exec.Cmd
@@ -36,7 +36,7 @@ type hyperd struct {
 	ns string
 }
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("the CRI e2e tests need root (make test runs as root): the local driver creates namespaces")
@@ -48,14 +48,14 @@ func requireRoot(t *testing.T) {
 
 // startHyperd starts hyperd with driver and extra flags, and waits for
 // its CRI to answer Version.
-func startHyperd(t *testing.T, driver string, extra ...string) *hyperd {
+func startHyperd(t testing.TB, driver string, extra ...string) *hyperd {
 	t.Helper()
 	return startHyperdIn(t, "", driver, extra...)
 }
 
 // startHyperdIn starts hyperd in the network namespace ns with its pod
 // network (the default CNI network, written in its own directory).
-func startHyperdIn(t *testing.T, ns, driver string, extra ...string) *hyperd {
+func startHyperdIn(t testing.TB, ns, driver string, extra ...string) *hyperd {
 	t.Helper()
 	tmp := t.TempDir()
 	h := &hyperd{t: t, bin: testbin.Commands(t), root: filepath.Join(tmp, "root"), logf: filepath.Join(tmp, "hyperd.log"),
