@@ -164,6 +164,18 @@ func (d *daemon) log() string {
 	return tail(b, 8000)
 }
 
+// logWithout is the daemon's whole log less the lines containing skip.
+func (d *daemon) logWithout(skip string) string {
+	b, _ := os.ReadFile(d.logf)
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.Contains(l, skip) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 func (d *daemon) signal(sig syscall.Signal) {
 	d.cmd.Process.Signal(sig)
 	for i := 0; i < 200; i++ {

@@ -47,10 +47,11 @@ type MMIOState struct {
 	// read it, trailing zero bytes dropped; RestoreState compares it
 	// with the new device's to tell the guest about changes.
 	Config []byte
-	// Device is the device's own state, nil when it has none. None of
-	// this package's devices has any: what they hold across a pause is
-	// either in the queues (net's held receive chains are given back by
-	// rewinding LastAvail) or per process (vsock connections, backends).
+	// Device is the device's own state, nil when it has none. Only vsock
+	// has any (the next host port it hands out, see vsock_state.go): what
+	// the others hold across a pause is either in the queues (net's held
+	// receive chains are given back by rewinding LastAvail) or per
+	// process (backends).
 	Device []byte
 }
 
@@ -69,6 +70,16 @@ type pauser interface {
 // that many slots earlier, so the restored device pops them again.
 type chainHolder interface {
 	heldChains(q int) uint16
+}
+
+// deviceStater is implemented by devices with state of their own that a
+// restored device must continue from (MMIOState.Device): saveDevice runs
+// while paused, checkDevice validates saved bytes (untrusted), loadDevice
+// loads checked bytes before activation.
+type deviceStater interface {
+	saveDevice() []byte
+	checkDevice(b []byte) error
+	loadDevice(b []byte)
 }
 
 // restorer is implemented by devices with work to do when they are
@@ -151,6 +162,9 @@ func (t *MMIO) SaveState() (MMIOState, error) {
 		Generation: t.generation, ISR: t.isr.Load(), DrvFeatures: t.drvFeatures,
 		Queues: make([]QueueState, len(t.queues)),
 		Config: t.configBytes(),
+	}
+	if ds, ok := t.dev.(deviceStater); ok {
+		s.Device = ds.saveDevice()
 	}
 	holder, _ := t.dev.(chainHolder)
 	for i, r := range t.queues {
@@ -236,7 +250,11 @@ func (t *MMIO) checkState(s *MMIOState) error {
 	if len(s.Config) > maxConfigSize {
 		return fmt.Errorf("configuration space of %d bytes (at most %d)", len(s.Config), maxConfigSize)
 	}
-	if len(s.Device) != 0 {
+	if ds, ok := t.dev.(deviceStater); ok {
+		if err := ds.checkDevice(s.Device); err != nil {
+			return fmt.Errorf("device state: %w", err)
+		}
+	} else if len(s.Device) != 0 {
 		return fmt.Errorf("%d bytes of device state; device type %d has none", len(s.Device), s.DeviceID)
 	}
 	return nil
@@ -278,6 +296,9 @@ func (t *MMIO) RestoreState(s MMIOState) error {
 	// input, net receive) may raise interrupts at once, bits a later
 	// store would lose.
 	t.isr.Store(s.ISR)
+	if ds, ok := t.dev.(deviceStater); ok {
+		ds.loadDevice(s.Device) // checked by checkState
+	}
 	active := s.Status&StatusDriverOK != 0
 	if active {
 		if r, ok := t.dev.(restorer); ok {

@@ -53,8 +53,8 @@ func TestRestoreVsock(t *testing.T) {
 	uc.Write([]byte("x"))
 	g.expectNothing()
 	s, snapMem := snapshot(t, g.tr, g.d.mem)
-	if s.Device != nil {
-		t.Fatalf("vsock saved device state %q", s.Device)
+	if len(s.Device) != vsockStateSize || binary.LittleEndian.Uint32(s.Device) <= req.h.SrcPort {
+		t.Fatalf("vsock saved device state %x: want the next host port, after %d", s.Device, req.h.SrcPort)
 	}
 	rx := maps.Clone(g.rx)
 	frozen := g.d.restoredDriver(nil, nil, nil) // the driver as snapshotted
@@ -363,5 +363,44 @@ func TestRestoreNetHeldChains(t *testing.T) {
 				t.Fatalf("original device after Resume: %+v", fr)
 			}
 		})
+	}
+}
+
+// TestVsockDeviceState: a restored vsock hands out host ports after the
+// saved device's (the guest may still hold sockets of its connections),
+// unless a connection raced the restore; bad state bytes are refused.
+func TestVsockDeviceState(t *testing.T) {
+	newV := func() *Vsock {
+		v, err := NewVsock(VsockConfig{GuestCID: testGuestCID, UDS: filepath.Join(t.TempDir(), "v.sock")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { v.Close() })
+		return v
+	}
+	a, b := newV(), newV()
+	if a.nextPort < vsockFirstHostPort || b.nextPort < vsockFirstHostPort {
+		t.Fatalf("first host ports %d, %d below %d", a.nextPort, b.nextPort, vsockFirstHostPort)
+	}
+	a.nextPort += 5
+	st := a.saveDevice()
+	if err := b.checkDevice(st); err != nil {
+		t.Fatal(err)
+	}
+	b.loadDevice(st)
+	if b.nextPort != a.nextPort {
+		t.Errorf("restored next port %d, want the saved %d", b.nextPort, a.nextPort)
+	}
+	c := newV()
+	c.conns[connKey{c.nextPort, 9}] = &vconn{}
+	before := c.nextPort
+	c.loadDevice(st)
+	if c.nextPort != before {
+		t.Errorf("a device with a connection moved its ports to %d", c.nextPort)
+	}
+	for _, bad := range [][]byte{{1}, make([]byte, 5)} {
+		if err := b.checkDevice(bad); err == nil {
+			t.Errorf("state %x accepted", bad)
+		}
 	}
 }

@@ -142,7 +142,7 @@ func NewVsock(cfg VsockConfig) (*Vsock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("virtio-vsock: %w", err)
 	}
-	v := &Vsock{cfg: cfg, ln: ln, conns: map[connKey]*vconn{}, pending: map[net.Conn]bool{}, nextPort: vsockFirstHostPort}
+	v := &Vsock{cfg: cfg, ln: ln, conns: map[connKey]*vconn{}, pending: map[net.Conn]bool{}, nextPort: firstHostPort()}
 	v.wg.Add(1)
 	go v.acceptLoop()
 	return v, nil

@@ -8,8 +8,10 @@
 package virtio
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -136,4 +138,54 @@ func (v *Vsock) sendResetEvent(drop bool) error {
 		v.dropAll()
 	}
 	return err
+}
+
+// The device's own state is the next host port it hands out to a
+// host-initiated connection (le32). A restored device continues from it:
+// the guest may still hold sockets of connections the snapshot's device
+// made (one the guest was closing sends its RST when its close timeout
+// fires, seconds after the restore), and a new connection on a reused
+// host port would be taken for it, and reset.
+const vsockStateSize = 4
+
+func (v *Vsock) saveDevice() []byte {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	b := make([]byte, vsockStateSize)
+	binary.LittleEndian.PutUint32(b, v.nextPort)
+	return b
+}
+
+func (v *Vsock) checkDevice(b []byte) error {
+	if len(b) == 0 {
+		return nil // a state without it: ports start at the first
+	}
+	if len(b) != vsockStateSize {
+		return fmt.Errorf("vsock state of %d bytes, want %d", len(b), vsockStateSize)
+	}
+	return nil
+}
+
+// loadDevice continues from the saved port unless a host connection
+// already took one (a CONNECT can race the restore): then the device's
+// random first port (firstHostPort) keeps it clear of the saved device's.
+func (v *Vsock) loadDevice(b []byte) {
+	if len(b) != vsockStateSize {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if p := binary.LittleEndian.Uint32(b); p >= vsockFirstHostPort && len(v.conns) == 0 {
+		v.nextPort = p
+	}
+}
+
+// firstHostPort is where a device starts handing out host ports: a
+// random point in the upper quarter of the port space (2^30 and up, as
+// Firecracker's), so that two devices of one guest - a snapshot's and the
+// one restored from it - do not hand out the same ports.
+func firstHostPort() uint32 {
+	var b [4]byte
+	rand.Read(b[:])
+	return vsockFirstHostPort + binary.LittleEndian.Uint32(b[:])%(1<<29)
 }
