@@ -529,21 +529,25 @@ func TestMounts(t *testing.T) {
 	ctx := ctxT(t)
 	sb, sbCfg := e.runSandbox("m")
 	dir := t.TempDir()
+	hosts := filepath.Join(t.TempDir(), "hosts")
+	if err := os.WriteFile(hosts, []byte("127.0.0.1 localhost\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	c := ctrConfig("m", "sleeper")
-	c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: dir, Readonly: true}}
+	c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: dir, Readonly: true}, {ContainerPath: "/etc/hosts", HostPath: hosts}}
 	id := e.create(sb, sbCfg, c)
 	if _, err := e.rc.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
 		t.Fatal(err)
 	}
 	st := e.waitState(id, runtimeapi.ContainerState_CONTAINER_RUNNING)
-	if len(st.Mounts) != 1 || st.Mounts[0].HostPath != dir || st.Mounts[0].ContainerPath != "/data" || !st.Mounts[0].Readonly {
+	if len(st.Mounts) != 2 || st.Mounts[0].HostPath != dir || st.Mounts[0].ContainerPath != "/data" || !st.Mounts[0].Readonly || st.Mounts[1].HostPath != hosts {
 		t.Errorf("status mounts: %v", st.Mounts)
 	}
 	ci, _ := e.d.ContainerInfo(id)
-	if vm := ci.Container.VolumeMounts; len(vm) != 1 || vm[0].MountPath != "/data" || !vm[0].ReadOnly {
+	if vm := ci.Container.VolumeMounts; len(vm) != 2 || vm[0].MountPath != "/data" || !vm[0].ReadOnly || vm[1].MountPath != "/etc/hosts" {
 		t.Errorf("core volume mounts: %+v", vm)
 	}
-	if pi, _ := e.d.PodInfo(sb); len(pi.Spec.Volumes) != 1 || pi.Spec.Volumes[0].Source != dir {
+	if pi, _ := e.d.PodInfo(sb); len(pi.Spec.Volumes) != 2 || pi.Spec.Volumes[0].Source != dir {
 		t.Errorf("pod volumes: %+v", pi.Spec.Volumes)
 	}
 	if _, err := e.rc.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {

@@ -23,8 +23,8 @@ import (
 )
 
 // prepareVolume resolves a pod volume to what the driver can attach: with
-// the local driver a host directory (a fresh one under the pod's dir when
-// the volume has no source); with kvm a disk image file (a fresh sparse
+// the local driver a host directory or file (a fresh directory under the
+// pod's dir when the volume has no source); with kvm a disk image file (a fresh sparse
 // ext4 image when there is no source; host directories cannot be shared
 // into the VM: there is no 9p/virtiofs).
 func (d *Daemon) prepareVolume(podID string, v VolumeSpec) (VolumeSpec, error) {
@@ -67,8 +67,8 @@ func (d *Daemon) prepareVolume(podID string, v VolumeSpec) (VolumeSpec, error) {
 	if kvm && st.IsDir() {
 		return v, specErr("bad parameter: volume %s: host directory %s cannot be shared into a VM (kvm driver); use a raw disk image", v.Name, v.Source)
 	}
-	if !kvm && !st.IsDir() {
-		return v, specErr("bad parameter: volume %s: the local driver shares host directories; %s is not one", v.Name, v.Source)
+	if !kvm && !st.IsDir() && !st.Mode().IsRegular() {
+		return v, specErr("bad parameter: volume %s: the local driver shares host directories and files; %s is neither", v.Name, v.Source)
 	}
 	return v, nil
 }

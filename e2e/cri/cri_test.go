@@ -2,7 +2,8 @@ package cri
 
 // TestCRILocal drives the CRI's gRPC API of a real hyperd (--driver
 // local): an image pulled through a registry mirror, a sandbox and a
-// container with a CRI log file, ExecSync, errors, the same pod and
+// container with a CRI log file and mounts (a host directory and a host
+// file), ExecSync, errors, the same pod and
 // container through the REST API (hyperctl), and a kill -9 and restart of
 // hyperd with the sandbox running: the sandbox and the container are there
 // after it, the container still runs and its log file goes on.
@@ -48,8 +49,19 @@ func TestCRILocal(t *testing.T) {
 	if err != nil {
 		t.Fatalf("RunPodSandbox: %v\n%s", err, h.log())
 	}
+	// mounts: a host directory and a host file (as the kubelet's /etc/hosts)
+	vol := filepath.Join(t.TempDir(), "vol")
+	hosts := filepath.Join(t.TempDir(), "hosts")
+	os.MkdirAll(vol, 0o755)
+	if err := os.WriteFile(filepath.Join(vol, "x"), []byte("from the host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(hosts, []byte("10.1.2.3 web-alias\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cfg := &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "ticker"}, Image: &runtimeapi.ImageSpec{Image: busyboxImage},
-		Command: []string{"sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"}, LogPath: "ticker/0.log"}
+		Command: []string{"sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"}, LogPath: "ticker/0.log",
+		Mounts: []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: vol, Readonly: true}, {ContainerPath: "/etc/hosts", HostPath: hosts, Readonly: true}}}
 	cr, err := h.rc.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: sb.PodSandboxId, Config: cfg, SandboxConfig: sbCfg})
 	if err != nil {
 		t.Fatalf("CreateContainer: %v", err)
@@ -61,6 +73,10 @@ func TestCRILocal(t *testing.T) {
 	x, err := h.rc.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: cid, Cmd: []string{"hostname"}, Timeout: 10})
 	if err != nil || strings.TrimSpace(string(x.Stdout)) != "web-host" {
 		t.Errorf("ExecSync hostname = %v, %v", x, err)
+	}
+	x, err = h.rc.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: cid, Cmd: []string{"cat", "/data/x", "/etc/hosts"}, Timeout: 10})
+	if err != nil || string(x.Stdout) != "from the host\n10.1.2.3 web-alias\n" {
+		t.Errorf("the mounts seen in the container: %q %q, %v", x.GetStdout(), x.GetStderr(), err)
 	}
 	logPath := filepath.Join(logDir, "ticker", "0.log")
 	waitLog(t, logPath, "stdout F tick 3")
