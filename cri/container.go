@@ -181,6 +181,7 @@ func (s *Server) RemoveContainer(ctx context.Context, r *runtimeapi.RemoveContai
 		return nil, grpcErr(err)
 	}
 	s.dropVolumes(c.info.PodID, c.id(), len(c.meta.Mounts))
+	s.cpu.forget(c.id())
 	s.emit(ctx, c.id(), c.info.PodID, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 	return &runtimeapi.RemoveContainerResponse{}, nil
 }

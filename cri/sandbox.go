@@ -150,7 +150,9 @@ func (s *Server) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodSa
 	if err := s.core.RemovePod(ctx, sb.id()); err != nil && !isNotFound(err) {
 		return nil, grpcErr(err)
 	}
+	s.cpu.forget("sandbox:" + sb.id())
 	for _, cs := range sb.info.Spec.Containers {
+		s.cpu.forget(cs.ContainerID)
 		if _, ok := cs.Labels[LabelContainer]; ok {
 			s.emit(ctx, cs.ContainerID, sb.id(), runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 		}

@@ -46,6 +46,15 @@ func (c *cpuSamples) rate(id string, at time.Time, usage uint64) *runtimeapi.UIn
 	return &runtimeapi.UInt64Value{Value: uint64(float64(usage-prev.usage) / dt.Seconds())}
 }
 
+// forget drops the samples of a removed container or sandbox.
+func (c *cpuSamples) forget(ids ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range ids {
+		delete(c.last, id)
+	}
+}
+
 func u64(v uint64) *runtimeapi.UInt64Value { return &runtimeapi.UInt64Value{Value: v} }
 
 // podStats is the core's stats of a running pod (nil when it is not).
