@@ -42,6 +42,11 @@ type Config struct {
 	// Networking: pods get a CNI network (NetworkReady); without it they
 	// have loopback only and Status says so.
 	Networking bool
+	// NotReady, when set, is why the runtime cannot run CRI pods with
+	// this hyperd's sandbox driver: Status reports RuntimeReady false with
+	// it (a kubelet then schedules nothing here), and the calls still
+	// answer.
+	NotReady string
 }
 
 // Server is the CRI v1 RuntimeService and ImageService.
@@ -111,6 +116,9 @@ func (s *Server) Status(ctx context.Context, r *runtimeapi.StatusRequest) (*runt
 	rt := &runtimeapi.RuntimeCondition{Type: runtimeapi.RuntimeReady, Status: true}
 	if s.img == nil {
 		rt.Status, rt.Reason, rt.Message = false, "NoImageStore", "this hyperd has no image store: containers cannot be created"
+	}
+	if s.cfg.NotReady != "" {
+		rt.Status, rt.Reason, rt.Message = false, "SandboxDriverNotReady", s.cfg.NotReady
 	}
 	nw := &runtimeapi.RuntimeCondition{Type: runtimeapi.NetworkReady, Status: s.cfg.Networking}
 	if !s.cfg.Networking {
