@@ -108,3 +108,22 @@ func (s *Server) Version(ctx context.Context, r *runtimeapi.VersionRequest) (*ru
 }
 
 // Status reports RuntimeReady (the core and its sandbox driver are up) and
+// NetworkReady (pods get a CNI network).
+func (s *Server) Status(ctx context.Context, r *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
+	rt := &runtimeapi.RuntimeCondition{Type: runtimeapi.RuntimeReady, Status: true}
+	if s.img == nil {
+		rt.Status, rt.Reason, rt.Message = false, "NoImageStore", "this hyperd has no image store: containers cannot be created"
+	}
+	if s.cfg.NotReady != "" {
+		rt.Status, rt.Reason, rt.Message = false, "SandboxDriverNotReady", s.cfg.NotReady
+	}
+	nw := &runtimeapi.RuntimeCondition{Type: runtimeapi.NetworkReady, Status: s.cfg.Networking}
+	if !s.cfg.Networking {
+		nw.Reason, nw.Message = "NetworkDisabled", "hyperd runs with --network none: pods have loopback only"
+	}
+	resp := &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{rt, nw}}}
+	if r.Verbose {
+		resp.Info = map[string]string{"driver": s.core.DriverName(), "isolation": s.core.Isolation()}
+	}
+	return resp, nil
+}
