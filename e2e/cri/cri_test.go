@@ -6,7 +6,9 @@ package cri
 // file), ExecSync, errors, the same pod and
 // container through the REST API (hyperctl), and a kill -9 and restart of
 // hyperd with the sandbox running: the sandbox and the container are there
-// after it, the container still runs and its log file goes on.
+// after it, the container still runs and its log file goes on, and a
+// container that wrote and exited while hyperd was down has its exit code
+// and its output.
 
 import (
 	"context"
@@ -127,8 +129,20 @@ func TestCRILocal(t *testing.T) {
 		t.Errorf("hyperctl info of the sandbox lacks its CRI labels:\n%s", out)
 	}
 
+	// a container that writes and exits while hyperd is down
+	lateCfg := &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "late"}, Image: &runtimeapi.ImageSpec{Image: busyboxImage},
+		Command: []string{"sh", "-c", "sleep 2; echo late line; exit 7"}, LogPath: "late/0.log"}
+	lr, err := h.rc.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: sb.PodSandboxId, Config: lateCfg, SandboxConfig: sbCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.rc.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: lr.ContainerId}); err != nil {
+		t.Fatal(err)
+	}
+
 	// kill -9 and restart: the sandbox's agent outlives the daemon
 	h.stop(syscall.SIGKILL)
+	time.Sleep(3 * time.Second)
 	h.start()
 	st, err := h.rc.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: sb.PodSandboxId})
 	if err != nil || st.Status.State != runtimeapi.PodSandboxState_SANDBOX_READY || st.Status.Metadata.Name != "web" || st.Status.Labels["app"] != "web" {
@@ -145,6 +159,27 @@ func TestCRILocal(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	// the late container exited while hyperd was down: its exit code and
+	// its output are there after the restart
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		cs, err := h.rc.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: lr.ContainerId})
+		if err == nil && cs.Status.State == runtimeapi.ContainerState_CONTAINER_EXITED {
+			if cs.Status.ExitCode != 7 {
+				t.Errorf("the late container's exit code after the restart: %d, want 7", cs.Status.ExitCode)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the late container after kill -9 + restart: %v, %v\n%s", cs, err, h.log())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	waitLog(t, filepath.Join(logDir, "late", "0.log"), "stdout F late line")
+	if _, err := h.rc.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: lr.ContainerId}); err != nil {
+		t.Fatal(err)
+	}
+
 	before, _ := os.ReadFile(logPath)
 	n := strings.Count(string(before), "\n")
 	waitLog(t, logPath, "") // any line
