@@ -117,6 +117,9 @@
 //     pod's network counters); UpdateContainerResources (Unimplemented,
 //     saying why).
 //   - events.go: GetContainerEvents.
+//   - liststream.go: the streamed lists (StreamPodSandboxes,
+//     StreamContainers, StreamImages, StreamContainerStats,
+//     StreamPodSandboxStats).
 //   - streaming.go: Exec, Attach and PortForward through the streaming
 //     server (k8s.io/cri-streaming, the kubelet's package): execs and
 //     attaches with tty and resize, port connections through the agent.

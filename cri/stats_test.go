@@ -4,6 +4,8 @@ package cri_test
 // podtest's driver.
 
 import (
+	"fmt"
+	"io"
 	"testing"
 	"time"
 
@@ -104,5 +106,74 @@ func TestContainerEvents(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("no event %d (%s)", i, w)
 		}
+	}
+}
+
+// TestStreamedLists: the Stream* calls give the List calls' items, in
+// chunks of at most 100, then EOF; an empty list is no message.
+func TestStreamedLists(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	recv := func(st interface{ RecvMsg(any) error }, msg func() any, count func(any) int) (msgs, items int) {
+		for {
+			m := msg()
+			if err := st.RecvMsg(m); err != nil {
+				if err != io.EOF {
+					t.Fatalf("stream: %v", err)
+				}
+				return
+			}
+			n := count(m)
+			if n == 0 || n > 100 {
+				t.Fatalf("a message of %d items", n)
+			}
+			msgs++
+			items += n
+		}
+	}
+	sbs := func() (int, int) {
+		st, err := e.rc.StreamPodSandboxes(ctx, &runtimeapi.StreamPodSandboxesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return recv(st, func() any { return &runtimeapi.StreamPodSandboxesResponse{} },
+			func(m any) int { return len(m.(*runtimeapi.StreamPodSandboxesResponse).PodSandboxes) })
+	}
+	if m, n := sbs(); m != 0 || n != 0 {
+		t.Errorf("no sandboxes: %d messages, %d items", m, n)
+	}
+	var ids []string
+	for i := 0; i < 3; i++ {
+		id, _ := e.runSandbox(fmt.Sprintf("l%d", i))
+		ids = append(ids, id)
+	}
+	if m, n := sbs(); m != 1 || n != 3 {
+		t.Errorf("three sandboxes: %d messages, %d items", m, n)
+	}
+	sb, sbCfg := ids[0], e.sandboxConfig("l0")
+	e.create(sb, sbCfg, ctrConfig("c", "busybox"))
+	cs, err := e.rc.StreamContainers(ctx, &runtimeapi.StreamContainersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, n := recv(cs, func() any { return &runtimeapi.StreamContainersResponse{} },
+		func(m any) int { return len(m.(*runtimeapi.StreamContainersResponse).Containers) }); m != 1 || n != 1 {
+		t.Errorf("containers: %d messages, %d items", m, n)
+	}
+	ss, err := e.rc.StreamPodSandboxStats(ctx, &runtimeapi.StreamPodSandboxStatsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, n := recv(ss, func() any { return &runtimeapi.StreamPodSandboxStatsResponse{} },
+		func(m any) int { return len(m.(*runtimeapi.StreamPodSandboxStatsResponse).PodSandboxStats) }); m != 1 || n != 3 {
+		t.Errorf("sandbox stats: %d messages, %d items", m, n)
+	}
+	is, err := e.rc.StreamContainerStats(ctx, &runtimeapi.StreamContainerStatsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, n := recv(is, func() any { return &runtimeapi.StreamContainerStatsResponse{} },
+		func(m any) int { return len(m.(*runtimeapi.StreamContainerStatsResponse).ContainerStats) }); m != 1 || n != 1 {
+		t.Errorf("container stats: %d messages, %d items", m, n)
 	}
 }
