@@ -86,8 +86,10 @@
 //     supplemental groups, devices, sandbox sysctls: refused.
 //   - container mounts: refused for now (see the README's list).
 //   - container resources (CPU, memory limits of LinuxContainerConfig) are
-//     not applied to the container: a pod's size is its sandbox's
-//     (hyperd --vcpu/--memory). This is accepted, as the kubelet always
+//     not applied to the container. They size the sandbox instead, as
+//     Kata's: hyperd's --vcpu/--memory plus the sum of the containers'
+//     limits and the overhead that the kubelet gives in the sandbox config
+//     (linux.resources, linux.overhead). Accepted, as the kubelet always
 //     sends them, and listed in the README.
 //   - cgroup_parent of the sandbox is recorded in its metadata; the
 //     sandbox's processes are not moved into it.

@@ -7,6 +7,7 @@ package cri
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -26,6 +27,7 @@ func (s *Server) podSpec(id string, cfg *runtimeapi.PodSandboxConfig, handler st
 	if err := checkLabels("sandbox", cfg.Labels); err != nil {
 		return nil, err
 	}
+	var size pod.Resource // zero: hyperd's defaults
 	meta := sandboxMeta{Name: md.Name, UID: md.Uid, Namespace: md.Namespace, Attempt: md.Attempt,
 		Annotations: cfg.Annotations, LogDirectory: cfg.LogDirectory, RuntimeHandler: handler, CreatedAt: time.Now().UnixNano()}
 	if lx := cfg.GetLinux(); lx != nil {
@@ -36,6 +38,11 @@ func (s *Server) podSpec(id string, cfg *runtimeapi.PodSandboxConfig, handler st
 		if err := checkSandboxSecurity(lx.SecurityContext); err != nil {
 			return nil, err
 		}
+		vcpu, mib, err := s.sandboxSize(lx)
+		if err != nil {
+			return nil, err
+		}
+		size = pod.Resource{VCPU: vcpu, Memory: mib}
 		if ns := lx.GetSecurityContext().GetNamespaceOptions(); ns != nil {
 			meta.NetworkMode, meta.PidMode, meta.IpcMode = int32(ns.Network), int32(ns.Pid), int32(ns.Ipc)
 		}
@@ -44,7 +51,7 @@ func (s *Server) podSpec(id string, cfg *runtimeapi.PodSandboxConfig, handler st
 		return nil, invalid("sandbox config: windows settings on a Linux runtime")
 	}
 	spec := &pod.PodSpec{ID: id, Hostname: cfg.Hostname, Type: pod.PodTypeSandbox, RestartPolicy: pod.RestartNever,
-		Labels: withMeta(cfg.Labels, LabelSandbox, meta)}
+		Labels: withMeta(cfg.Labels, LabelSandbox, meta), Resource: size}
 	if d := cfg.GetDnsConfig(); d != nil {
 		spec.DNS, spec.DNSSearch, spec.DNSOptions = d.Servers, d.Searches, d.Options
 	}
@@ -58,6 +65,42 @@ func (s *Server) podSpec(id string, cfg *runtimeapi.PodSandboxConfig, handler st
 		}
 	}
 	return spec, nil
+}
+
+// sandboxSize sizes the sandbox (a VM with the kvm driver, the cgroup
+// limits with local) as Kata does: hyperd's base size (--vcpu, --memory:
+// the guest's own kernel and agent) plus the sum of the containers' limits
+// the kubelet gives (resources) and the pod's overhead. No limits: zero,
+// hyperd's defaults.
+func (s *Server) sandboxSize(lx *runtimeapi.LinuxPodSandboxConfig) (vcpu, mib int, err error) {
+	var cores float64
+	var mem int64
+	for _, r := range []*runtimeapi.LinuxContainerResources{lx.Resources, lx.Overhead} {
+		if r == nil {
+			continue
+		}
+		if r.CpuQuota > 0 && r.CpuPeriod > 0 {
+			cores += float64(r.CpuQuota) / float64(r.CpuPeriod)
+		}
+		if r.MemoryLimitInBytes > 0 {
+			mem += r.MemoryLimitInBytes
+		}
+	}
+	if cores == 0 && mem == 0 {
+		return 0, 0, nil
+	}
+	vcpu, mib = max(s.cfg.BaseVCPU, 1), max(s.cfg.BaseMemoryMiB, 16)
+	if cores > 0 {
+		vcpu += int(math.Ceil(cores - 1e-9))
+	}
+	mib += int((mem + 1<<20 - 1) >> 20)
+	if vcpu > 64 {
+		return 0, 0, invalid("sandbox config: %d vCPUs (hyperd's %d and the containers' limits %.2f) exceed 64", vcpu, s.cfg.BaseVCPU, cores)
+	}
+	if mib > 1<<20 {
+		return 0, 0, invalid("sandbox config: %d MiB of memory is out of range", mib)
+	}
+	return vcpu, mib, nil
 }
 
 // portMapping maps a CRI port mapping; ok is false for one without a host

@@ -42,6 +42,10 @@ type Config struct {
 	// Networking: pods get a CNI network (NetworkReady); without it they
 	// have loopback only and Status says so.
 	Networking bool
+	// BaseVCPU and BaseMemoryMiB are hyperd's sandbox size (--vcpu,
+	// --memory), to which a sandbox sized by the kubelet (its containers'
+	// limits) adds them (sandboxconfig.go).
+	BaseVCPU, BaseMemoryMiB int
 	// NotReady, when set, is why the runtime cannot run CRI pods with
 	// this hyperd's sandbox driver: Status reports RuntimeReady false with
 	// it (a kubelet then schedules nothing here), and the calls still

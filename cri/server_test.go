@@ -557,24 +557,3 @@ func TestMounts(t *testing.T) {
 		t.Errorf("pod volumes after the container's removal: %+v", pi.Spec.Volumes)
 	}
 }
-
-// TestNotReady: a driver that cannot run CRI containers makes RuntimeReady
-// false, saying why.
-func TestNotReady(t *testing.T) {
-	root := filepath.Join(t.TempDir(), "root")
-	d, err := pod.New(pod.Config{DataRoot: root, Driver: podtest.NewDriver(), Images: &podtest.Images{Root: t.TempDir()}, Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	srv := cri.New(cri.Config{Core: d, Images: nil, Log: quiet(), NotReady: "no disk hotplug"})
-	defer srv.Close()
-	st, err := srv.Status(context.Background(), &runtimeapi.StatusRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := st.Status.Conditions[0]
-	if c.Type != runtimeapi.RuntimeReady || c.Status || c.Reason != "SandboxDriverNotReady" || c.Message != "no disk hotplug" {
-		t.Errorf("RuntimeReady = %v", c)
-	}
-}

@@ -80,7 +80,7 @@ func (o *CRIOptions) flags(fs *flag.FlagSet) (apply func() error) {
 
 // serveCRI starts the CRI server on its socket; the returned stop ends it
 // (and its log followers). With --cri=false it does nothing.
-func (o CRIOptions) serveCRI(d *pod.Daemon, imgs pod.Images, networking bool, log *slog.Logger) (stop func(), err error) {
+func (o CRIOptions) serveCRI(d *pod.Daemon, imgs pod.Images, networking bool, vcpu, memory int, log *slog.Logger) (stop func(), err error) {
 	if !o.criOn() {
 		log.Info("the CRI is off (--cri=false)")
 		return func() {}, nil
@@ -97,7 +97,8 @@ func (o CRIOptions) serveCRI(d *pod.Daemon, imgs pod.Images, networking bool, lo
 		// answers Unimplemented)
 		notReady = "the kvm driver cannot give a container's image to a running pod VM yet (no disk hotplug): CRI containers cannot start; run hyperd --driver local for the CRI"
 	}
-	srv := cri.New(cri.Config{Core: d, Images: ci, Log: log, Version: version, Networking: networking, NotReady: notReady})
+	srv := cri.New(cri.Config{Core: d, Images: ci, Log: log, Version: version, Networking: networking, NotReady: notReady,
+		BaseVCPU: vcpu, BaseMemoryMiB: memory})
 	path := o.socket()
 	ln, err := listen("unix://" + path)
 	if err != nil {

@@ -306,7 +306,7 @@ func run(args []string) int {
 		d.Close()
 		return 1
 	}
-	stopCRI, err := o.CRIOptions.serveCRI(d, imgs, netDrv != nil, log)
+	stopCRI, err := o.CRIOptions.serveCRI(d, imgs, netDrv != nil, o.VCPU, o.Memory, log)
 	if err != nil {
 		log.Error("cri", "err", err)
 		ln.Close()
