@@ -147,9 +147,8 @@ func checkNamespaces(what string, ns *runtimeapi.NamespaceOption) error {
 	case runtimeapi.NamespaceMode_TARGET:
 		return invalid("%s: namespace_options.pid TARGET is not supported: every container has its own PID namespace", what)
 	case runtimeapi.NamespaceMode_POD:
-		if what == "container" {
-			return invalid("%s: namespace_options.pid POD (a PID namespace shared by the pod, shareProcessNamespace) is not supported: every container has its own PID namespace", what)
-		}
+		// the kubelet's shareProcessNamespace (CONTAINER otherwise)
+		return invalid("%s: namespace_options.pid POD (a PID namespace shared by the pod, shareProcessNamespace) is not supported: every container has its own PID namespace", what)
 	}
 	if ns.Ipc == runtimeapi.NamespaceMode_NODE {
 		return invalid("%s: namespace_options.ipc NODE (host IPC namespace) is not supported by hyperd's sandboxes", what)

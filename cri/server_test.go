@@ -393,6 +393,10 @@ func TestErrors(t *testing.T) {
 			c.Linux = &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
 				NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE}}}
 		}), codes.InvalidArgument, "host network"},
+		{"sandbox pid POD", withSandbox(func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux = &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+				NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD}}}
+		}), codes.InvalidArgument, "shareProcessNamespace"},
 		{"privileged sandbox", withSandbox(func(c *runtimeapi.PodSandboxConfig) {
 			c.Linux = &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{Privileged: true}}
 		}), codes.InvalidArgument, "privileged"},
