@@ -80,8 +80,10 @@ func TestContainerEvents(t *testing.T) {
 			evs <- ev
 		}
 	}()
-	// the subscription is made when the server sees the call: wait for it
-	time.Sleep(200 * time.Millisecond)
+	// the server sends the headers once the client is subscribed
+	if _, err := stream.Header(); err != nil {
+		t.Fatal(err)
+	}
 	sb, sbCfg := e.runSandbox("ev")
 	id := e.create(sb, sbCfg, ctrConfig("echo", "busybox", "echo", "hi"))
 	if _, err := e.rc.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
