@@ -69,6 +69,11 @@ func startDaemonWith(t testing.TB, start func(*exec.Cmd) error, bin, root, sock,
 		// namespace of their own turn them on (network_test.go)
 		args = append(args, "--network", "none")
 	}
+	if !slices.Contains(extra, "--cri-socket") && !slices.Contains(extra, "--cri=false") {
+		// each daemon its own CRI socket: a second daemon refuses to
+		// start on one another serves (the default /var/run/hyperd/cri.sock)
+		args = append(args, "--cri-socket", filepath.Join(filepath.Dir(root), "cri.sock"))
+	}
 	args = append(args, extra...)
 	d.cmd = exec.Command(filepath.Join(bin, "hyperd"), args...)
 	d.cmd.Stdout, d.cmd.Stderr = lf, lf

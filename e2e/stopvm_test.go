@@ -60,6 +60,15 @@ func TestStopVM(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
+			// is the second run there (pid 1 is its sleep), and does a new
+			// stream to the agent work?
+			ps := upgradeWithBody(t, d.sock, "/exec/start?container=svm&exec="+execCreate(t, d, "svm", `["ps","-o","pid,args"]`), `{"Detach":false,"Tty":false}`, "")
+			t.Logf("ps in the container: %q", ps)
+			_, tl := d.curl("GET", "/container/logs?container=svm&stdout=1&timestamps=1", "")
+			t.Logf("logs with times: %q", tl)
+			if con, err := os.ReadFile(filepath.Join(root, "pods", "svm", "sandbox", "console.log")); err == nil {
+				t.Logf("the pod's console.log:\n%s", con)
+			}
 			_, ci := d.curl("GET", "/container/info?container=svm", "")
 			t.Fatalf("the container did not run again in the kept sandbox; logs %q; container info %s; hyperd log (requests left out):\n%s", logs, ci, d.logWithout("msg=request"))
 		}

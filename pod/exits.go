@@ -109,8 +109,11 @@ func (d *Daemon) watchContainer(p *podState, c *ctrState, sb sandbox.Sandbox, re
 		if lf == nil {
 			return
 		}
-		if err := lf.followAgent(fctx, ag, c.rec.ID, after); err != nil && d.ctx.Err() == nil {
-			d.log.Warn("log follower ended", "container", c.rec.ID, "err", err)
+		n, err := lf.followAgent(fctx, ag, c.rec.ID, after)
+		if err != nil && d.ctx.Err() == nil {
+			d.log.Warn("log follower ended", "container", c.rec.ID, "records", n, "err", err)
+		} else {
+			d.log.Debug("log follower ended", "container", c.rec.ID, "records", n)
 		}
 	}()
 	go func() {

@@ -387,12 +387,12 @@ func match(h [logHeader]byte, stdout, stderr bool, since time.Time) bool {
 // followAgent copies the agent's log stream of a container into the file
 // until the stream ends (the process exited) or ctx is cancelled. Records at
 // or before 'after' are skipped (they were persisted by a previous daemon).
-func (l *logFile) followAgent(ctx context.Context, ag sandbox.Agent, cid string, after time.Time) error {
+func (l *logFile) followAgent(ctx context.Context, ag sandbox.Agent, cid string, after time.Time) (n int, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	lr, err := ag.Logs(ctx, cid, sandbox.LogOptions{Stdout: true, Stderr: true, Follow: true, Tail: -1})
 	if err != nil {
-		return fmt.Errorf("follow logs of %s: %w", cid, err)
+		return 0, fmt.Errorf("follow logs of %s: %w", cid, err)
 	}
 	defer lr.Close()
 	go func() { <-ctx.Done(); lr.Close() }()
@@ -400,16 +400,17 @@ func (l *logFile) followAgent(ctx context.Context, ag sandbox.Agent, cid string,
 		rec, err := lr.Next()
 		if err != nil {
 			if errors.Is(err, io.EOF) || ctx.Err() != nil {
-				return nil
+				return n, nil
 			}
-			return err
+			return n, err
 		}
 		if !after.IsZero() && !rec.Time.After(after) {
 			continue
 		}
 		if err := l.append(rec); err != nil {
-			return err
+			return n, err
 		}
+		n++
 	}
 }
 

@@ -91,9 +91,25 @@ func (d *Daemon) idleSandbox(ctx context.Context, p *podState, sb sandbox.Sandbo
 	fwd := p.fwd
 	p.fwd = nil
 	cids := append([]string(nil), p.rec.Containers...)
+	var follows []chan struct{}
+	for _, cid := range cids {
+		if c := d.ctrs[cid]; c != nil && c.follow != nil {
+			follows = append(follows, c.follow)
+		}
+	}
 	d.mu.Unlock()
 	if fwd != nil {
 		fwd.closeAll()
+	}
+	// Removing a container from the agent deletes its output: first let
+	// each log follower copy what is left of it (the processes have
+	// exited, so the followers reach its end), as a container's exit does.
+	drain := time.After(3 * time.Second)
+	for _, f := range follows {
+		select {
+		case <-f:
+		case <-drain:
+		}
 	}
 	for _, cid := range cids {
 		if err := sb.Agent().RemoveContainer(ctx, cid); err != nil {
