@@ -27,6 +27,17 @@ func TestStopVM(t *testing.T) {
 	d.expect("POST", "/pod/create", `{"id":"svm","containers":[{"name":"svm","image":"busybox","command":["sh","-c","echo started; exec sleep 1000"]}]}`, 201, `"ID":"svm"`)
 	d.expect("POST", "/pod/start?podId=svm", "", 200, "")
 	waitPhase(t, d, "svm", "Running")
+	// the first run printed before it is stopped (Running is the process
+	// started: a pod VM restored from a template gets here fast enough to
+	// stop the shell before its echo, and then only the second run prints)
+	for deadline := time.Now().Add(slow(10 * time.Second)); ; time.Sleep(50 * time.Millisecond) {
+		if _, logs := d.curl("GET", "/container/logs?container=svm&stdout=1", ""); strings.Contains(logs, "started") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the container did not print; hyperd log:\n%s", d.logWithout("msg=request"))
+		}
+	}
 	agentPids := func() []string {
 		var out []string
 		for pid := range agentProcs(driver, filepath.Join(root, "pods", "svm")) {
