@@ -25,8 +25,9 @@ type PodInfo struct {
 	// Extensions: the sandbox driver, so nobody mistakes namespaces for a VM.
 	Driver    string `json:"driver"`
 	Isolation string `json:"isolation"`
-	// Boot says how the pod's VM started: "cold" (booted its kernel) or
-	// "template <name>" (restored from a VM template); empty without one.
+	// Boot says how the pod's (last) VM started: "cold" (booted its
+	// kernel) or "template <name>" (restored from a VM template); empty
+	// for drivers without VMs and pods never started.
 	Boot string `json:"boot,omitempty"`
 }
 
@@ -189,9 +190,7 @@ func (d *Daemon) PodInfo(ref string) (*PodInfo, error) {
 		Status: PodInfoStatus{Phase: r.Phase, Message: r.Message, Reason: r.Reason, PodIP: []string{}, StartTime: rfc(r.Started),
 			FinishTime: rfc(r.Finished), ContainerStatus: []ContainerStatus{}},
 		Driver: r.Driver, Isolation: r.Isolation}
-	if p.sb != nil && r.Handle != nil {
-		pi.Boot = r.Handle.Data["boot"]
-	}
+	pi.Boot = r.Boot
 	if pi.Spec.Volumes == nil {
 		pi.Spec.Volumes = []VolumeSpec{}
 	}

@@ -273,6 +273,7 @@ func (d *Daemon) startPodLocked(ctx context.Context, p *podState) error {
 	h := sb.Handle()
 	d.mu.Lock()
 	p.sb, p.rec.Handle = sb, &h
+	p.rec.Boot = h.Data["boot"]
 	p.rec.Started = time.Now()
 	p.rec.Finished = time.Time{}
 	d.savePod(p)

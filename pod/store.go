@@ -35,6 +35,9 @@ type PodRecord struct {
 	SandboxKept bool   `json:"sandboxKept,omitempty"`
 	Driver      string `json:"driver,omitempty"`
 	Isolation   string `json:"isolation,omitempty"`
+	// Boot is how the pod's last sandbox started ("cold", "template
+	// <name>"), as its driver said; kept after the sandbox ends.
+	Boot string `json:"boot,omitempty"`
 }
 
 // ContainerRecord is a container as persisted in bbolt.
