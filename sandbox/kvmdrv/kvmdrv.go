@@ -240,6 +240,7 @@ var errBootTimeout = errors.New("did not answer")
 
 // boot starts one VM process and waits for its agent.
 func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args []string, files []*os.File, uds, console string, disks []string, ready net.Listener, jl *vmJail) (*vmSandbox, error) {
+	start := time.Now()
 	// the VM process writes the console log itself (capped, see
 	// consolelog); until it has opened it, no earlier boot's may show
 	if err := os.Remove(console + ".1"); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -317,6 +318,11 @@ func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args 
 		os.Remove(uds)
 		return nil, fmt.Errorf("kvm driver: pod %s setup in the guest: %w", cfg.ID, err)
 	}
+	how := "booted"
+	if ready == nil {
+		how = "restored"
+	}
+	d.log().Info("pod VM ready", "pod", cfg.ID, "how", how, "took", time.Since(start).Round(time.Millisecond))
 	return s, nil
 }
 
