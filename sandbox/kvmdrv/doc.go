@@ -20,4 +20,12 @@
 //
 // Every guest gets BaseCmdline (a quiet console, reset on panic, no PCI
 // probe), then Driver.Cmdline (hyperd --kernel-args).
+//
+// With Driver.TemplateDir set (hyperd --vm-template, the default) a pod's
+// VM is not booted but restored from a VM template (template.go): a
+// snapshot of a VM booted the same way, taken once its agent answered,
+// one per vCPU/memory size; the restored agent is dialled until it
+// answers (its ready signal went to the template's builder) and set up
+// with the pod's hostname, clock and entropy. A restore that fails falls
+// back to a cold boot.
 package kvmdrv
