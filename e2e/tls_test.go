@@ -94,7 +94,8 @@ func TestAPIOverTCP(t *testing.T) {
 		port := strconv.Itoa(freePort(t))
 		logf := filepath.Join(dir, name+".log")
 		lf, _ := os.Create(logf)
-		args := append([]string{"--host", "tcp://127.0.0.1:" + port, "--data-root", filepath.Join(dir, name), "--driver", "local", "--network", "none"}, extra...)
+		args := append([]string{"--host", "tcp://127.0.0.1:" + port, "--data-root", filepath.Join(dir, name), "--driver", "local", "--network", "none",
+			"--cri-socket", filepath.Join(dir, name+"-cri.sock")}, extra...) // two daemons at once: a CRI socket each
 		cmd := exec.Command(filepath.Join(bin, "hyperd"), args...)
 		cmd.Stdout, cmd.Stderr = lf, lf
 		if err := cmd.Start(); err != nil {

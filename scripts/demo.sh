@@ -42,9 +42,9 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "starting hyperd (data root $TMP/root, socket $SOCK, driver ${DRIVER:-auto})"
 if [ "${NETWORK:-cni}" = cni ] && command -v unshare >/dev/null; then
 	unshare --net sh -c 'ip link set lo up && exec "$@"' hyperd \
-		"$BIN/hyperd" --host "unix://$SOCK" --data-root "$TMP/root" --driver "${DRIVER:-auto}" --cni-conf-dir "$TMP/cni" >"$TMP/hyperd.log" 2>&1 &
+		"$BIN/hyperd" --host "unix://$SOCK" --data-root "$TMP/root" --cri-socket "$TMP/cri.sock" --driver "${DRIVER:-auto}" --cni-conf-dir "$TMP/cni" >"$TMP/hyperd.log" 2>&1 &
 else
-	"$BIN/hyperd" --host "unix://$SOCK" --data-root "$TMP/root" --driver "${DRIVER:-auto}" --network none >"$TMP/hyperd.log" 2>&1 &
+	"$BIN/hyperd" --host "unix://$SOCK" --data-root "$TMP/root" --cri-socket "$TMP/cri.sock" --driver "${DRIVER:-auto}" --network none >"$TMP/hyperd.log" 2>&1 &
 fi
 HYPERD_PID=$!
 for _ in $(seq 100); do
