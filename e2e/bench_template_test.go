@@ -19,19 +19,6 @@ import (
 	"time"
 )
 
-// templateDaemon starts a kvm hyperd with templates on or off.
-func templateDaemon(b *testing.B, on bool) (*daemon, func()) {
-	if !hardwareVirt() {
-		b.Skip("kvm: not run here: no vmx/svm; scripts/bench-nested.sh runs it in the nested runner's L1")
-	}
-	bin := binaries(b)
-	tmp := b.TempDir()
-	flags := append(driverFlags(b, "kvm"), fmt.Sprintf("--vm-template=%v", on))
-	d := startDaemon(b, bin, tmp+"/root", tmp+"/hyper.sock", "kvm", flags...)
-	d.loadBusybox()
-	return d, func() { d.signal(9) }
-}
-
 // pss is the proportional set size of a process in bytes
 // (/proc/pid/smaps_rollup).
 func pss(pid int) (int64, error) {
@@ -55,34 +42,28 @@ func pss(pid int) (int64, error) {
 // not counted.
 func BenchmarkTemplate(b *testing.B) {
 	const idle = 4 // idle pods per mode for the memory figure
-	modes := []struct {
-		name string
-		on   bool
-	}{{"cold", false}, {"template", true}}
-	type daemonOf struct {
-		d    *daemon
-		stop func()
-	}
-	ds := map[string]daemonOf{}
+	// benchDaemon's kvm has templates on (the default), kvm-cold off
+	modes := []struct{ name, driver string }{{"cold", "kvm-cold"}, {"template", "kvm"}}
+	ds := map[string]*daemon{}
 	for _, m := range modes {
-		d, stop := templateDaemon(b, m.on)
+		d, stop := benchDaemon(b, m.driver)
 		defer stop()
-		ds[m.name] = daemonOf{d, stop}
+		ds[m.name] = d
 	}
 	ctx := context.Background()
 	// warm-up: the template is built by the first pod of its size
-	firstByte(b, ds["template"].d, "warm", "kvm")
-	if boot := podBoot(b, ds["template"].d, "warm"); !strings.HasPrefix(boot, "template ") {
-		b.Fatalf("the warm-up pod booted %q, not from a template:\n%s", boot, ds["template"].d.log())
+	firstByte(b, ds["template"], "warm", "kvm")
+	if boot := podBoot(b, ds["template"], "warm"); !strings.HasPrefix(boot, "template ") {
+		b.Fatalf("the warm-up pod booted %q, not from a template:\n%s", boot, ds["template"].log())
 	}
-	ds["template"].d.c.RemovePod(ctx, "warm")
+	ds["template"].c.RemovePod(ctx, "warm")
 
 	times := map[string][]time.Duration{}
 	for i := 0; i < b.N; i++ {
 		for _, m := range modes {
 			id := fmt.Sprintf("fb%d", i)
-			times[m.name] = append(times[m.name], firstByte(b, ds[m.name].d, id, "kvm"))
-			ds[m.name].d.c.RemovePod(ctx, id)
+			times[m.name] = append(times[m.name], firstByte(b, ds[m.name], id, "kvm"))
+			ds[m.name].c.RemovePod(ctx, id)
 		}
 	}
 	cold, tmpl := median(times["cold"]), median(times["template"])
@@ -91,7 +72,7 @@ func BenchmarkTemplate(b *testing.B) {
 	b.ReportMetric(float64(cold)/float64(tmpl), "x-faster")
 	// the VM's part of it: VM process start -> agent set up (the driver's
 	// "pod VM ready" line), the rest being the container's start in it
-	vmCold, vmTmpl := median(vmReady(ds["cold"].d, "fb")), median(vmReady(ds["template"].d, "fb"))
+	vmCold, vmTmpl := median(vmReady(ds["cold"], "fb")), median(vmReady(ds["template"], "fb"))
 	if vmCold > 0 && vmTmpl > 0 {
 		fmt.Printf("template: pod VM start -> agent set up: booted %v, restored %v, booted/restored = %.1fx\n",
 			vmCold, vmTmpl, float64(vmCold)/float64(vmTmpl))
@@ -99,7 +80,7 @@ func BenchmarkTemplate(b *testing.B) {
 
 	memOf := map[string]float64{}
 	for _, m := range modes {
-		d := ds[m.name].d
+		d := ds[m.name]
 		var ids []string
 		for k := 0; k < idle; k++ {
 			id := fmt.Sprintf("%s-idle%d", m.name, k) // unique: vmProcs matches it

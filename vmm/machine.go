@@ -173,7 +173,7 @@ func (c *core) stop(r Result) {
 		for _, v := range c.vcpus {
 			v.Kick()
 		}
-		c.wakeParked()
+		c.Resume()
 		go func() {
 			c.wg.Wait()
 			close(c.done)

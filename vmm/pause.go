@@ -96,21 +96,13 @@ func (c *core) Pause(timeout time.Duration) error {
 	}
 }
 
-// Resume lets parked vCPUs run again.
+// Resume lets parked vCPUs run again (stop calls it too: a stopping
+// machine's parked vCPUs leave for good).
 func (c *core) Resume() {
 	p := &c.pause
 	p.mu.Lock()
 	p.init()
 	p.request = false
-	p.cond.Broadcast()
-	p.mu.Unlock()
-}
-
-// wakeParked releases parked vCPUs when the machine stops.
-func (c *core) wakeParked() {
-	p := &c.pause
-	p.mu.Lock()
-	p.init()
 	p.cond.Broadcast()
 	p.mu.Unlock()
 }

@@ -94,7 +94,7 @@ func Restore(cfg RestoreConfig) (*Machine, error) {
 		return nil, err
 	}
 	m := &Machine{core: c, cfg: Config{MemMiB: snap.MemMiB, CPUs: snap.CPUs, Console: cfg.Console, Devices: cfg.Devices},
-		cmdline: snap.Cmdline, emulated: snap.Emulated, restored: true}
+		cmdline: snap.Cmdline, emulated: snap.Emulated}
 	if err := m.restore(snap); err != nil {
 		m.release()
 		return nil, err
@@ -235,6 +235,3 @@ func setMSRs(v *kvm.VCPU, msrs []kvm.MSREntry, notes *[]string) error {
 	}
 	return nil
 }
-
-// Restored reports whether the machine was restored from a snapshot.
-func (m *Machine) Restored() bool { return m.restored }

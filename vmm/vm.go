@@ -54,7 +54,6 @@ type Machine struct {
 	cfg         Config
 	start       time.Time
 	emulated    bool // the CPUID profile for software-nested KVM
-	restored    bool // from a snapshot (restore.go), not booted
 }
 
 // New creates the VM, loads the guest and wires the devices; Start runs it.

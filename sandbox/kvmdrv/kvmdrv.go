@@ -359,9 +359,19 @@ func (d *Driver) waitAgent(ctx context.Context, s *vmSandbox, ready net.Listener
 			return nil, err
 		}
 	}
-	a, err := d.Connect(ctx, agentDialer(s.uds))
+	a, err := d.dialAgent(ctx, s.uds)
 	if err != nil {
-		return nil, fmt.Errorf("the agent signalled ready but connecting to port %d failed: %w", AgentPort, err)
+		return nil, fmt.Errorf("the agent signalled ready but %w", err)
+	}
+	return a, nil
+}
+
+// dialAgent connects to the agent of the VM whose hybrid vsock socket is
+// uds and pings it; the agent is closed again if the ping fails.
+func (d *Driver) dialAgent(ctx context.Context, uds string) (sandbox.Agent, error) {
+	a, err := d.Connect(ctx, agentDialer(uds))
+	if err != nil {
+		return nil, fmt.Errorf("connecting to port %d failed: %w", AgentPort, err)
 	}
 	if _, err := a.Ping(ctx); err != nil {
 		a.Close()
@@ -433,12 +443,7 @@ func (d *Driver) Reattach(ctx context.Context, h sandbox.Handle) (sandbox.Sandbo
 		s.destroy()
 		return nil, fmt.Errorf("kvm driver: the VM of %s was still booting when the previous daemon stopped; it was killed; console tail:\n%s", h.ID, tail(s.console, 20))
 	}
-	a, err := d.Connect(ctx, agentDialer(s.uds))
-	if err == nil {
-		if _, err = a.Ping(ctx); err != nil {
-			a.Close()
-		}
-	}
+	a, err := d.dialAgent(ctx, s.uds)
 	if err != nil {
 		s.destroy()
 		return nil, fmt.Errorf("kvm driver: reconnecting to the agent of %s failed (%w); its VM was killed; console tail:\n%s", h.ID, err, tail(s.console, 20))

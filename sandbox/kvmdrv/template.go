@@ -285,15 +285,11 @@ func (d *Driver) buildTemplate(ctx context.Context, bin, dir string, in template
 		return fail(fmt.Errorf("no ready signal from the agent within %v", d.bootTimeout()))
 	}
 	// the agent answers: then no pod-specific state is in the guest yet
-	a, err := d.Connect(bctx, agentDialer(uds))
+	a, err := d.dialAgent(bctx, uds)
 	if err != nil {
-		return fail(fmt.Errorf("connecting to the agent: %w", err))
+		return fail(err)
 	}
-	_, err = a.Ping(bctx)
 	a.Close()
-	if err != nil {
-		return fail(fmt.Errorf("agent ping: %w", err))
-	}
 	if err := cmd.Process.Signal(syscall.SIGUSR1); err != nil {
 		return fail(err)
 	}
@@ -356,12 +352,7 @@ func (d *Driver) pollAgent(ctx context.Context, s *vmSandbox) (sandbox.Agent, er
 	var last error
 	for {
 		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		a, err := d.Connect(actx, agentDialer(s.uds))
-		if err == nil {
-			if _, err = a.Ping(actx); err != nil {
-				a.Close()
-			}
-		}
+		a, err := d.dialAgent(actx, s.uds)
 		cancel()
 		if err == nil {
 			return a, nil
