@@ -20,8 +20,11 @@ import (
 
 // RestoreConfig describes a machine to restore.
 type RestoreConfig struct {
-	Dir     string // the snapshot directory
-	Console io.Writer
+	Dir string // the snapshot directory
+	// Snapshot is its state file as ReadSnapshot returned it (a caller
+	// that read it to make Devices); nil reads it from Dir.
+	Snapshot *Snapshot
+	Console  io.Writer
 	// Devices are the device models, in the snapshot's order and of its
 	// kinds (ReadSnapshot tells them), created with this VM's backing.
 	Devices []virtio.Device
@@ -68,9 +71,12 @@ func ReadSnapshot(dir string) (*Snapshot, error) {
 
 // Restore creates a machine from the snapshot in cfg.Dir; Start runs it.
 func Restore(cfg RestoreConfig) (*Machine, error) {
-	snap, err := ReadSnapshot(cfg.Dir)
-	if err != nil {
-		return nil, err
+	snap := cfg.Snapshot
+	if snap == nil {
+		var err error
+		if snap, err = ReadSnapshot(cfg.Dir); err != nil {
+			return nil, err
+		}
 	}
 	if len(cfg.Devices) != len(snap.Devices) {
 		return nil, fmt.Errorf("vmm: the snapshot has %d devices, %d given", len(snap.Devices), len(cfg.Devices))

@@ -291,7 +291,7 @@ func vmCommand(args []string) int {
 	}
 	var m *vmm.Machine
 	if snap != nil {
-		m, err = vmm.Restore(vmm.RestoreConfig{Dir: *restoreDir, Console: console, Devices: devs})
+		m, err = vmm.Restore(vmm.RestoreConfig{Dir: *restoreDir, Snapshot: snap, Console: console, Devices: devs})
 	} else {
 		m, err = vmm.New(vmm.Config{Kernel: *kernel, Initrd: *initrd, Cmdline: *cmdline, MemMiB: memMiB, CPUs: *cpus, Console: console, Devices: devs})
 	}

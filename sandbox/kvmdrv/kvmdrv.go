@@ -281,10 +281,7 @@ func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args 
 	if cfg.Started != nil {
 		cfg.Started(s.Handle())
 	}
-	timeout := d.BootTimeout
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
+	timeout := d.bootTimeout()
 	bctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var agent sandbox.Agent

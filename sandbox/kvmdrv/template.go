@@ -229,7 +229,7 @@ func (d *Driver) buildTemplate(ctx context.Context, bin, dir string, in template
 	}
 	defer func() {
 		if err != nil {
-			// keep the console for the warning, drop the rest
+			// the error carries the console's tail
 			os.RemoveAll(tmp)
 		}
 	}()
@@ -316,6 +316,7 @@ func (d *Driver) buildTemplate(ctx context.Context, bin, dir string, in template
 	return nil
 }
 
+// bootTimeout is BootTimeout, 30 s by default.
 func (d *Driver) bootTimeout() time.Duration {
 	if d.BootTimeout > 0 {
 		return d.BootTimeout
