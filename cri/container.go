@@ -33,6 +33,19 @@ func (s *Server) getContainer(ref string) (*container, error) {
 	return c, nil
 }
 
+// runningContainer is getContainer for calls that need the container
+// running (exec, attach, log reopening): FailedPrecondition otherwise.
+func (s *Server) runningContainer(ref string) (*container, error) {
+	c, err := s.getContainer(ref)
+	if err != nil {
+		return nil, err
+	}
+	if c.state() != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		return nil, precondition("container %s is not running", c.id())
+	}
+	return c, nil
+}
+
 // CreateContainer creates a container in a ready sandbox.
 func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
 	sb, err := s.getSandbox(r.PodSandboxId)

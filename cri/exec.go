@@ -40,12 +40,9 @@ func (s *Server) ExecSync(ctx context.Context, r *runtimeapi.ExecSyncRequest) (*
 	if len(r.Cmd) == 0 {
 		return nil, invalid("exec: cmd is required")
 	}
-	c, err := s.getContainer(r.ContainerId)
+	c, err := s.runningContainer(r.ContainerId)
 	if err != nil {
 		return nil, err
-	}
-	if c.state() != runtimeapi.ContainerState_CONTAINER_RUNNING {
-		return nil, precondition("container %s is not running", c.id())
 	}
 	execID, err := s.core.ExecCreate(c.id(), r.Cmd, false)
 	if err != nil {

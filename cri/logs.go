@@ -254,12 +254,9 @@ func (s *Server) resumeLogs() {
 
 // ReopenContainerLog reopens a running container's log file at its path.
 func (s *Server) ReopenContainerLog(ctx context.Context, r *runtimeapi.ReopenContainerLogRequest) (*runtimeapi.ReopenContainerLogResponse, error) {
-	c, err := s.getContainer(r.ContainerId)
+	c, err := s.runningContainer(r.ContainerId)
 	if err != nil {
 		return nil, err
-	}
-	if c.state() != runtimeapi.ContainerState_CONTAINER_RUNNING {
-		return nil, precondition("container %s is not running", c.id())
 	}
 	ok, err := s.logs.reopen(c.id())
 	if err != nil {

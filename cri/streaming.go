@@ -67,12 +67,9 @@ func (s *Server) Exec(ctx context.Context, r *runtimeapi.ExecRequest) (*runtimea
 	if len(r.Cmd) == 0 {
 		return nil, invalid("exec: cmd is required")
 	}
-	c, err := s.getContainer(r.ContainerId)
+	c, err := s.runningContainer(r.ContainerId)
 	if err != nil {
 		return nil, err
-	}
-	if c.state() != runtimeapi.ContainerState_CONTAINER_RUNNING {
-		return nil, precondition("container %s is not running", c.id())
 	}
 	r.ContainerId = c.id()
 	return ss.GetExec(r)
@@ -84,12 +81,9 @@ func (s *Server) Attach(ctx context.Context, r *runtimeapi.AttachRequest) (*runt
 	if err != nil {
 		return nil, err
 	}
-	c, err := s.getContainer(r.ContainerId)
+	c, err := s.runningContainer(r.ContainerId)
 	if err != nil {
 		return nil, err
-	}
-	if c.state() != runtimeapi.ContainerState_CONTAINER_RUNNING {
-		return nil, precondition("container %s is not running", c.id())
 	}
 	r.ContainerId = c.id()
 	return ss.GetAttach(r)
