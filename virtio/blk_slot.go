@@ -6,7 +6,13 @@
 
 package virtio
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
 
 // NewBlkSlot returns an empty block device slot: capacity 0, every
 // request fails with VIRTIO_BLK_S_IOERR until Attach. Its features are
@@ -45,4 +51,52 @@ func (d *Blk) Attach(path string, readOnly bool) error {
 		return errors.New("virtio-blk: slot already has a backing file")
 	}
 	return d.open(path, readOnly)
+}
+
+// AttachFile backs an empty slot with an open raw image (a disk handed to
+// a running VM over its control socket, whose path the jailed VMM cannot
+// open) and names it id (VIRTIO_BLK_T_GET_ID, at most 20 bytes). The slot
+// owns f from then on, on success only. f must be a regular file; a
+// writable disk needs f open for writing (a read-only one may be either:
+// the device refuses writes itself). The caller raises the configuration
+// change (MMIO.ConfigChanged) on a running VM.
+func (d *Blk) AttachFile(f *os.File, readOnly bool, id string) error {
+	if len(id) > blkIDBytes {
+		return fmt.Errorf("virtio-blk: id %q is longer than %d bytes", id, blkIDBytes)
+	}
+	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	if err != nil {
+		return fmt.Errorf("virtio-blk: %w", err)
+	}
+	if !readOnly && fl&unix.O_ACCMODE == unix.O_RDONLY {
+		return errors.New("virtio-blk: a writable disk's file is open read-only")
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("virtio-blk: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("virtio-blk: the disk is not a regular file (%v)", st.Mode().Type())
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case !d.slot:
+		return errors.New("virtio-blk: AttachFile on a disk opened with OpenBlk (not a slot)")
+	case d.closed:
+		return errors.New("virtio-blk: AttachFile on a closed slot")
+	case d.f != nil:
+		return errors.New("virtio-blk: slot already has a backing file")
+	}
+	d.f, d.ro, d.id = f, readOnly, id
+	d.capacity.Store(uint64(st.Size()) / SectorSize)
+	return nil
+}
+
+// Backing reports what backs the device: attached is false for an empty
+// (or closed) slot; id and readOnly are those it was attached with.
+func (d *Blk) Backing() (id string, readOnly, attached bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.id, d.ro, d.f != nil
 }

@@ -119,3 +119,16 @@ func (s *virtioSlot) closeFDs() {
 		unix.Close(s.irqFD)
 	}
 }
+
+// ConfigChanged raises a configuration change interrupt for dev, one of
+// the machine's devices: a running VM's disk slot given its backing
+// (virtio.Blk.AttachFile; hyperd vm run's control socket).
+func (m *Machine) ConfigChanged(dev virtio.Device) error {
+	for _, s := range m.slots {
+		if s.dev == dev {
+			s.mmio.ConfigChanged()
+			return nil
+		}
+	}
+	return errors.New("vmm: ConfigChanged: not a device of this machine")
+}

@@ -25,7 +25,7 @@ func init() { subcommands["vm"] = vmCommand }
 const vmUsage = `usage: hyperd vm run --kernel K [--initrd I] [--append A] [--mem 256M] [--cpus 2]
                      [--disk path[,ro]]... [--disk-slots N] [--vsock uds] [--cid 3]
                      [--net tap=NAME|fd=N[,mac=52:54:00:xx:xx:xx][,mtu=N]]... [--net-slots N]
-                     [--rng=true] [--snapshot-to dir]
+                     [--rng=true] [--snapshot-to dir] [--control sock]
        hyperd vm run --restore dir [--disk ...]... [--vsock uds] [--cid N] [--net ...]...
                      [--console-log path [--console-max bytes]]
                      [--jail dir [--vmm-uid N] [--vmm-gid N]]
@@ -49,7 +49,12 @@ IFF_VNET_HDR for offloads), opened by the caller in the pod's namespace:
 the way to go with --jail, whose VMM has a network namespace of its own.
 mac defaults to a random 52:54:00:xx:xx:xx, mtu (told to the guest; the
 tap's own MTU is the caller's business) to 1500. Devices come in the order
-disks, disk slots, vsock, nets, net slots, rng.`
+disks, disk slots, vsock, nets, net slots, rng.
+
+--control makes a unix socket (mode 0600, in the --jail directory when
+jailed) over which the user that started the VM hands it a disk image
+while it runs: an open descriptor attached to an empty disk slot
+(vm_control.go; the protocol is sandbox/kvmdrv's control.go).`
 
 type diskFlags []string
 
@@ -221,6 +226,7 @@ func vmCommand(args []string) int {
 	rng := fs.Bool("rng", true, "attach a virtio-rng device (entropy from the host's getrandom)")
 	snapshotTo := fs.String("snapshot-to", "", "on SIGUSR1, pause the VM, write a snapshot (state and memory) into this existing directory and stop (exit status 8)")
 	restoreDir := fs.String("restore", "", "restore the VM from the snapshot in this directory instead of booting a kernel; --disk and --net fill its device slots in order")
+	control := fs.String("control", "", "serve a control socket here on which the invoking user hands the running VM disk images for its empty disk slots (in the --jail directory when jailed)")
 	var jl vmJail
 	jl.flags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
@@ -230,7 +236,7 @@ func vmCommand(args []string) int {
 		fmt.Fprintln(os.Stderr, "hyperd vm run: --kernel (or --restore) is required")
 		return 2
 	}
-	for _, p := range []*string{restoreDir, snapshotTo} {
+	for _, p := range []*string{restoreDir, snapshotTo, control} {
 		if *p != "" {
 			abs, err := filepath.Abs(*p) // before the jail's chdir
 			if err != nil {
@@ -238,6 +244,12 @@ func vmCommand(args []string) int {
 				return 2
 			}
 			*p = abs
+		}
+	}
+	if *control != "" && jl.dir != "" {
+		if jdir, err := filepath.Abs(jl.dir); err != nil || filepath.Dir(*control) != jdir {
+			fmt.Fprintf(os.Stderr, "hyperd vm run: --control %s must be directly in the --jail directory %s\n", *control, jl.dir)
+			return 2
 		}
 	}
 	var nets []netSpec
@@ -289,6 +301,16 @@ func vmCommand(args []string) int {
 		fmt.Fprintln(msgs, "hyperd vm run:", err)
 		return 2
 	}
+	var ctl *diskControl
+	if *control != "" {
+		logf := func(format string, args ...any) { fmt.Fprintf(msgs, "hyperd vm run: "+format+"\n", args...) }
+		if ctl, err = listenControl(*control, devs, logf); err != nil {
+			fmt.Fprintln(msgs, "hyperd vm run:", err)
+			closeDevices(devs)
+			return 2
+		}
+		defer ctl.Close()
+	}
 	var m *vmm.Machine
 	if snap != nil {
 		m, err = vmm.Restore(vmm.RestoreConfig{Dir: *restoreDir, Snapshot: snap, Console: console, Devices: devs})
@@ -316,6 +338,9 @@ func vmCommand(args []string) int {
 	}()
 	if *snapshotTo != "" {
 		watchSnapshotSignal(m, *snapshotTo, msgs)
+	}
+	if ctl != nil {
+		go ctl.serve(m.ConfigChanged)
 	}
 	m.Start()
 	res := m.Wait()

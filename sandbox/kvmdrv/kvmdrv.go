@@ -172,7 +172,8 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 	// the flags of a booted and of a restored VM alike: its sockets, logs,
 	// jail, taps and disks
 	common := []string{"--vsock", uds, "--console-log", console,
-		"--console-max", strconv.FormatInt(cmp.Or(d.ConsoleMax, consolelog.DefaultMax), 10)}
+		"--console-max", strconv.FormatInt(cmp.Or(d.ConsoleMax, consolelog.DefaultMax), 10),
+		"--control", controlPath(uds)}
 	common = append(common, jl.args()...)
 	var files []*os.File // the VM process's fds 3...: its taps
 	nNets := 0
@@ -211,8 +212,10 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 	} else if d.TemplateDir != "" {
 		d.log().Info("pod VM boots cold", "pod", cfg.ID, "why", why)
 	}
+	// empty disk slots for disks given later (AddDisk), as a template has
 	args := append([]string{"vm", "run", "--kernel", d.Kernel, "--initrd", d.Initrd, "--append", cmdline,
-		"--mem", fmt.Sprintf("%dM", mem), "--cpus", strconv.Itoa(vcpu)}, common...)
+		"--mem", fmt.Sprintf("%dM", mem), "--cpus", strconv.Itoa(vcpu),
+		"--disk-slots", strconv.Itoa(coldDiskSlots(len(disks), nNets))}, common...)
 	for attempt := 0; ; attempt++ {
 		s, err := d.boot(ctx, cfg, bin, args, files, uds, console, disks, ready, jl)
 		var stopped *sandbox.ExitError
@@ -271,7 +274,7 @@ func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args 
 	}
 	out.Close()
 	jl.started(cg, true)
-	s := &vmSandbox{id: cfg.ID, pid: cmd.Process.Pid, uds: uds, console: console, disks: disks, cgroup: cg, Exit: sandbox.NewExit()}
+	s := &vmSandbox{id: cfg.ID, pid: cmd.Process.Pid, uds: uds, control: controlPath(uds), console: console, disks: disks, cgroup: cg, Exit: sandbox.NewExit()}
 	go func() {
 		err := cmd.Wait()
 		s.removeSocket()
@@ -293,12 +296,12 @@ func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args 
 	if err != nil {
 		var stopped *sandbox.ExitError
 		if errors.As(err, &stopped) {
-			os.Remove(uds)
+			s.removeSocket()
 			return nil, fmt.Errorf("kvm driver: the VM of pod %s stopped before its agent answered: %w", cfg.ID, err)
 		}
 		s.kill()
 		<-s.Done()
-		os.Remove(uds)
+		s.removeSocket()
 		return nil, fmt.Errorf("kvm driver: the guest agent of pod %s %w within %v: %v; console tail:\n%s", cfg.ID, errBootTimeout, timeout, err, tail(console, 30))
 	}
 	s.agent = agent
@@ -312,7 +315,7 @@ func (d *Driver) boot(ctx context.Context, cfg sandbox.Config, bin string, args 
 	if err := agent.Setup(bctx, ps); err != nil {
 		s.kill()
 		<-s.Done()
-		os.Remove(uds)
+		s.removeSocket()
 		return nil, fmt.Errorf("kvm driver: pod %s setup in the guest: %w", cfg.ID, err)
 	}
 	how := "booted"
@@ -424,12 +427,12 @@ func (d *Driver) Reattach(ctx context.Context, h sandbox.Handle) (sandbox.Sandbo
 	if err != nil || pid <= 0 {
 		return nil, fmt.Errorf("kvm driver: handle of %s has no pid", h.ID)
 	}
-	s := &vmSandbox{id: h.ID, pid: pid, uds: h.Data["vsock"], console: h.Data["console"], cgroup: h.Data["cgroup"], boot: h.Data["boot"], Exit: sandbox.NewExit()}
+	s := &vmSandbox{id: h.ID, pid: pid, uds: h.Data["vsock"], control: h.Data["control"], console: h.Data["console"], cgroup: h.Data["cgroup"], boot: h.Data["boot"], Exit: sandbox.NewExit()}
 	if h.Data["disks"] != "" {
 		s.disks = strings.Split(h.Data["disks"], "\n")
 	}
 	if !s.alive() {
-		os.Remove(s.uds)
+		s.removeSocket()
 		s.removeCgroup()
 		return nil, fmt.Errorf("kvm driver: the VM process %d of %s is gone; console tail:\n%s", pid, h.ID, tail(s.console, 20))
 	}
@@ -457,7 +460,7 @@ func (s *vmSandbox) destroy() {
 	for i := 0; i < 500 && s.alive(); i++ {
 		time.Sleep(10 * time.Millisecond)
 	}
-	os.Remove(s.uds)
+	s.removeSocket()
 	s.removeCgroup()
 	// host-side listeners for guest-initiated connections (<uds>_<port>),
 	// e.g. the ready socket of the daemon that started the VM
@@ -472,10 +475,12 @@ type vmSandbox struct {
 	id      string
 	pid     int
 	uds     string
+	control string // the VM process's control socket (hotplug.go); "" for a VM an older hyperd started
 	console string
-	disks   []string
-	cgroup  string // the jailed VM's cgroup v2 directory, or ""
-	boot    string // "cold", or "template <name>" when restored from one
+	mu      sync.Mutex
+	disks   []string // by slot: Config's, then AddDisk's (guarded by mu)
+	cgroup  string   // the jailed VM's cgroup v2 directory, or ""
+	boot    string   // "cold", or "template <name>" when restored from one
 	agent   sandbox.Agent
 	ready   bool // the agent answered (Handle says so: Reattach adopts only such VMs)
 	*sandbox.Exit
@@ -484,9 +489,15 @@ type vmSandbox struct {
 func (s *vmSandbox) ID() string { return s.id }
 
 func (s *vmSandbox) Handle() sandbox.Handle {
+	s.mu.Lock()
+	disks := strings.Join(s.disks, "\n")
+	s.mu.Unlock()
 	h := sandbox.Handle{Driver: "kvm", ID: s.id, Data: map[string]string{
-		"pid": strconv.Itoa(s.pid), "vsock": s.uds, "console": s.console, "disks": strings.Join(s.disks, "\n"),
+		"pid": strconv.Itoa(s.pid), "vsock": s.uds, "console": s.console, "disks": disks,
 	}}
+	if s.control != "" {
+		h.Data["control"] = s.control
+	}
 	if s.cgroup != "" {
 		h.Data["cgroup"] = s.cgroup
 	}
@@ -500,21 +511,6 @@ func (s *vmSandbox) Handle() sandbox.Handle {
 }
 
 func (s *vmSandbox) Agent() sandbox.Agent { return s.agent }
-
-// DiskSource: disks are attached in Config order as /dev/vda, /dev/vdb ...
-// (the vsock device comes after them on the MMIO bus, so it does not shift
-// the block device names).
-func (s *vmSandbox) DiskSource(hostPath string) (string, error) {
-	for i, d := range s.disks {
-		if d == hostPath {
-			if i >= 26 {
-				return "", fmt.Errorf("kvm driver: disk %d has no single-letter name", i)
-			}
-			return "/dev/vd" + string(rune('a'+i)), nil
-		}
-	}
-	return "", fmt.Errorf("kvm driver: %s is not attached to %s", hostPath, s.id)
-}
 
 // alive reports whether pid is still our VM process (not a reused pid).
 func (s *vmSandbox) alive() bool {
@@ -536,11 +532,14 @@ func (s *vmSandbox) watch() {
 	s.Exited(exitError(nil, false, s.console))
 }
 
-// removeSocket removes the VM's hybrid vsock socket once the VM process is
-// gone: a VMM that was SIGKILLed (the OOM killer, an operator) could not
-// remove it itself. (The <uds>_<port> listeners are the daemon's own.)
+// removeSocket removes the VM's hybrid vsock and control sockets once the
+// VM process is gone: a VMM that was SIGKILLed (the OOM killer, an
+// operator) could not remove them itself. (The <uds>_<port> listeners are the daemon's own.)
 func (s *vmSandbox) removeSocket() {
 	os.Remove(s.uds)
+	if s.control != "" {
+		os.Remove(s.control)
+	}
 }
 
 func (s *vmSandbox) kill() { syscall.Kill(s.pid, syscall.SIGKILL) }
@@ -549,7 +548,7 @@ func (s *vmSandbox) kill() { syscall.Kill(s.pid, syscall.SIGKILL) }
 // until ctx ends, then kills it.
 func (s *vmSandbox) Stop(ctx context.Context) error {
 	s.Shutdown(ctx, s.agent, s.kill)
-	os.Remove(s.uds)
+	s.removeSocket()
 	return nil
 }
 
