@@ -70,6 +70,9 @@ func (s *vmSandbox) AddDisk(ctx context.Context, d sandbox.Disk) error {
 	if control == "" {
 		return fmt.Errorf("kvm driver: the VM of %s was started without a control socket (by an older hyperd): it takes no disk while it runs", s.id)
 	}
+	if st, err := os.Stat(d.HostPath); err == nil && !st.Mode().IsRegular() {
+		return fmt.Errorf("kvm driver: add disk %s: only disk image files can be given to a VM (host directories cannot be shared into it)", d.HostPath)
+	}
 	flag := unix.O_RDWR
 	if d.ReadOnly {
 		flag = unix.O_RDONLY
