@@ -7,7 +7,7 @@
 # version in the module cache (what cri-tools' own Makefile does).
 # Used by scripts/setup.sh; e2e/cri (TestCritest) runs critest from there.
 set -euo pipefail
-VERSION=v1.37.0 # keep e2e/cri CritestVersion in step
+VERSION=v1.37.0 # keep e2e/cri CritestVersion (tools.go) in step
 CACHE=${CRI_TOOLS_CACHE:-/var/cache/hyperd-tools}
 DIR=$CACHE/cri-tools-$VERSION
 if [ -x "$DIR/critest" ] && [ -x "$DIR/crictl" ]; then

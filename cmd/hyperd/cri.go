@@ -89,15 +89,9 @@ func (o CRIOptions) serveCRI(d *pod.Daemon, imgs pod.Images, networking bool, vc
 	if a, ok := imgs.(*imageAdapter); ok {
 		ci = &criImages{st: a.st, inUse: d.ImageInUse}
 	}
-	notReady := ""
-	if d.DriverName() == "kvm" {
-		// a CRI sandbox starts with no container, and a pod VM takes no
-		// disk (image, volume) after its boot yet: the kubelet must not
-		// schedule pods here (CreateContainer works, StartContainer
-		// answers Unimplemented)
-		notReady = "the kvm driver cannot give a container's image to a running pod VM yet (no disk hotplug): CRI containers cannot start; run hyperd --driver local for the CRI"
-	}
-	srv := cri.New(cri.Config{Core: d, Images: ci, Log: log, Version: version, Networking: networking, NotReady: notReady,
+	// both drivers give a running sandbox its containers' images (a pod VM
+	// through disk hotplug: sandbox.DiskAdder), so the CRI is ready on both
+	srv := cri.New(cri.Config{Core: d, Images: ci, Log: log, Version: version, Networking: networking,
 		BaseVCPU: vcpu, BaseMemoryMiB: memory})
 	path := o.socket()
 	ln, err := listen("unix://" + path)

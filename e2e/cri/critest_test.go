@@ -1,10 +1,12 @@
 package cri
 
 // TestCritest runs critest, cri-tools' CRI conformance suite, against
-// hyperd --driver local with its pod network, every case but the listed
-// skips (each with its reason; the README lists them too). The registry,
-// hyperd and critest run in a network namespace of the test's own: pod
-// addresses, host ports and the streaming server are reached there.
+// hyperd with its pod network, every case but the listed skips (each with
+// its reason; the README lists them too): --driver local in make test's
+// host run, --driver kvm inside the nested runner's L1 (its suite
+// e2e-kvm-cri-critest sets HYPERD_E2E_DRIVER). The registry, hyperd and
+// critest run in a network namespace of the test's own: pod addresses,
+// host ports and the streaming server are reached there.
 
 import (
 	"context"
@@ -13,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,18 +23,12 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// CritestVersion is the cri-tools release scripts/setup.sh installs.
-const CritestVersion = "v1.37.0"
-
-// critestPath is $HYPERD_CRITEST, or where scripts/setup.sh installs it.
-func critestPath(t *testing.T) string {
+// critestPath is CritestPath, or the test fails.
+func critestPath(t testing.TB) string {
 	t.Helper()
-	p := os.Getenv("HYPERD_CRITEST")
-	if p == "" {
-		p = filepath.Join("/var/cache/hyperd-tools", "cri-tools-"+CritestVersion, "critest")
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("critest %s is missing (%v): scripts/setup.sh builds it (scripts/install-cri-tools.sh)", CritestVersion, err)
+	p, err := CritestPath()
+	if err != nil {
+		t.Fatal(err)
 	}
 	return p
 }
@@ -68,9 +65,23 @@ var critestSkips = []skip{
 	{`support ContainerPID`, "looks for nginx's \"master process\" title in the nginx image: nothing here builds nginx (the web server images here are busybox's httpd)"},
 }
 
-func skipRegex() string {
+// critestSkipsKVM are the cases skipped with --driver kvm only, with the
+// reason. Keep the README's list in step.
+var critestSkipsKVM = []skip{
+	{`starting container with volume`, "host directories as volumes (critest's volume cases mount a host directory): a pod VM shares no host directory (no virtio-fs/9p); kvm volumes are disk images"},
+}
+
+// skipsFor are the skips of a driver's run.
+func skipsFor(driver string) []skip {
+	if driver == "kvm" {
+		return append(slices.Clone(critestSkips), critestSkipsKVM...)
+	}
+	return critestSkips
+}
+
+func skipRegex(skips []skip) string {
 	var parts []string
-	for _, s := range critestSkips {
+	for _, s := range skips {
 		parts = append(parts, "("+s.what+")")
 	}
 	return strings.Join(parts, "|")
@@ -78,29 +89,44 @@ func skipRegex() string {
 
 var summaryRe = regexp.MustCompile(`Ran (\d+) of (\d+) Specs.*\n.*?(SUCCESS|FAIL)!.*?(\d+) Passed \| (\d+) Failed \| (\d+) Pending \| (\d+) Skipped`)
 
-func TestCritest(t *testing.T) {
-	requireRoot(t)
-	critest := critestPath(t)
+// critestHyperd sets up what critest runs against: a network namespace,
+// the registry with critest's images, and hyperd --driver driver in the
+// namespace with its CNI network and the registry as its mirror.
+func critestHyperd(t testing.TB, driver string) (ns string, h *hyperd) {
+	t.Helper()
 	for _, p := range []string{"/usr/lib/cni/bridge", "/usr/lib/cni/host-local"} {
 		if _, err := os.Stat(p); err != nil {
 			t.Fatalf("CNI plugins missing (Debian's containernetworking-plugins, scripts/setup.sh): %v", err)
 		}
 	}
-	ns := newNetns(t)
+	ns = newNetns(t)
 	reg := startRegistryIn(t, ns)
 	pushImages(t, reg, transportIn(ns))
 	var mirrors []string
 	for _, r := range mirrored {
 		mirrors = append(mirrors, "--registry-mirror", r+"=http://"+reg+"/"+r)
 	}
-	h := startHyperdIn(t, ns, "local", mirrors...)
-	defer removeSandboxes(h)
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	h = startHyperdIn(t, ns, driver, mirrors...)
+	t.Cleanup(func() { removeSandboxes(h) })
+	return ns, h
+}
+
+func TestCritest(t *testing.T) {
+	requireRoot(t)
+	critest := critestPath(t)
+	driver := suiteDriver()
+	skips := skipsFor(driver)
+	ns, h := critestHyperd(t, driver)
+	deadline := 25 * time.Minute
+	if nested() {
+		deadline = 50 * time.Minute // a pod VM boots in seconds there
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
 	// the whole output stays for reading after a failure
 	out := filepath.Join(os.TempDir(), "hyperd-critest.log")
 	args := []string{"--runtime-endpoint", "unix://" + h.criSock, "--image-endpoint", "unix://" + h.criSock,
-		"--ginkgo.no-color", "--ginkgo.skip", skipRegex()}
+		"--ginkgo.no-color", "--ginkgo.skip", skipRegex(skips)}
 	if f := os.Getenv("HYPERD_CRITEST_FOCUS"); f != "" {
 		args = append(args, "--ginkgo.focus", f)
 	}
@@ -122,8 +148,8 @@ func TestCritest(t *testing.T) {
 	if m == nil {
 		t.Fatalf("critest (%v) printed no summary after %s:\n%s\nhyperd log:\n%s", runErr, time.Since(start).Round(time.Second), tail(string(b), 20000), h.log())
 	}
-	summary := fmt.Sprintf("critest %s, hyperd --driver local (CNI network): ran %s of %s specs: %s passed, %s failed, %s skipped (%d skip rules) in %s",
-		CritestVersion, m[1], m[2], m[4], m[5], m[7], len(critestSkips), time.Since(start).Round(time.Second))
+	summary := fmt.Sprintf("critest %s, hyperd --driver %s (CNI network): ran %s of %s specs: %s passed, %s failed, %s skipped (%d skip rules) in %s",
+		CritestVersion, driver, m[1], m[2], m[4], m[5], m[7], len(skips), time.Since(start).Round(time.Second))
 	t.Log(summary)
 	// make test prints this file after the run (see the Makefile)
 	if p := os.Getenv("HYPERD_E2E_REPORT"); p != "" {

@@ -36,6 +36,40 @@ type hyperd struct {
 	ns string
 }
 
+// suiteDriver is the sandbox driver of the suites that run against one
+// driver: $HYPERD_E2E_DRIVER, "local" by default (e2e's own suites read
+// it too). The nested runner sets it to kvm inside L1.
+func suiteDriver() string {
+	if d := os.Getenv("HYPERD_E2E_DRIVER"); d != "" {
+		return d
+	}
+	return "local"
+}
+
+// nested reports whether the tests run inside the nested runner's L1
+// (e2e/nested sets HYPERD_NESTED), where a pod VM's boot takes seconds.
+func nested() bool { return os.Getenv("HYPERD_NESTED") != "" }
+
+// driverFlags are the hyperd flags a driver needs here: with kvm the
+// project's guest kernel named (the hyperd under test may not sit next to
+// build/), and inside L1 e2e's boot deadline and retries (e2e/kvm_test.go
+// driverFlags says why).
+func driverFlags(t testing.TB, driver string) []string {
+	t.Helper()
+	if driver != "kvm" {
+		return nil
+	}
+	kernel := filepath.Join(testbin.Repo(), "build", "guest", "vmlinux")
+	if _, err := os.Stat(kernel); err != nil {
+		t.Fatalf("the kvm driver needs the guest kernel: %v (run make kernel)", err)
+	}
+	flags := []string{"--kernel", kernel}
+	if nested() {
+		flags = append(flags, "--boot-timeout", "120", "--boot-retries", "2")
+	}
+	return flags
+}
+
 func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -61,8 +95,22 @@ func startHyperdIn(t testing.TB, ns, driver string, extra ...string) *hyperd {
 	h := &hyperd{t: t, bin: testbin.Commands(t), root: filepath.Join(tmp, "root"), logf: filepath.Join(tmp, "hyperd.log"),
 		sock: filepath.Join(tmp, "hyper.sock"), criSock: filepath.Join(tmp, "cri.sock"), driver: driver, extra: extra, ns: ns}
 	if ns != "" {
-		h.extra = append([]string{"--network", "cni", "--cni-conf-dir", filepath.Join(tmp, "cni")}, h.extra...)
+		conf := filepath.Join(tmp, "cni")
+		if nested() {
+			// the nested runner's L1 has no iptables: the default network
+			// without masquerade, firewall and portmap, as e2e's
+			// TestE2ENetwork does there (hyperd forwards the CRI's port
+			// mappings itself)
+			os.MkdirAll(conf, 0o755)
+			min := `{"cniVersion":"1.0.0","name":"hyperd","plugins":[{"type":"bridge","bridge":"hyper0","isGateway":true,"hairpinMode":true,` +
+				`"ipam":{"type":"host-local","ranges":[[{"subnet":"192.168.123.0/24","gateway":"192.168.123.1"}]],"routes":[{"dst":"0.0.0.0/0"}],"dataDir":"` + filepath.Join(h.root, "network", "ipam") + `"}}]}`
+			if err := os.WriteFile(filepath.Join(conf, "10-hyperd.conflist"), []byte(min), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		h.extra = append([]string{"--network", "cni", "--cni-conf-dir", conf}, h.extra...)
 	}
+	h.extra = append(driverFlags(t, driver), h.extra...)
 	h.start()
 	t.Cleanup(func() {
 		if h.conn != nil {

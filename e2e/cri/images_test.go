@@ -80,7 +80,7 @@ func critestImages() []testImage {
 }
 
 // layer is a one-layer tar of files.
-func layer(t *testing.T, files map[string]string) v1.Layer {
+func layer(t testing.TB, files map[string]string) v1.Layer {
 	t.Helper()
 	var b bytes.Buffer
 	tw := tar.NewWriter(&b)
@@ -102,7 +102,7 @@ func layer(t *testing.T, files map[string]string) v1.Layer {
 
 // pushImages pushes critest's images to the registry at addr (reached
 // through rt; nil: the default transport).
-func pushImages(t *testing.T, addr string, rt http.RoundTripper) {
+func pushImages(t testing.TB, addr string, rt http.RoundTripper) {
 	t.Helper()
 	bb, err := imgtest.BusyboxPath()
 	if err != nil {
@@ -161,7 +161,7 @@ func pushImages(t *testing.T, addr string, rt http.RoundTripper) {
 }
 
 // public is ref with its registry spelled out (docker.io for Docker Hub).
-func public(t *testing.T, ref string) string {
+func public(t testing.TB, ref string) string {
 	r, err := name.ParseReference(ref)
 	if err != nil {
 		t.Fatal(err)

@@ -21,7 +21,7 @@ import (
 )
 
 // newNetns makes a namespace with loopback up, removed with the test.
-func newNetns(t *testing.T) string {
+func newNetns(t testing.TB) string {
 	t.Helper()
 	ns := filepath.Join(t.TempDir(), "netns")
 	if err := netns.Create(ns); err != nil {
@@ -68,7 +68,7 @@ func transportIn(ns string) http.RoundTripper {
 
 // startRegistryIn runs Debian's docker-registry on 127.0.0.1 of ns (as
 // image/regtest does on the test's own loopback) and returns host:port.
-func startRegistryIn(t *testing.T, ns string) string {
+func startRegistryIn(t testing.TB, ns string) string {
 	t.Helper()
 	bin, err := exec.LookPath("docker-registry")
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hyperhq/hyperd-go/e2e/cri"
 	"github.com/hyperhq/hyperd-go/internal/kvmtest"
 
 	"github.com/hyperhq/hyperd-go/internal/testbin"
@@ -31,6 +32,9 @@ type suite struct {
 	pkg  string   // package to build with go test -c
 	args []string // test flags
 	env  []string
+	// files are more host files the suite needs in L1 (at their paths);
+	// nil for none
+	files func() ([]string, error)
 	// deadline bounds the run inside L1 (TCG times).
 	deadline time.Duration
 	count    int // -test.count (0: 1)
@@ -96,6 +100,15 @@ func kvmSuites(hostKVM bool) []suite {
 			args: []string{"-test.run", "^" + test + "$"},
 			env:  []string{"HYPERD_E2E_DRIVER=kvm"}})
 	}
+	// critest, cri-tools' CRI conformance suite, with every CRI pod in a VM
+	// (e2e/cri TestCritest; make test's host run is its --driver local
+	// run). A host without critest fails here as the local run does.
+	all = append(all, suite{name: "e2e-kvm-critest", bin: "e2e-cri", pkg: "./e2e/cri", deadline: 50 * time.Minute,
+		args: []string{"-test.run", "^TestCritest$"}, env: []string{"HYPERD_E2E_DRIVER=kvm"},
+		files: func() ([]string, error) {
+			p, err := cri.CritestPath()
+			return []string{p}, err
+		}})
 	return all
 }
 
@@ -163,6 +176,13 @@ func TestKVMSuites(t *testing.T) {
 	files := []string{bins}
 	built := map[string]bool{}
 	for _, s := range suites {
+		if s.files != nil {
+			more, err := s.files()
+			if err != nil {
+				t.Fatalf("suite %s: %v", s.name, err)
+			}
+			files = append(files, more...)
+		}
 		if built[s.binName()] {
 			continue
 		}
