@@ -1,12 +1,14 @@
 package cri_test
 
 // Tests of the server's configuration: a driver that cannot run CRI
-// containers (RuntimeReady false) and the sandbox's size.
+// containers (RuntimeReady false), the sandbox's size, and the kvm
+// driver's refusal of host path mounts.
 
 import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/hyperhq/hyperd-go/cri"
@@ -75,6 +77,49 @@ func TestSandboxSize(t *testing.T) {
 		pi, _ := d.PodInfo(r.PodSandboxId)
 		if pi.Spec.Vcpu != tc.vcpu || pi.Spec.Memory != tc.mib {
 			t.Errorf("case %d: sandbox of %d vCPU, %d MiB, want %d, %d", i, pi.Spec.Vcpu, pi.Spec.Memory, tc.vcpu, tc.mib)
+		}
+	}
+}
+
+// kvmCore is the core as a hyperd --driver kvm shows it to the server.
+type kvmCore struct{ *pod.Daemon }
+
+func (kvmCore) DriverName() string { return "kvm" }
+
+// TestKVMMounts: with --driver kvm a container with host path mounts is
+// refused with Unimplemented (a pod VM shares no host path), and one
+// without mounts is created.
+func TestKVMMounts(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "root")
+	d, err := pod.New(pod.Config{DataRoot: root, Driver: podtest.NewDriver(), Images: &podtest.Images{Root: t.TempDir()}, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	srv := cri.New(cri.Config{Core: kvmCore{d}, Log: quiet()})
+	defer srv.Close()
+	ctx := context.Background()
+	sbCfg := &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "k", Namespace: "ns", Uid: "u"}}
+	sb, err := srv.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sbCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostFile := filepath.Join(t.TempDir(), "hosts")
+	for _, tc := range []struct {
+		name   string
+		mounts []*runtimeapi.Mount
+		code   codes.Code
+	}{
+		{"no mounts", nil, codes.OK},
+		{"a host file", []*runtimeapi.Mount{{ContainerPath: "/etc/hosts", HostPath: hostFile}}, codes.Unimplemented},
+		{"a host directory", []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: t.TempDir()}}, codes.Unimplemented},
+		{"a bad mount first", []*runtimeapi.Mount{{ContainerPath: "data", HostPath: "/tmp"}}, codes.InvalidArgument},
+	} {
+		cfg := &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: strings.ReplaceAll(tc.name, " ", "-")},
+			Image: &runtimeapi.ImageSpec{Image: "sleeper"}, Mounts: tc.mounts}
+		_, err := srv.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: sb.PodSandboxId, Config: cfg, SandboxConfig: sbCfg})
+		if status.Code(err) != tc.code {
+			t.Errorf("%s: %v, want %s", tc.name, err, tc.code)
 		}
 	}
 }

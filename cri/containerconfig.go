@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/hyperhq/hyperd-go/pod"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -135,6 +137,12 @@ func (s *Server) containerSpec(id string, cfg *runtimeapi.ContainerConfig, sb *s
 	vols, refs, mm, err := mounts(id, cfg.Mounts)
 	if err != nil {
 		return nil, nil, err
+	}
+	if len(vols) > 0 && s.core.DriverName() == "kvm" {
+		// a pod VM shares no host path (no virtio-fs/9p): a directory is
+		// refused by the core, and a file would be given to the guest as a
+		// raw disk (a block device where the file should be)
+		return nil, nil, status.Errorf(codes.Unimplemented, "container config: mount 0 (%s): with --driver kvm a host path cannot be shared into the pod VM (no virtio-fs/9p); kvm volumes are disk images", cfg.Mounts[0].ContainerPath)
 	}
 	spec.Volumes, meta.Mounts = refs, mm
 	spec.Labels = withMeta(cfg.Labels, LabelContainer, meta)
