@@ -21,11 +21,14 @@
 // deliverable vector, unchanged seconds later), or L1's own kernel printed
 // a crash report while it ran (fault.go), the suite is run once more in a
 // fresh L1 and the report says so; any other hang, and any test failure,
-// fails the suite. L1 boots with one vCPU online; l1init holds one KVM VM
-// open for L1's life and only then brings the other vCPU up, so that no
-// code the kernel patches (boot-time alternatives, the static key pod VMs
-// toggle) is patched while another vCPU runs it: that froze L1 under TCG
-// (holdKVM, onlineCPUs).
+// fails the suite. L1 boots with one vCPU online; l1init holds a reference
+// on every static key pod VMs would switch (a KVM VM with a vCPU that never
+// runs, a memory cgroup, an ingress qdisc, the network's once keys made)
+// and only then brings the other vCPU up, so that no code the kernel
+// patches is patched while another vCPU runs it: that froze L1 under TCG
+// (l1init/keys.go). l1init traces every kernel code patch after that and
+// sends it with the command's exit; a command during which L1 patched its
+// code fails, naming the key (CodePatchError), whether or not it passed.
 //
 // The kvm suites (suites_test.go) run through it in `make test` where the
 // host lacks vmx/svm; nestedrun is its command for make demo-kvm and make

@@ -1,6 +1,8 @@
 // This file owns deciding whether a suite that failed in L1 failed by the
 // emulator's fault: a proven lost interrupt (lapic.go), or L1's own kernel
-// crashing while the suite ran (an oops, BUG or panic on L1's console).
+// crashing while the suite ran (an oops, BUG or panic on L1's console);
+// and the error for a command during which L1's kernel patched its own
+// code, which is never the emulator's fault (CodePatchError).
 
 package nested
 
@@ -59,4 +61,20 @@ func emulatorFault(err error, crash string) string {
 		return "L1's kernel crashed (the emulator's CPU state, not the suite's doing):\n" + crash
 	}
 	return ""
+}
+
+// CodePatchError is a command after which L1's kernel reported patching
+// its own code with both vCPUs online (a static key moved to or from zero:
+// l1init/keys.go). The command may have passed; it is an error all the
+// same, because that patching is what freezes L1 under TCG one run in a
+// few, and the trace names the key's switcher, so the fix is to hold that
+// key in l1init.
+type CodePatchError struct {
+	Argv  []string
+	Code  int
+	Trace string
+}
+
+func (e *CodePatchError) Error() string {
+	return fmt.Sprintf("nested: L1's kernel patched its code while %q ran (exit %d): a static key moved to or from zero with both vCPUs online, which freezes L1 under TCG now and then; hold the key for L1's life in e2e/nested/l1init/keys.go. The switches, with their stacks:\n%s", e.Argv, e.Code, e.Trace)
 }

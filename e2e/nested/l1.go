@@ -376,6 +376,10 @@ func (l *L1) Run(ctx context.Context, c Cmd, stdout, stderr io.Writer) (int, err
 					done <- result{-1, fmt.Errorf("nested: %s: %s", c.Argv[0], e.Error)}
 					return
 				}
+				if e.CodePatches != "" {
+					done <- result{e.Code, &CodePatchError{Argv: c.Argv, Code: e.Code, Trace: e.CodePatches}}
+					return
+				}
 				done <- result{e.Code, nil}
 				return
 			}

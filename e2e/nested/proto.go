@@ -50,6 +50,11 @@ const MaxFrame = 1 << 20
 type Exit struct {
 	Code  int    `json:"code"`
 	Error string `json:"error,omitempty"`
+	// CodePatches is the kernel text patches (static key switches, each
+	// with the stack that switched it) L1 made while the command ran, from
+	// l1init's trace (l1init/patches.go); with both vCPUs online each one
+	// risks freezing L1 under TCG (l1init/keys.go).
+	CodePatches string `json:"code_patches,omitempty"`
 }
 
 // WriteFrame writes one frame: type, big-endian uint32 length, payload.

@@ -41,7 +41,9 @@ func main() {
 	os.Setenv("PATH", basePath)
 	mounts()
 	modules("/l1/modules")
-	holdKVM()
+	traceCodePatches()
+	holdStaticKeys()
+	settleBootPatches()
 	onlineCPUs()
 	network()
 	go heartbeat("/dev/ttyS1")
@@ -63,45 +65,11 @@ func main() {
 	}
 }
 
-// heldVM is a KVM VM l1init keeps open for L1's whole life (holdKVM), and
-// kvmDev the /dev/kvm it came from (kept referenced: no finalizer closes it).
-var (
-	heldVM = -1
-	kvmDev *os.File
-)
-
-// holdKVM creates one KVM VM and never closes it. The first VM created and
-// the last one destroyed toggle preempt_notifier_key (kvm_create_vm and
-// kvm_destroy_vm: preempt_notifier_inc/dec), and a static key toggle
-// rewrites the kernel's code (text_poke, INT3 then sync IPIs) at every site
-// of that key, one of them in __schedule, while the other CPU runs it. Under
-// QEMU's TCG that cross-modification froze a vCPU at the key's nop in
-// __schedule (+0x2ab here) while the other spun on a lock the frozen one
-// held: L1's stop, seen three times in CI, each time as a pod VM came or
-// went. With one VM always open the key stays on and pod VMs coming and
-// going never patch the scheduler.
-func holdKVM() {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		logf("hold a KVM VM: %v", err)
-		return
-	}
-	// KVM_CREATE_VM is _IO(KVMIO, 0x01), KVMIO 0xAE (include/uapi/linux/kvm.h)
-	fd, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), 0xAE01, 0)
-	if errno != 0 {
-		logf("hold a KVM VM: KVM_CREATE_VM: %v", errno)
-		f.Close()
-		return
-	}
-	heldVM, kvmDev = int(fd), f
-	logf("holding a KVM VM (fd %d) for L1's life: preempt_notifier_key stays on", heldVM)
-}
-
 // onlineCPUs brings up the vCPUs the kernel left offline: the runner boots
 // L1 with maxcpus=1, so that the kernel's own code patching while it boots
-// (alternatives, static keys, and holdKVM's toggle of preempt_notifier_key)
+// (alternatives, static keys, and holdStaticKeys's toggles)
 // happens with one CPU running; cross-modifying code that another vCPU
-// executes is what froze L1 under TCG (holdKVM), at boot too: a fresh L1
+// executes is what froze L1 under TCG (keys.go), at boot too: a fresh L1
 // did not come up in CI, one vCPU frozen at that key's site in __schedule,
 // the other at the INT3 handler's entry.
 func onlineCPUs() {
@@ -273,6 +241,7 @@ func serve(c net.Conn) {
 	if err != nil {
 		e = nested.Exit{Code: -1, Error: err.Error()}
 	}
+	e.CodePatches = takeCodePatches()
 	b, _ := json.Marshal(e)
 	send(nested.FrameExit, b)
 }
