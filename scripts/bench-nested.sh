@@ -22,6 +22,11 @@
 #   e2e BenchmarkPodNetwork   pod-to-pod TCP throughput and RTT through
 #                             hyperd --network cni, kvm vs local, and the time
 #                             pod network set-up adds to a pod start
+#   e2e/cri BenchmarkCRIOverhead  a pod life cycle through the CRI vs the REST
+#                             API of one hyperd --driver kvm (the CRI's image
+#                             hot-added to the running pod VM)
+#   e2e/cri BenchmarkCritest  critest -benchmark pod and container life
+#                             cycles, medians per CRI call, --driver kvm
 # Where the host has vmx/svm, make bench's host run already measured them
 # and this does nothing; otherwise they run inside the nested runner's L1
 # (QEMU TCG, emulated SVM).
@@ -42,13 +47,16 @@ go build -trimpath -o "$out/bin/udpecho" ./e2e/udpecho
 go test -c -o "$out/tests/vmm.test" ./vmm
 go test -c -o "$out/tests/e2e.test" ./e2e
 go test -c -o "$out/tests/kvmdrv.test" ./sandbox/kvmdrv
+go test -c -o "$out/tests/e2e-cri.test" ./e2e/cri
+# critest, for the CRI benchmarks (scripts/install-cri-tools.sh)
+critest=/var/cache/hyperd-tools/cri-tools-$(sed -n 's/^const CritestVersion = "\(.*\)"$/\1/p' e2e/cri/tools.go)
 bin=$PWD/$out/bin tests=$PWD/$out/tests
 echo "bench: no vmx/svm here: the kvm benchmarks run inside the nested runner's L1 (QEMU TCG, emulated SVM)"
 # one L1 per benchmark group: an L1 lost to the emulation (see DefaultCPU in
 # e2e/nested/l1.go) costs that group only, and says so
 nested() {
 	go run ./e2e/nested/nestedrun --out "$out" --mem 6144 --file "$out/bin" --file "$out/tests" \
-		--file "$PWD/vmm" --file "$PWD/e2e" --file "$PWD/sandbox/kvmdrv" --timeout 60m --env HYPERD_NESTED=1 -- sh -c "$1"
+		--file "$PWD/vmm" --file "$PWD/e2e" --file "$PWD/sandbox/kvmdrv" --file "$critest" --timeout 60m --env HYPERD_NESTED=1 -- sh -c "$1"
 }
 rc=0
 nested "cd $PWD/e2e && HYPERD_TEST_BIN=$bin $tests/e2e.test -test.run '^\$' -test.bench '^(BenchmarkPodFirstByte|BenchmarkExecRoundTrip)\$' -test.benchtime 3x -test.timeout 50m" || rc=1
@@ -60,4 +68,6 @@ nested "cd $PWD/vmm && HYPERD_TEST_BIN=$bin $tests/vmm.test -test.run '^\$' -tes
 # pod to pod between two pod VMs moves ~1 MB/s under TCG: 16 MiB each way
 nested "cd $PWD/vmm && HYPERD_TEST_BIN=$bin $tests/vmm.test -test.run '^\$' -test.bench '^BenchmarkVirtioNet\$' -test.benchtime 1x -test.timeout 50m" || rc=1
 nested "cd $PWD/e2e && HYPERD_E2E_DRIVER=kvm HYPERD_NETBENCH_MIB=16 HYPERD_TEST_BIN=$bin $tests/e2e.test -test.run '^\$' -test.bench '^BenchmarkPodNetwork\$' -test.benchtime 1x -test.timeout 50m" || rc=1
+nested "cd $PWD/e2e/cri && HYPERD_E2E_DRIVER=kvm HYPERD_TEST_BIN=$bin $tests/e2e-cri.test -test.run '^\$' -test.bench '^BenchmarkCRIOverhead\$' -test.benchtime 5x -test.timeout 50m" || rc=1
+nested "cd $PWD/e2e/cri && HYPERD_E2E_DRIVER=kvm HYPERD_CRITEST_BENCH_N=5 HYPERD_TEST_BIN=$bin $tests/e2e-cri.test -test.run '^\$' -test.bench '^BenchmarkCritest\$' -test.benchtime 1x -test.timeout 50m" || rc=1
 exit $rc
