@@ -26,6 +26,9 @@
 //     kworker), and when the vCPU is freed;
 //   - kvm's apic_hw_disabled, the same for the APIC base MSR's enable bit
 //     (kvm_lapic_set_base);
+//   - kvm's kvm_has_noapic_vcpu: every vCPU of a VM without an in-kernel
+//     irqchip (kvm_arch_vcpu_create, kvm_arch_vcpu_destroy), as the kvm,
+//     vmm and kvmdrv suites' unit tests make;
 //   - memcg_sockets_enabled_key: every non-root memory cgroup on cgroup v2
 //     (mm/memcontrol.c mem_cgroup_css_alloc, mem_cgroup_css_free), and
 //     hyperd makes one per pod VM;
@@ -35,8 +38,9 @@
 //
 // Holding one reference on each before L1's second vCPU is online (main:
 // holdStaticKeys before onlineCPUs) makes the one patch per key happen
-// with a single CPU running, and no pod VM ever moves a count to or from
-// zero again.
+// with a single CPU running, and no pod VM or test ever moves a count to
+// or from zero again. (Bringing the second vCPU online patches a key too,
+// inherently: the new CPU runs nothing else yet.)
 
 package main
 
@@ -54,9 +58,9 @@ import (
 // held keeps what holdStaticKeys opened referenced for L1's life (the kvm
 // package sets no finalizers, but nothing may ever close these).
 var held struct {
-	sys  *kvm.System
-	vm   *kvm.VM
-	vcpu *kvm.VCPU
+	sys          *kvm.System
+	vm, noAPICVM *kvm.VM
+	vcpu, noAPIC *kvm.VCPU
 }
 
 // keysCgroup is the memory cgroup held for memcg_sockets_enabled_key; no
@@ -81,7 +85,8 @@ func holdStaticKeys() {
 // holdKVM keeps a KVM VM open (preempt_notifier_key) with an in-kernel
 // irqchip and one vCPU that never runs: its local APIC stays
 // software-disabled (apic_sw_disabled), and its base MSR's enable bit is
-// cleared (apic_hw_disabled).
+// cleared (apic_hw_disabled); and a second VM without an irqchip, with a
+// vCPU (kvm_has_noapic_vcpu).
 func holdKVM() {
 	sys, err := kvm.Open()
 	if err != nil {
@@ -109,6 +114,16 @@ func holdKVM() {
 		return
 	}
 	logf("holding a KVM VM and a vCPU that never runs for L1's life: preempt_notifier_key, apic_sw_disabled and apic_hw_disabled stay on")
+	nv, err := sys.CreateVM()
+	if err == nil {
+		held.noAPICVM = nv
+		held.noAPIC, err = nv.CreateVCPU(0)
+	}
+	if err != nil {
+		logf("hold static keys: a vCPU without an irqchip: %v (kvm_has_noapic_vcpu not held)", err)
+		return
+	}
+	logf("holding a KVM VM without an irqchip and its vCPU for L1's life: kvm_has_noapic_vcpu stays on")
 }
 
 // holdMemcg makes a memory cgroup no process joins (the root's

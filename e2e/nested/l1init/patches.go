@@ -81,11 +81,11 @@ func takeCodePatches() string {
 	return s
 }
 
-// settleBootPatches waits for the patches holdStaticKeys set off to be
-// done (get_random_once turns its key off from a kworker, a moment after
-// warmOnce), at most 3 s, then clears them from the record: they ran with
-// one CPU online.
-func settleBootPatches() {
+// settleBootPatches waits for the patches holdStaticKeys or onlineCPUs
+// set off (while says which) to be done (get_random_once turns its key off from a kworker, a
+// moment after warmOnce), at most 3 s, then clears them from the record:
+// they ran with one CPU online, or while the second came up.
+func settleBootPatches(while string) {
 	if !patchTracing {
 		return
 	}
@@ -100,5 +100,5 @@ func settleBootPatches() {
 		time.Sleep(250 * time.Millisecond)
 	}
 	r := takeCodePatches()
-	logf("%d kernel code patches while one vCPU ran (static keys held, once keys warmed)", strings.Count(r, "arch_jump_label_transform_apply <-"))
+	logf("%d kernel code patches %s", strings.Count(r, "arch_jump_label_transform_apply <-"), while)
 }
