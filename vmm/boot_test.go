@@ -24,7 +24,8 @@ import (
 // lists (maxcpus=1), and the TSC rendezvous between CPUs is skipped
 // (tsc=reliable).
 func bootCmdline(hw bool) string {
-	c := "console=ttyS0 earlyprintk=ttyS0 reboot=k panic=-1"
+	// nokaslr: a fixed layout, so a hung guest's RIP (vcpuDump) names a symbol
+	c := "console=ttyS0 earlyprintk=ttyS0 reboot=k panic=-1 nokaslr"
 	if !hw {
 		c += " noxsave tsc=reliable maxcpus=1"
 	}
@@ -209,6 +210,7 @@ func bootLinux(t *testing.T, kernel, modules string, hw bool) {
 	select {
 	case <-m.Done():
 	case <-time.After(deadline):
+		t.Logf("deadline: the guest's vCPUs when it was stopped:\n%s", vcpuDump(m))
 		m.Stop()
 	}
 	res = m.Wait()
@@ -279,4 +281,23 @@ func bootLinux(t *testing.T, kernel, modules string, hw bool) {
 	t.Logf("software-nested KVM: milestone reached %q (%d of %d, VMM %s); QEMU reached %q (%s)", reached, idx+1, len(ms),
 		map[bool]string{true: "still running at the deadline", false: "stopped by itself"}[res.Reason == StopKilled],
 		qreached, map[bool]string{true: "exited: " + fmt.Sprint(qemuErr), false: "still running at the deadline"}[qemu.exited])
+}
+
+// vcpuDump pauses m and says where each vCPU was (the registers that
+// place a hung guest: RIP against the kernel's symbols, RFLAGS.IF, CR3).
+func vcpuDump(m *Machine) string {
+	if err := m.Pause(5 * time.Second); err != nil {
+		return fmt.Sprintf("pause: %v", err)
+	}
+	var b strings.Builder
+	for i, v := range m.vcpus {
+		r, err := v.GetRegs()
+		if err != nil {
+			fmt.Fprintf(&b, "vCPU %d: %v\n", i, err)
+			continue
+		}
+		sr, _ := v.GetSregs()
+		fmt.Fprintf(&b, "vCPU %d: RIP=%#x RSP=%#x RFLAGS=%#x RAX=%#x RDI=%#x CR3=%#x CR2=%#x\n", i, r.RIP, r.RSP, r.RFLAGS, r.RAX, r.RDI, sr.CR3, sr.CR2)
+	}
+	return b.String()
 }
