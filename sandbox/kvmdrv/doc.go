@@ -28,4 +28,12 @@
 // answers (its ready signal went to the template's builder) and set up
 // with the pod's hostname, clock and entropy. A restore that fails falls
 // back to a cold boot.
+//
+// Disks given after Create (sandbox.DiskAdder: the CRI's containers, each
+// with its image) fill empty virtio-blk slots, TemplateDiskSlots block
+// devices in all whether the VM was restored or booted (hotplug.go): the
+// daemon opens the image and hands the descriptor to the VM process over
+// its control socket (control.go, served by hyperd vm run --control), which
+// attaches it and raises a configuration change; the Handle lists the
+// disks by slot, so a reattached sandbox knows them.
 package kvmdrv
