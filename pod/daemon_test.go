@@ -162,6 +162,37 @@ func TestStartFailureMarksPodFailed(t *testing.T) {
 	}
 }
 
+// TestStartFailureClass: a driver refusing the sandbox's configuration
+// (sandbox.ConfigError) is the request's fault, a SpecError (HTTP 400);
+// any other Create failure is not.
+func TestStartFailureClass(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		err  error
+		spec bool
+	}{
+		{"config", &sandbox.ConfigError{Msg: "socket paths too long"}, true},
+		{"wrapped config", fmt.Errorf("kvm driver: %w", &sandbox.ConfigError{Msg: "socket paths too long"}), true},
+		{"host", io.ErrUnexpectedEOF, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			drv := podtest.NewDriver()
+			drv.FailCreate = c.err
+			d := open(t, t.TempDir(), drv, t.TempDir())
+			defer d.Close()
+			id := mustCreate(t, d, `{"containers":[{"image":"busybox"}]}`)
+			err := d.StartPod(context.Background(), id)
+			var se *pod.SpecError
+			if err == nil || errors.As(err, &se) != c.spec {
+				t.Fatalf("start: %v (%T); want a SpecError: %v", err, err, c.spec)
+			}
+			if c.spec && !strings.Contains(err.Error(), "socket paths too long") {
+				t.Errorf("the driver's reason is lost: %v", err)
+			}
+		})
+	}
+}
+
 // TestSandboxStopReasons: how a pod's sandbox stopped becomes the pod's
 // phase and reason (a guest panic, a power-off, an unexplained death), at
 // start and while running.

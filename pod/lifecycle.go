@@ -268,6 +268,11 @@ func (d *Daemon) startPodLocked(ctx context.Context, p *podState) error {
 	}
 	sb, err := d.drv.Create(ctx, cfg)
 	if err != nil {
+		var ce *sandbox.ConfigError
+		if errors.As(err, &ce) {
+			// the request's fault: a 400, as a bad spec is
+			return fail(specErr("create %s sandbox: %s", d.drv.Name(), ce.Msg))
+		}
 		return fail(fmt.Errorf("create %s sandbox: %w", d.drv.Name(), err))
 	}
 	h := sb.Handle()

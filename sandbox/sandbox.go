@@ -97,6 +97,13 @@ type ExitError struct {
 
 func (e *ExitError) Error() string { return e.Detail }
 
+// ConfigError is a Create refused because the sandbox's configuration
+// cannot be met by this driver, whatever the host's state: the caller's
+// request is at fault (HTTP 400), not the daemon.
+type ConfigError struct{ Msg string }
+
+func (e *ConfigError) Error() string { return e.Msg }
+
 // Reasons of an ExitError.
 const (
 	ExitPoweroff = "GuestPoweroff" // the guest powered off (agent shutdown, poweroff in the guest)

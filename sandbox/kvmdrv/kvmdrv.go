@@ -144,6 +144,12 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 		return nil, err
 	}
 	uds := filepath.Join(cfg.StateDir, vsockSock)
+	if d.Jail != nil {
+		uds = filepath.Join(cfg.StateDir, jailDirName, vsockSock)
+	}
+	if err := checkSocketPaths(uds); err != nil {
+		return nil, err
+	}
 	var jl *vmJail
 	if d.Jail != nil {
 		// the VMM's sockets live in its jail, where it can reach them
@@ -378,6 +384,24 @@ func (d *Driver) dialAgent(ctx context.Context, uds string) (sandbox.Agent, erro
 		return nil, fmt.Errorf("agent ping: %w", err)
 	}
 	return a, nil
+}
+
+// maxSocketPath is the longest path a unix socket may have: sockaddr_un's
+// sun_path is 108 bytes with the terminating NUL (unix(7)).
+const maxSocketPath = 107
+
+// checkSocketPaths refuses a VM whose sockets could not be made: the
+// longest is a guest-initiated connection's listener, <uds>_<port> with a
+// 32-bit port. Its length is the data root's plus the pod id's, both
+// chosen by the user, so it is their request that cannot be met (the
+// kernel's EINVAL, later, would say nothing of why).
+func checkSocketPaths(uds string) error {
+	longest := len(uds) + len("_4294967295")
+	if longest <= maxSocketPath {
+		return nil
+	}
+	return &sandbox.ConfigError{Msg: fmt.Sprintf("kvm driver: the pod VM's unix socket paths would be up to %d bytes (%s_<port>), over the %d a unix socket path may have: use a pod id %d characters shorter, or a shorter --data-root",
+		longest, uds, maxSocketPath, longest-maxSocketPath)}
 }
 
 // DialVsock connects to guest port through the VM's hybrid vsock socket

@@ -143,3 +143,29 @@ func TestDialVsockRejects(t *testing.T) {
 		t.Error("DialVsock to a missing socket succeeded")
 	}
 }
+
+// TestCheckSocketPaths: a VM whose <uds>_<port> listeners would exceed
+// sun_path is refused as the request's fault, saying by how much.
+func TestCheckSocketPaths(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		uds  string
+		ok   bool
+	}{
+		{"default root", "/var/lib/hyper/pods/web/sandbox/vm/vsock.sock", true},
+		{"at the limit", "/" + strings.Repeat("a", maxSocketPath-len("_4294967295")-1), true},
+		{"one over", "/" + strings.Repeat("a", maxSocketPath-len("_4294967295")), false},
+		{"long pod id", "/var/lib/hyper/pods/" + strings.Repeat("p", 100) + "/sandbox/vm/vsock.sock", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := checkSocketPaths(c.uds)
+			var ce *sandbox.ConfigError
+			if (err == nil) != c.ok || (err != nil && !errors.As(err, &ce)) {
+				t.Fatalf("checkSocketPaths(%d bytes) = %v (%T), want ok %v", len(c.uds), err, err, c.ok)
+			}
+			if err != nil && !strings.Contains(err.Error(), "shorter") {
+				t.Errorf("the error says nothing of what to do: %v", err)
+			}
+		})
+	}
+}
