@@ -122,9 +122,22 @@ func (s *Session) Accept() (net.Conn, error) {
 	if !s.server {
 		return nil, errors.New("mux: Accept on the client end")
 	}
+	// a closed session accepts nothing, not even a stream that arrived
+	// before it closed (select alone would pick either at random when both
+	// are ready; the session's end closed that stream already)
+	select {
+	case <-s.closed:
+		return nil, s.Err()
+	default:
+	}
 	select {
 	case st := <-s.accept:
-		return st, nil
+		select {
+		case <-s.closed:
+			return nil, s.Err()
+		default:
+			return st, nil
+		}
 	case <-s.closed:
 		return nil, s.Err()
 	}

@@ -181,6 +181,29 @@ func TestSessionClose(t *testing.T) {
 	}
 }
 
+// TestAcceptAfterClose: streams queued for Accept when the session closes
+// are never handed out (select alone chose between them and the close at
+// random: TestSessionClose failed in CI once).
+func TestAcceptAfterClose(t *testing.T) {
+	for round := 0; round < 20; round++ {
+		c, s := pair(t)
+		for i := 0; i < 4; i++ {
+			if _, err := c.Open(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for deadline := time.Now().Add(5 * time.Second); len(s.accept) < 4; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: %d streams queued, want 4", round, len(s.accept))
+			}
+		}
+		s.Close()
+		if st, err := s.Accept(); err == nil {
+			t.Fatalf("round %d: Accept on a closed session gave stream %v", round, st)
+		}
+	}
+}
+
 func frame(id uint32, typ byte, n uint32, data []byte) []byte {
 	var h [headerLen]byte
 	binary.BigEndian.PutUint32(h[0:], id)
