@@ -31,8 +31,12 @@ type milestone struct {
 // With hw false the kernel brings up one CPU (see bootCmdline).
 func bootMilestones(cpus int, hw bool) []milestone {
 	up := fmt.Sprintf(`smp: Brought up 1 node, %d CPUs`, cpus)
-	if !hw {
+	if !hw || lateSMP(hw) {
 		up = `smp: Brought up 1 node, 1 CPU\b`
+	}
+	online := cpus // the init's count, after it brought up the rest (lateSMP)
+	if !hw {
+		online = 1 // maxcpus=1 for good (bootCmdline)
 	}
 	m := func(name, re string) milestone { return milestone{name, regexp.MustCompile(re)} }
 	return []milestone{
@@ -48,6 +52,7 @@ func bootMilestones(cpus int, hw bool) []milestone {
 		m("initramfs", `(Unpacking initramfs|Freeing initrd memory|Trying to unpack rootfs)`),
 		m("run /init", `Run /init as init process`),
 		m("init marker", `HYPERD-BOOT: init started`),
+		m("CPUs online", fmt.Sprintf(`HYPERD-BOOT: %d CPUs online`, online)),
 		m("modules", `HYPERD-BOOT: modules loaded`),
 		m("vsock guest->host", `HYPERD-BOOT: vsock guest->host ok`),
 		m("vsock host->guest", `HYPERD-BOOT: vsock host->guest ok`),

@@ -1,5 +1,6 @@
 // Command bootinit is the /init of the initramfs TestBootLinux boots: it
-// prints milestones to the serial console, loads the virtio and vsock
+// prints milestones to the serial console, brings the CPUs the kernel
+// left offline online (hyperd.boot.online=1) and says how many are, loads the virtio and vsock
 // modules listed in /modules/order, does a vsock round trip with the host in
 // both directions (guest-initiated to host port 5000, host-initiated to
 // guest port 1024), and powers the machine off. Its console lines
@@ -11,6 +12,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,6 +26,11 @@ import (
 func main() {
 	console := guestinit.Start("HYPERD-BOOT")
 	console.Say("init started")
+	n, err := onlineCPUs()
+	if err != nil {
+		console.Fail("CPUs: %v", err)
+	}
+	console.Say("%d CPUs online", n)
 
 	order, err := os.ReadFile("/modules/order")
 	if err != nil {
@@ -82,4 +90,55 @@ func main() {
 
 	console.Say("powering off")
 	console.PowerOff()
+}
+
+// onlineCPUs brings up every offline CPU when the command line asks
+// (hyperd.boot.online=1: the kernel booted with maxcpus=1) and returns how
+// many CPUs are online.
+func onlineCPUs() (int, error) {
+	os.MkdirAll("/sys", 0o755)
+	if err := unix.Mount("sysfs", "/sys", "sysfs", 0, ""); err != nil && err != unix.EBUSY {
+		return 0, fmt.Errorf("mount /sys: %w", err)
+	}
+	cmdline, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return 0, err
+	}
+	if slices.Contains(strings.Fields(string(cmdline)), "hyperd.boot.online=1") {
+		ents, _ := filepath.Glob("/sys/devices/system/cpu/cpu[0-9]*/online")
+		for _, p := range ents {
+			b, err := os.ReadFile(p)
+			if err != nil || strings.TrimSpace(string(b)) != "0" {
+				continue
+			}
+			if err := os.WriteFile(p, []byte("1"), 0); err != nil {
+				return 0, fmt.Errorf("%s: %w", p, err)
+			}
+		}
+	}
+	b, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		return 0, err
+	}
+	return countCPUs(strings.TrimSpace(string(b)))
+}
+
+// countCPUs counts a kernel CPU list ("0", "0-1", "0,2-3").
+func countCPUs(list string) (int, error) {
+	n := 0
+	for _, r := range strings.Split(list, ",") {
+		lo, hi, isRange := strings.Cut(r, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil {
+			return 0, fmt.Errorf("CPU list %q: %w", list, err)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a {
+				return 0, fmt.Errorf("CPU list %q: bad range %q", list, r)
+			}
+		}
+		n += b - a + 1
+	}
+	return n, nil
 }
