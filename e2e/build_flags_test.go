@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -18,7 +17,7 @@ func TestHyperctlBuildFlags(t *testing.T) {
 	tmp := t.TempDir()
 	driver := suiteDriver()
 	d := startDaemon(t, bin, filepath.Join(tmp, "root"), filepath.Join(tmp, "hyper.sock"), driver, driverFlags(t, driver)...)
-	defer func() { d.signal(syscall.SIGTERM) }()
+	defer d.stop()
 	d.loadBusybox()
 	dir := filepath.Join(tmp, "ctx")
 	os.MkdirAll(dir, 0o755)

@@ -90,7 +90,7 @@ func runE2E(t *testing.T, driver string) {
 	sock := filepath.Join(tmp, "hyper.sock")
 	root := filepath.Join(tmp, "root")
 	d := startDaemon(t, bin, root, sock, driver, driverFlags(t, driver)...)
-	defer func() { d.signal(syscall.SIGTERM) }()
+	defer d.stop()
 	t.Logf("hyperd --driver %s on %s", driver, sock)
 	c := d.c
 	ctx := ctxT(t, 10*time.Minute)

@@ -236,7 +236,7 @@ func runKVMBootFailure(t *testing.T) {
 	// (the cold boot's path: a template of this guest could never be made)
 	flags := append(driverFlags(t, "kvm"), "--boot-timeout", strconv.Itoa(int(bootTimeout/time.Second)), "--boot-retries", "0", "--initrd", initrd, "--kernel-args", "loglevel=7", "--vm-template=false")
 	d := startDaemon(t, bin, root, sock, "kvm", flags...)
-	defer func() { d.signal(syscall.SIGTERM) }()
+	defer d.stop()
 	ctx := ctxT(t, 5*time.Minute)
 
 	d.expect("GET", "/info", "", 200, `"SandboxDriver":"kvm"`)
@@ -420,7 +420,7 @@ func TestE2EKVMGuestPanic(t *testing.T) {
 	root := filepath.Join(tmp, "root")
 	// the cold boot's path (a template of a panicking guest cannot be made)
 	d := startDaemon(t, bin, root, filepath.Join(tmp, "hyper.sock"), "kvm", "--kernel", kernel, "--initrd", initrd, "--vm-template=false")
-	defer func() { d.signal(syscall.SIGTERM) }()
+	defer d.stop()
 	ctx := ctxT(t, time.Minute)
 	d.loadBusybox()
 	id, err := d.c.CreatePod(ctx, []byte(`{"id":"panics","containers":[{"image":"busybox:latest","command":["true"]}]}`))
@@ -463,7 +463,7 @@ func runKVMDebianKernel(t *testing.T) {
 		}
 	}
 	d := startDaemon(t, bin, root, filepath.Join(tmp, "hyper.sock"), "kvm", flags...)
-	defer func() { d.signal(syscall.SIGTERM) }()
+	defer d.stop()
 	ctx := ctxT(t, 5*time.Minute)
 	d.loadBusybox()
 	id, err := d.c.CreatePod(ctx, []byte(`{"id":"debian-kernel","containers":[{"name":"dk","image":"busybox:latest","command":["sh","-c","echo kernel $(uname -r); echo modules $(wc -l </proc/modules)"]}]}`))
@@ -498,7 +498,7 @@ func runKVMVMKilled(t *testing.T) {
 	tmp := t.TempDir()
 	root := filepath.Join(tmp, "root")
 	d := startDaemon(t, bin, root, filepath.Join(tmp, "hyper.sock"), "kvm", driverFlags(t, "kvm")...)
-	defer func() { d.signal(syscall.SIGTERM) }()
+	defer d.stop()
 	ctx := ctxT(t, 3*time.Minute)
 	d.loadBusybox()
 	id, err := d.c.CreatePod(ctx, []byte(`{"id":"victim","containers":[{"name":"v1","image":"busybox:latest","command":["sleep","1000"]}]}`))

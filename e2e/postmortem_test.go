@@ -36,6 +36,18 @@ func (d *daemon) postmortem() string {
 	return b.String()
 }
 
+// stop ends the daemon when its test is done: SIGTERM, or, when the test
+// failed, the post-mortem (logged), so that a failure reported as one
+// error line (an exec that got no answer, say) still shows the daemon's
+// and the pod VMs' side of it.
+func (d *daemon) stop() {
+	if d.t.Failed() {
+		d.t.Logf("post-mortem of hyperd --driver %s:\n%s", d.driver, d.postmortem())
+		return
+	}
+	d.signal(syscall.SIGTERM)
+}
+
 // sandboxLogs returns the tails of the sandboxes' console.log and vmm.log
 // files under the data root (a pod VM's guest kernel and agent messages,
 // its VMM's stop line).
