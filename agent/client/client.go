@@ -34,6 +34,7 @@ type Client struct {
 	// hello exchange. Tests shorten them.
 	timeouts map[string]time.Duration
 	hello    time.Duration
+	probe    time.Duration // bounds the ping after a timed-out call (probeAfter)
 	mu       sync.Mutex
 	nextID   uint64
 	pending  map[uint64]chan protocol.Response
@@ -76,7 +77,7 @@ func NewConn(ctx context.Context, conn net.Conn, dial Dialer) (*Client, error) {
 }
 
 func newClient(dial Dialer, conn net.Conn, agent string) *Client {
-	return &Client{dial: dial, conn: conn, wsem: make(chan struct{}, 1), timeouts: opTimeouts, hello: helloTimeout,
+	return &Client{dial: dial, conn: conn, wsem: make(chan struct{}, 1), timeouts: opTimeouts, hello: helloTimeout, probe: probeTimeout,
 		pending: map[uint64]chan protocol.Response{}, done: make(chan struct{}), agent: agent}
 }
 
@@ -199,7 +200,7 @@ func (c *Client) call(ctx context.Context, op string, body, out any) error {
 		return nil
 	case <-ctx.Done():
 		forget()
-		return ctxErr(ctx)
+		return c.probeAfter(ctxErr(ctx))
 	}
 }
 

@@ -68,10 +68,42 @@ func withTimeout(ctx context.Context, op string, d time.Duration) (context.Conte
 type timeoutError struct {
 	op string
 	d  time.Duration
+	// probe is what a ping sent after the timeout found (probeAfter): ""
+	// when none was sent
+	probe string
 }
 
 func (e *timeoutError) Error() string {
+	if e.probe != "" {
+		return fmt.Sprintf("agent %s: no answer within %s (%s)", e.op, e.d, e.probe)
+	}
 	return fmt.Sprintf("agent %s: no answer within %s (the agent is hung or overloaded)", e.op, e.d)
+}
+
+// probeTimeout bounds the ping probeAfter sends (Client.probe).
+const probeTimeout = 5 * time.Second
+
+// probeAfter says, for a call that timed out, whether the agent still
+// answers on the same connection: a stuck call in a live agent and a dead
+// agent or connection are different bugs, and the error is all a CI log
+// may have. It returns err itself, or a copy of a timeoutError with the
+// probe's finding.
+func (c *Client) probeAfter(err error) error {
+	te, ok := err.(*timeoutError)
+	if !ok || te.op == protocol.OpPing {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(context.Background(), c.probe)
+	defer cancel()
+	t0 := time.Now()
+	perr := c.call(pctx, protocol.OpPing, nil, nil)
+	out := *te
+	if perr == nil {
+		out.probe = fmt.Sprintf("the agent answered a ping at once (%v): this call is stuck inside it", time.Since(t0).Round(time.Millisecond))
+	} else {
+		out.probe = fmt.Sprintf("a ping got no answer either (%v): the agent or its connection is hung", perr)
+	}
+	return &out
 }
 
 func (e *timeoutError) Unwrap() error { return context.DeadlineExceeded }

@@ -16,8 +16,9 @@ import (
 )
 
 // hungAgent answers the control connection's hello and then, as mode says,
-// reads every request and answers none ("silent"), or reads nothing at all
-// ("deaf": its socket buffer never drains). Streams get no hello reply.
+// reads every request and answers none ("silent"), answers pings only
+// ("stuck"), or reads nothing at all ("deaf": its socket buffer never
+// drains). Streams get no hello reply.
 func hungAgent(t *testing.T, mode string) Dialer {
 	var n atomic.Int32
 	return func(ctx context.Context) (net.Conn, error) {
@@ -38,9 +39,37 @@ func hungAgent(t *testing.T, mode string) Dialer {
 				if protocol.ReadJSON(b, &r) != nil {
 					return
 				}
+				if mode == "stuck" && r.Op == protocol.OpPing {
+					protocol.WriteJSON(b, protocol.Response{ID: r.ID})
+				}
 			}
 		}()
 		return a, nil
+	}
+}
+
+// TestTimeoutProbe: a call that timed out says whether the agent still
+// answers a ping on the same connection ("stuck": it answers pings and
+// nothing else) or not ("silent").
+func TestTimeoutProbe(t *testing.T) {
+	const bound = 200 * time.Millisecond
+	for _, c := range []struct{ mode, want string }{
+		{"stuck", "the agent answered a ping at once"},
+		{"silent", "a ping got no answer either"},
+	} {
+		t.Run(c.mode, func(t *testing.T) {
+			cl, err := New(context.Background(), hungAgent(t, c.mode))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			cl.timeouts = map[string]time.Duration{protocol.OpStart: bound, protocol.OpPing: bound}
+			cl.probe = bound
+			err = cl.StartContainer(context.Background(), "c")
+			if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "agent start: no answer within") || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err %v, want a timeout of start saying %q", err, c.want)
+			}
+		})
 	}
 }
 
@@ -82,7 +111,7 @@ func TestHungAgentTimesOut(t *testing.T) {
 					// its 1 MiB file goes first, staged: a call of its own
 					c.timeouts[protocol.OpStage] = bound
 				}
-				c.hello = bound
+				c.hello, c.probe = bound, bound
 				start := time.Now()
 				errc := make(chan error, 1)
 				go func() { errc <- tc.call(c) }()
