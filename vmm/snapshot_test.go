@@ -152,7 +152,7 @@ func TestSnapshotRestore(t *testing.T) {
 	m.Start()
 	defer m.Stop()
 	if _, _, ok := con0.wait(tickLine, 0, 60*time.Second); !ok {
-		t.Fatalf("the guest did not start counting; console:\n%s", con0.tail(30))
+		t.Fatalf("the guest did not start counting; its vCPUs:\n%s\nconsole:\n%s", vcpuDump(m), con0.tail(30))
 	}
 	if got := ask(t, uds0, "echo before"); got != "before" {
 		t.Fatalf("echo before the snapshot: %q", got)
