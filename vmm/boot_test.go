@@ -302,21 +302,31 @@ func bootLinux(t *testing.T, kernel, modules string, hw bool) {
 		qreached, map[bool]string{true: "exited: " + fmt.Sprint(qemuErr), false: "still running at the deadline"}[qemu.exited])
 }
 
-// vcpuDump pauses m and says where each vCPU was (the registers that
-// place a hung guest: RIP against the kernel's symbols, RFLAGS.IF, CR3).
+// vcpuDump says where each vCPU of a hung guest is, twice a second apart
+// (paused for each look): RIP against the kernel's symbols, CS and its DPL
+// (kernel or user), RFLAGS.IF, CR2 (the last fault) and CR3, and whether
+// it moved. The machine is left paused.
 func vcpuDump(m *Machine) string {
-	if err := m.Pause(5 * time.Second); err != nil {
-		return fmt.Sprintf("pause: %v", err)
-	}
 	var b strings.Builder
-	for i, v := range m.vcpus {
-		r, err := v.GetRegs()
-		if err != nil {
-			fmt.Fprintf(&b, "vCPU %d: %v\n", i, err)
-			continue
+	for look := 1; look <= 2; look++ {
+		if look == 2 {
+			m.Resume()
+			time.Sleep(time.Second)
 		}
-		sr, _ := v.GetSregs()
-		fmt.Fprintf(&b, "vCPU %d: RIP=%#x RSP=%#x RFLAGS=%#x RAX=%#x RDI=%#x CR3=%#x CR2=%#x\n", i, r.RIP, r.RSP, r.RFLAGS, r.RAX, r.RDI, sr.CR3, sr.CR2)
+		if err := m.Pause(5 * time.Second); err != nil {
+			fmt.Fprintf(&b, "pause: %v\n", err)
+			return b.String()
+		}
+		for i, v := range m.vcpus {
+			r, err := v.GetRegs()
+			if err != nil {
+				fmt.Fprintf(&b, "look %d vCPU %d: %v\n", look, i, err)
+				continue
+			}
+			sr, _ := v.GetSregs()
+			fmt.Fprintf(&b, "look %d vCPU %d: RIP=%#x CS=%#x (DPL %d) RSP=%#x RFLAGS=%#x RAX=%#x RDI=%#x CR2=%#x CR3=%#x\n",
+				look, i, r.RIP, sr.CS.Selector, sr.CS.DPL, r.RSP, r.RFLAGS, r.RAX, r.RDI, sr.CR2, sr.CR3)
+		}
 	}
 	return b.String()
 }
