@@ -30,6 +30,9 @@ type Jail struct {
 // jailDirName is the VM's jail directory inside the pod's state dir.
 const jailDirName = "vm"
 
+// jailDir is the jail directory of the VM whose pod state dir is stateDir.
+func jailDir(stateDir string) string { return filepath.Join(stateDir, jailDirName) }
+
 // vmPidsMax bounds the VM process's tasks (the Go runtime's threads, one
 // per vCPU and per blocking disk syscall); fork is refused by seccomp.
 const vmPidsMax = 1024
@@ -55,7 +58,7 @@ type vmJail struct {
 // the VMM creates nothing there once jailed) and finds the cgroup v2
 // hierarchy.
 func (d *Driver) prepareJail(cfg sandbox.Config, memMiB int) (*vmJail, error) {
-	j := &vmJail{d: d, id: cfg.ID, dir: filepath.Join(cfg.StateDir, jailDirName), memMiB: memMiB}
+	j := &vmJail{d: d, id: cfg.ID, dir: jailDir(cfg.StateDir), memMiB: memMiB}
 	if err := os.MkdirAll(j.dir, 0o711); err != nil {
 		return nil, fmt.Errorf("kvm driver: jail dir: %w", err)
 	}

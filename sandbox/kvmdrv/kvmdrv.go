@@ -145,18 +145,18 @@ func (d *Driver) Create(ctx context.Context, cfg sandbox.Config) (sandbox.Sandbo
 	}
 	uds := filepath.Join(cfg.StateDir, vsockSock)
 	if d.Jail != nil {
-		uds = filepath.Join(cfg.StateDir, jailDirName, vsockSock)
+		// the VMM's sockets live in its jail dir (prepareJail's), where it
+		// can reach them
+		uds = filepath.Join(jailDir(cfg.StateDir), vsockSock)
 	}
 	if err := checkSocketPaths(uds); err != nil {
 		return nil, err
 	}
 	var jl *vmJail
 	if d.Jail != nil {
-		// the VMM's sockets live in its jail, where it can reach them
 		if jl, err = d.prepareJail(cfg, mem); err != nil {
 			return nil, err
 		}
-		uds = filepath.Join(jl.dir, vsockSock)
 	}
 	console := filepath.Join(cfg.StateDir, consoleLog)
 	readySock := fmt.Sprintf("%s_%d", uds, ReadyPort)
