@@ -1,13 +1,12 @@
 package agent
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 
+	"github.com/hyperhq/hyperd-go/internal/guestinit"
 	"github.com/mdlayher/vsock"
 	"golang.org/x/sys/unix"
 )
@@ -104,34 +103,13 @@ func leaveRootfs() error {
 	return nil
 }
 
-// LoadModules loads dir/NAME for each line NAME of dir/order with
-// finit_module; EEXIST (built in or loaded) is fine.
+// LoadModules loads the modules dir/order lists (guestinit.LoadModules);
+// a guest without an order file has nothing to load.
 func LoadModules(dir string) error {
-	f, err := os.Open(filepath.Join(dir, "order"))
-	if os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(dir, "order")); os.IsNotExist(err) {
 		return nil
 	}
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		name := strings.TrimSpace(sc.Text())
-		if name == "" || strings.HasPrefix(name, "#") {
-			continue
-		}
-		m, err := os.Open(filepath.Join(dir, filepath.Base(name)))
-		if err != nil {
-			return fmt.Errorf("module %s: %w", name, err)
-		}
-		err = unix.FinitModule(int(m.Fd()), "", 0)
-		m.Close()
-		if err != nil && err != unix.EEXIST {
-			return fmt.Errorf("finit_module %s: %w", name, err)
-		}
-	}
-	return sc.Err()
+	return guestinit.LoadModules(dir, nil)
 }
 
 // LoopbackUp sets IFF_UP on lo.

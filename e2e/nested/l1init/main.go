@@ -14,13 +14,13 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/hyperhq/hyperd-go/e2e/nested"
+	"github.com/hyperhq/hyperd-go/internal/guestinit"
 	"golang.org/x/sys/unix"
 )
 
@@ -74,18 +74,9 @@ func main() {
 // did not come up in CI, one vCPU frozen at that key's site in __schedule,
 // the other at the INT3 handler's entry.
 func onlineCPUs() {
-	ents, _ := filepath.Glob("/sys/devices/system/cpu/cpu[0-9]*/online")
-	n := 0
-	for _, p := range ents {
-		b, err := os.ReadFile(p)
-		if err != nil || strings.TrimSpace(string(b)) != "0" {
-			continue
-		}
-		if err := os.WriteFile(p, []byte("1"), 0o644); err != nil {
-			logf("online %s: %v", filepath.Dir(p), err)
-			continue
-		}
-		n++
+	n, err := guestinit.OnlineCPUs("/sys")
+	if err != nil {
+		logf("%v", err)
 	}
 	logf("brought %d more vCPUs online", n)
 }
@@ -116,22 +107,16 @@ func mounts() {
 }
 
 func modules(dir string) {
-	b, err := os.ReadFile(filepath.Join(dir, "order"))
+	cmdline, _ := os.ReadFile("/proc/cmdline")
+	err := guestinit.LoadModules(dir, func(mod string) string {
+		p := guestinit.ModuleParams(string(cmdline), mod)
+		if p != "" {
+			logf("insmod %s %s", mod, p)
+		}
+		return p
+	})
 	if err != nil {
-		logf("no module list: %v", err)
-		return
-	}
-	for _, m := range strings.Fields(string(b)) {
-		f, err := os.Open(filepath.Join(dir, m))
-		if err != nil {
-			logf("module %s: %v", m, err)
-			continue
-		}
-		err = unix.FinitModule(int(f.Fd()), "", 0)
-		f.Close()
-		if err != nil && err != unix.EEXIST {
-			logf("insmod %s: %v", m, err)
-		}
+		logf("modules: %v", err)
 	}
 }
 

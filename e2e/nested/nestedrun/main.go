@@ -4,7 +4,7 @@
 // the command's status. It is how `make demo-kvm` and `make bench` reach a
 // hardware-virtualized KVM on hosts that lack vmx/svm.
 //
-//	nestedrun [--file PATH]... [--forward HOST:GUEST]... [--timeout 30m] -- CMD [ARG]...
+//	nestedrun [--file PATH]... [--forward HOST:GUEST]... [--append ARGS] [--timeout 30m] -- CMD [ARG]...
 package main
 
 import (
@@ -37,6 +37,7 @@ func main() {
 	console := flag.Bool("console", false, "copy L1's console to stderr")
 	cpu := flag.String("cpu", nested.DefaultCPU, "QEMU's -cpu for L1")
 	tcgThread := flag.String("tcg-thread", "multi", "QEMU's TCG threading for L1: multi or single")
+	appendLine := flag.String("append", "", "added to L1's kernel command line (module parameters such as kvm_amd.npt=0 are applied by l1init, as modprobe would)")
 	attach := flag.Int("attach", 0, "run the command in an L1 already running, reached on this host port (its l1init forward; see ps for hostfwd=...-:7000)")
 	flag.Var(&files, "file", "a host file or directory to copy into L1 at the same path (repeatable)")
 	flag.Var(&fwds, "forward", "HOST:GUEST: expose L1's TCP port GUEST on 127.0.0.1:HOST (repeatable)")
@@ -59,7 +60,7 @@ func main() {
 		}
 		os.Exit(code)
 	}
-	code, err := run(*repo, *out, *mem, *smp, *timeout, *console, *tcgThread, *cpu, files, fwds, envs, flag.Args())
+	code, err := run(*repo, *out, *mem, *smp, *timeout, *console, *tcgThread, *cpu, *appendLine, files, fwds, envs, flag.Args())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "nestedrun:", err)
 		if code == 0 {
@@ -69,7 +70,7 @@ func main() {
 	os.Exit(code)
 }
 
-func run(repo, out string, mem, smp int, timeout time.Duration, console bool, tcgThread, cpu string, files, fwds, envs, argv []string) (int, error) {
+func run(repo, out string, mem, smp int, timeout time.Duration, console bool, tcgThread, cpu, appendLine string, files, fwds, envs, argv []string) (int, error) {
 	repo, err := filepath.Abs(repo)
 	if err != nil {
 		return 1, err
@@ -102,7 +103,7 @@ func run(repo, out string, mem, smp int, timeout time.Duration, console bool, tc
 	st, _ := os.Stat(img.Initrd)
 	fmt.Fprintf(os.Stderr, "nestedrun: L1 initramfs %s (%d MiB) built in %.1fs; booting L1 (QEMU TCG, -cpu max: emulated SVM)\n",
 		img.Initrd, st.Size()>>20, time.Since(t0).Seconds())
-	cfg := nested.Config{Kernel: img.Kernel, Initrd: img.Initrd, MemMiB: mem, CPUs: smp, Dir: out, Forwards: forwards, TCGThread: tcgThread, CPU: cpu}
+	cfg := nested.Config{Kernel: img.Kernel, Initrd: img.Initrd, MemMiB: mem, CPUs: smp, Dir: out, Forwards: forwards, TCGThread: tcgThread, CPU: cpu, Append: appendLine}
 	if console {
 		cfg.Console = os.Stderr
 	}

@@ -11,7 +11,6 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,20 +31,8 @@ func main() {
 	}
 	console.Say("%d CPUs online", n)
 
-	order, err := os.ReadFile("/modules/order")
-	if err != nil {
-		console.Fail("reading /modules/order: %v", err)
-	}
-	for _, m := range strings.Fields(string(order)) {
-		f, err := os.Open(filepath.Join("/modules", m))
-		if err != nil {
-			console.Fail("module %s: %v", m, err)
-		}
-		err = unix.FinitModule(int(f.Fd()), "", 0)
-		f.Close()
-		if err != nil && err != unix.EEXIST {
-			console.Fail("loading %s: %v", m, err)
-		}
+	if err := guestinit.LoadModules("/modules", nil); err != nil {
+		console.Fail("%v", err)
 	}
 	console.Say("modules loaded")
 
@@ -105,15 +92,8 @@ func onlineCPUs() (int, error) {
 		return 0, err
 	}
 	if slices.Contains(strings.Fields(string(cmdline)), "hyperd.boot.online=1") {
-		ents, _ := filepath.Glob("/sys/devices/system/cpu/cpu[0-9]*/online")
-		for _, p := range ents {
-			b, err := os.ReadFile(p)
-			if err != nil || strings.TrimSpace(string(b)) != "0" {
-				continue
-			}
-			if err := os.WriteFile(p, []byte("1"), 0); err != nil {
-				return 0, fmt.Errorf("%s: %w", p, err)
-			}
+		if _, err := guestinit.OnlineCPUs("/sys"); err != nil {
+			return 0, err
 		}
 	}
 	b, err := os.ReadFile("/sys/devices/system/cpu/online")
