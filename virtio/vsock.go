@@ -54,6 +54,10 @@ type vconn struct {
 	timer *time.Timer
 
 	closed bool
+	// drain: closed by the guest's RST or the device going away while
+	// guest data was still on its way to uc; writeLoop writes it (bounded
+	// by vsockDrainTimeout) and then closes uc.
+	drain bool
 
 	// guest → host
 	preamble    []byte // "OK <port>\n", written before any data
@@ -64,6 +68,7 @@ type vconn struct {
 	guestNoSend bool   // guest sent SHUTDOWN(SEND)
 	guestNoRecv bool   // guest sent SHUTDOWN(RECEIVE)
 	wroteEOF    bool   // CloseWrite done
+	writing     bool   // writeLoop is writing, v.mu released
 
 	// host → guest
 	rdData        []byte // host data read, not yet delivered
@@ -438,7 +443,10 @@ func (v *Vsock) establish(c *vconn, preamble []byte) {
 }
 
 // closeConn forgets c, closes its host socket and wakes its goroutines;
-// with rst the guest is told with a RST. Called with v.mu held.
+// with rst (an error) the guest is told with a RST and guest data not yet
+// written to the host socket is dropped; without (the guest's RST, a
+// device reset, Close) that data is still written first (drain). Called
+// with v.mu held.
 func (v *Vsock) closeConn(c *vconn, rst bool) {
 	if c.closed {
 		return
@@ -450,10 +458,17 @@ func (v *Vsock) closeConn(c *vconn, rst bool) {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
-	if c.uc != nil {
-		c.uc.Close()
+	c.rdData = nil
+	if !rst && c.uc != nil && (c.writing || len(c.preamble) > 0 || len(c.txBuf) > 0) {
+		// What the guest sent before it closed (or before the device went
+		// away) still reaches the host: writeLoop finishes, then closes uc.
+		c.drain = true
+	} else {
+		if c.uc != nil {
+			c.uc.Close()
+		}
+		c.preamble, c.txBuf = nil, nil
 	}
-	c.rdData, c.txBuf = nil, nil
 	c.cond.Broadcast()
 	if rst && v.queues != nil && len(v.ctrl) < vsockMaxCtrl {
 		v.ctrl = append(v.ctrl, ctrlPkt{hdr: VsockHeader{

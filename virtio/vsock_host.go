@@ -54,7 +54,9 @@ func (v *Vsock) readLoop(c *vconn) {
 	}
 }
 
-// writeLoop moves guest data to the host socket and returns credit.
+// writeLoop moves guest data to the host socket and returns credit. A
+// connection closed while data was pending (closeConn's drain) is written
+// out before its socket is closed.
 func (v *Vsock) writeLoop(c *vconn) {
 	defer v.wg.Done()
 	v.mu.Lock()
@@ -64,6 +66,9 @@ func (v *Vsock) writeLoop(c *vconn) {
 			c.cond.Wait()
 		}
 		if c.closed {
+			if c.drain {
+				v.drainConn(c)
+			}
 			return
 		}
 		if len(c.preamble) == 0 && len(c.txBuf) == 0 {
@@ -83,13 +88,20 @@ func (v *Vsock) writeLoop(c *vconn) {
 		pre, data := c.preamble, c.txBuf
 		c.preamble, c.txBuf = nil, nil
 		uc := c.uc
+		c.writing = true
 		v.mu.Unlock()
 		_, err := uc.Write(pre)
 		if err == nil && len(data) > 0 {
 			_, err = uc.Write(data)
 		}
 		v.mu.Lock()
+		c.writing = false
 		if c.closed {
+			if c.drain && err == nil {
+				v.drainConn(c)
+			} else {
+				uc.Close()
+			}
 			return
 		}
 		if err != nil {
@@ -103,6 +115,26 @@ func (v *Vsock) writeLoop(c *vconn) {
 			v.processRx()
 		}
 	}
+}
+
+// vsockDrainTimeout bounds writing out a closed connection's last guest
+// data to a host socket that is not being read.
+const vsockDrainTimeout = 2 * time.Second
+
+// drainConn writes what is left of a closed connection's guest data and
+// closes its host socket. Called with v.mu held; it releases it while
+// writing (no one else touches a closed connection's buffers).
+func (v *Vsock) drainConn(c *vconn) {
+	pre, data, uc := c.preamble, c.txBuf, c.uc
+	c.preamble, c.txBuf, c.drain = nil, nil, false
+	v.mu.Unlock()
+	uc.SetWriteDeadline(time.Now().Add(vsockDrainTimeout))
+	_, err := uc.Write(pre)
+	if err == nil && len(data) > 0 {
+		uc.Write(data)
+	}
+	uc.Close()
+	v.mu.Lock()
 }
 
 func (v *Vsock) acceptLoop() {

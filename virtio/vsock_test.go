@@ -87,6 +87,27 @@ func (g *guestVsock) send(h VsockHeader, payload []byte) {
 	}
 }
 
+// sendBatch transmits packets with one kick: the device handles them all
+// under one hold of its lock, before any of its goroutines can run.
+func (g *guestVsock) sendBatch(pkts ...rxPkt) {
+	g.t.Helper()
+	for _, p := range pkts {
+		h := p.h
+		h.Len = uint32(len(p.data))
+		var b [VsockHeaderSize]byte
+		h.Marshal(b[:])
+		segs := []seg{rseg(b[:])}
+		if len(p.data) > 0 {
+			segs = append(segs, rseg(p.data))
+		}
+		g.d.post(vsockTxQ, false, segs...)
+	}
+	g.d.kick(vsockTxQ)
+	if u := g.d.takeUsed(vsockTxQ); len(u) != len(pkts) {
+		g.t.Fatalf("tx used %v, want %d", u, len(pkts))
+	}
+}
+
 // recv returns the next packet the device put on the rx queue.
 func (g *guestVsock) recv() rxPkt {
 	g.t.Helper()
@@ -262,6 +283,57 @@ func TestVsockGuestInitiated(t *testing.T) {
 	g.send(g.hdr(VsockOpRequest, 40001, 5001), nil)
 	if r := g.expect(VsockOpRst); r.h.SrcPort != 5001 || r.h.DstPort != 40001 {
 		t.Fatalf("RST %+v", r.h)
+	}
+}
+
+// TestVsockDataBeforeClose: what the guest sent just before its
+// connection ended reaches the host socket, then EOF. The guest's RST comes
+// in the same batch as its data, before the device's writer could run (a
+// guest that writes, closes and powers off); Close is the VMM stopping.
+func TestVsockDataBeforeClose(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		close func(g *guestVsock, rw rxPkt)
+	}{
+		{"guest RST", func(g *guestVsock, rw rxPkt) {
+			g.sendBatch(rw, rxPkt{h: g.hdr(VsockOpRst, 40000, 5000)})
+		}},
+		{"guest SHUTDOWN and RST", func(g *guestVsock, rw rxPkt) {
+			sh := g.hdr(VsockOpShutdown, 40000, 5000)
+			sh.Flags = VsockShutdownRcv | VsockShutdownSend
+			g.sendBatch(rw, rxPkt{h: sh}, rxPkt{h: g.hdr(VsockOpRst, 40000, 5000)})
+		}},
+		{"device closed", func(g *guestVsock, rw rxPkt) {
+			g.sendBatch(rw)
+			g.v.Close()
+		}},
+		{"device reset", func(g *guestVsock, rw rxPkt) {
+			g.sendBatch(rw)
+			g.v.Reset()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGuestVsock(t, 0)
+			ln, err := net.Listen("unix", g.uds+"_5000")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			g.send(g.hdr(VsockOpRequest, 40000, 5000), nil)
+			uc, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer uc.Close()
+			g.expect(VsockOpResponse)
+			last := bytes.Repeat([]byte("last words "), 300)
+			tc.close(g, rxPkt{h: g.hdr(VsockOpRW, 40000, 5000), data: last})
+			uc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got, err := io.ReadAll(uc)
+			if err != nil || !bytes.Equal(got, last) {
+				t.Fatalf("host read %d bytes (%v), want the guest's %d then EOF", len(got), err, len(last))
+			}
+		})
 	}
 }
 

@@ -273,10 +273,10 @@ func bootLinux(t *testing.T, kernel, modules string, hw bool) {
 		select {
 		case <-peer.done:
 		default:
-			t.Errorf("vsock round trips incomplete: events %v errors %v", peer.events, peer.errs)
+			t.Errorf("vsock round trips incomplete: events %v errors %v; console tail:\n%s", peer.events, peer.errs, ours.tail(30))
 		}
 		if idx != len(ms)-1 {
-			t.Errorf("boot stopped at %q", reached)
+			t.Errorf("boot stopped at %q; console tail:\n%s", reached, ours.tail(30))
 		}
 		t.Logf("hardware virtualization: full boot to /init with vsock in %.2fs", at.Seconds())
 		return
