@@ -33,7 +33,7 @@ type Config struct {
 	// MemMiB and CPUs size L1: 2 vCPUs with thread=multi (one vCPU froze
 	// for good once a pod VM ran in it).
 	MemMiB, CPUs int
-	// Append is added to the kernel command line.
+	// Append is added to the kernel command line, after DefaultAppend.
 	Append string
 	// Dir receives console.log (L1's kernel and l1init), heartbeat.log and
 	// the QMP socket.
@@ -83,6 +83,27 @@ type Config struct {
 // QEMU 7.2 and on 10.0, and the e2e Pods suite (kill -9 of hyperd,
 // reattach, exec after restart) and TestE2ERoutes passed.
 const DefaultCPU = "max,-la57,-xsave,-xsavec,-xsaveopt,-xsaves,-avx,-avx2,-fma,-f16c"
+
+// DefaultAppend is on L1's kernel command line before Config.Append:
+// kvm_amd.npt=0, L1's KVM runs pod VMs on shadow page tables instead of
+// nested paging (l1init passes the parameter when it loads kvm_amd).
+//
+// With nested paging, a pod VM's saved state was now and then replaced by
+// L1's own, as L1 stood just after its VMRUN: in CI and in repeated boots
+// of vmm TestBootLinux in L1, a guest stopped for good with RIP at
+// __svm_vcpu_run+0x9c in L1's kvm_amd (the instruction after VMRUN), L1's
+// CS, RSP and CR3, RAX holding the VMCB's address, and KVM seeing nested
+// page faults at L1 page-table addresses (its first exit with that RIP
+// was NPF info1 0x200000006, a fault during the walk of L1's page tables
+// through the nested ones). Measured 2026-12-01, repeated TestBootLinux
+// (Debian's kernel, then ours) in one L1: with nested paging 3 of 100
+// boots failed (that once; a guest #PF storm that overflowed its kernel
+// stack in error_entry once; once unknown); with npt=0, 0 of 194 (one more
+// failed on a vsock bug of ours, since fixed). QEMU 7.2's TCG writes a
+// guest's state into its VMCB at each #VMEXIT and reads it at each VMRUN,
+// and nested paging is where its emulation walks two sets of page tables;
+// L1's KVM never writes L1's own registers there.
+const DefaultAppend = "kvm_amd.npt=0"
 
 // L1 is a booted L1 guest.
 type L1 struct {
@@ -154,7 +175,8 @@ func Boot(ctx context.Context, cfg Config) (*L1, error) {
 	// none in 16 runs with nokaslr (issue #11).
 	// maxcpus=1: the other vCPUs come online once l1init has held its
 	// KVM VM (l1init onlineCPUs).
-	line := "console=ttyS0 panic=-1 nokaslr maxcpus=1 quiet loglevel=4 " + cfg.Append
+	// DefaultAppend first, so that Append can override what it sets.
+	line := "console=ttyS0 panic=-1 nokaslr maxcpus=1 quiet loglevel=4 " + DefaultAppend + " " + cfg.Append
 	args := []string{
 		"-M", "q35", "-accel", "tcg,thread=" + cfg.TCGThread, "-cpu", cfg.CPU,
 		"-smp", strconv.Itoa(cfg.CPUs), "-m", strconv.Itoa(cfg.MemMiB),
