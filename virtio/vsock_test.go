@@ -248,22 +248,30 @@ func TestVsockHostInitiated(t *testing.T) {
 	g.expect(VsockOpRst)
 }
 
-func TestVsockGuestInitiated(t *testing.T) {
-	g := newGuestVsock(t, 0)
+// guestConnect has guest port 40000 connect to host port 5000 and returns
+// the host's end, once the device answered the guest.
+func (g *guestVsock) guestConnect() net.Conn {
+	g.t.Helper()
 	ln, err := net.Listen("unix", g.uds+"_5000")
 	if err != nil {
-		t.Fatal(err)
+		g.t.Fatal(err)
 	}
 	defer ln.Close()
 	g.send(g.hdr(VsockOpRequest, 40000, 5000), nil)
 	uc, err := ln.Accept()
 	if err != nil {
-		t.Fatal(err)
+		g.t.Fatal(err)
 	}
-	defer uc.Close()
+	g.t.Cleanup(func() { uc.Close() })
 	if r := g.expect(VsockOpResponse); r.h.SrcPort != 5000 || r.h.DstPort != 40000 {
-		t.Fatalf("RESPONSE %+v", r.h)
+		g.t.Fatalf("RESPONSE %+v", r.h)
 	}
+	return uc
+}
+
+func TestVsockGuestInitiated(t *testing.T) {
+	g := newGuestVsock(t, 0)
+	uc := g.guestConnect()
 	g.send(g.hdr(VsockOpRW, 40000, 5000), []byte("hello host"))
 	if got := readN(t, uc, 10); string(got) != "hello host" {
 		t.Fatalf("host read %q", got)
@@ -314,18 +322,7 @@ func TestVsockDataBeforeClose(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := newGuestVsock(t, 0)
-			ln, err := net.Listen("unix", g.uds+"_5000")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			g.send(g.hdr(VsockOpRequest, 40000, 5000), nil)
-			uc, err := ln.Accept()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer uc.Close()
-			g.expect(VsockOpResponse)
+			uc := g.guestConnect()
 			last := bytes.Repeat([]byte("last words "), 300)
 			tc.close(g, rxPkt{h: g.hdr(VsockOpRW, 40000, 5000), data: last})
 			uc.SetReadDeadline(time.Now().Add(5 * time.Second))
