@@ -396,7 +396,9 @@ func testExec(t *testing.T, p *pod) {
 	s := p.spec("ex", sandbox.Process{Args: []string{"sh", "-c", "echo started > /tmp/mark; exec sleep 1000"}})
 	s.Hostname = "exechost"
 	p.runSpec(t, s)
-	script := "for i in $(seq 100); do [ -e /tmp/mark ] && break; sleep 0.1; done; " +
+	// The mark is written before the container's sh execs sleep: wait for
+	// both, or the count can catch sh still being sh.
+	script := "for i in $(seq 100); do [ -e /tmp/mark ] && ps -o comm | grep -q sleep && break; sleep 0.1; done; " +
 		"ps -o comm | grep -c sleep; hostname; cat /tmp/mark; exit 7"
 	if err := p.a.Exec(ctx(t), "ex", "e1", sandbox.Process{Args: []string{"sh", "-c", script}}); err != nil {
 		t.Fatal(err)
