@@ -90,10 +90,7 @@ func (v *Vsock) writeLoop(c *vconn) {
 		uc := c.uc
 		c.writing = true
 		v.mu.Unlock()
-		_, err := uc.Write(pre)
-		if err == nil && len(data) > 0 {
-			_, err = uc.Write(data)
-		}
+		err := writeGuestData(uc, pre, data)
 		v.mu.Lock()
 		c.writing = false
 		if c.closed {
@@ -129,12 +126,19 @@ func (v *Vsock) drainConn(c *vconn) {
 	c.preamble, c.txBuf, c.drain = nil, nil, false
 	v.mu.Unlock()
 	uc.SetWriteDeadline(time.Now().Add(vsockDrainTimeout))
-	_, err := uc.Write(pre)
-	if err == nil && len(data) > 0 {
-		uc.Write(data)
-	}
+	writeGuestData(uc, pre, data)
 	uc.Close()
 	v.mu.Lock()
+}
+
+// writeGuestData writes a connection's preamble, then guest data, to its
+// host socket.
+func writeGuestData(uc net.Conn, pre, data []byte) error {
+	_, err := uc.Write(pre)
+	if err == nil && len(data) > 0 {
+		_, err = uc.Write(data)
+	}
+	return err
 }
 
 func (v *Vsock) acceptLoop() {

@@ -72,25 +72,15 @@ func (g *guestVsock) hdr(op uint16, srcPort, dstPort uint32) VsockHeader {
 // send transmits one packet on the tx queue.
 func (g *guestVsock) send(h VsockHeader, payload []byte) {
 	g.t.Helper()
-	h.Len = uint32(len(payload))
-	var b [VsockHeaderSize]byte
-	h.Marshal(b[:])
-	segs := []seg{rseg(b[:])}
-	if len(payload) > 0 {
-		segs = append(segs, rseg(payload))
-	}
-	c := g.d.post(vsockTxQ, false, segs...)
-	g.d.kick(vsockTxQ)
-	u := g.d.takeUsed(vsockTxQ)
-	if len(u) != 1 || u[0].id != uint32(c.head) || u[0].len != 0 {
-		g.t.Fatalf("tx used %v", u)
-	}
+	g.sendBatch(rxPkt{h: h, data: payload})
 }
 
 // sendBatch transmits packets with one kick: the device handles them all
-// under one hold of its lock, before any of its goroutines can run.
+// under one hold of its lock, before any of its goroutines can run, and
+// returns each chain, in order, with nothing written.
 func (g *guestVsock) sendBatch(pkts ...rxPkt) {
 	g.t.Helper()
+	var heads []uint16
 	for _, p := range pkts {
 		h := p.h
 		h.Len = uint32(len(p.data))
@@ -100,11 +90,17 @@ func (g *guestVsock) sendBatch(pkts ...rxPkt) {
 		if len(p.data) > 0 {
 			segs = append(segs, rseg(p.data))
 		}
-		g.d.post(vsockTxQ, false, segs...)
+		heads = append(heads, g.d.post(vsockTxQ, false, segs...).head)
 	}
 	g.d.kick(vsockTxQ)
-	if u := g.d.takeUsed(vsockTxQ); len(u) != len(pkts) {
-		g.t.Fatalf("tx used %v, want %d", u, len(pkts))
+	u := g.d.takeUsed(vsockTxQ)
+	if len(u) != len(heads) {
+		g.t.Fatalf("tx used %v, want %d", u, len(heads))
+	}
+	for i, e := range u {
+		if e.id != uint32(heads[i]) || e.len != 0 {
+			g.t.Fatalf("tx used %v, want heads %v with nothing written", u, heads)
+		}
 	}
 }
 
